@@ -1,0 +1,270 @@
+"""Archive helpers: md5 checks, atomic downloads, safe extraction and member reading."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+logger = logging.getLogger(__name__)
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ZIP_SUFFIXES = (".zip",)
+
+
+class DataUnavailableError(RuntimeError):
+    """A data set is neither on disk nor downloadable; the message says what to fetch and where."""
+
+
+def archive_kind(path: str | os.PathLike) -> str | None:
+    """Return ``"tar"``, ``"zip"`` or None from a file name's suffix.
+
+    Args:
+        path: file name or path.
+
+    Returns:
+        The archive kind, or None when the name has no known archive suffix.
+    """
+    name = os.fspath(path).lower()
+    if name.endswith(ZIP_SUFFIXES):
+        return "zip"
+    if name.endswith(TAR_SUFFIXES):
+        return "tar"
+    return None
+
+
+def md5_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Return the hex md5 digest of a file, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_md5(path: str | os.PathLike, expected: str) -> None:
+    """Raise ValueError naming the file and both digests when ``path``'s md5 is not ``expected``."""
+    actual = md5_file(path)
+    if actual != expected.lower():
+        raise ValueError(
+            f"archive {os.fspath(path)!r} is corrupted or not the expected file: md5 is {actual}, "
+            f"expected {expected.lower()}; delete it and download it again"
+        )
+
+
+def download(url: str, dest: str | os.PathLike, md5: str | None = None, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` through a temporary file, check its md5, then rename atomically.
+
+    Args:
+        url: address to fetch.
+        dest: final file path; its folder is created when missing.
+        md5: expected hex digest, or None to skip the check.
+        timeout: socket timeout in seconds.
+
+    Returns:
+        ``dest`` as a Path.
+
+    Raises:
+        OSError / urllib.error.URLError: on network failure (callers turn it into DataUnavailableError).
+        ValueError: when the downloaded file's md5 differs from ``md5``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = 0
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                digest.update(block)
+                total += len(block)
+        logger.info("downloaded %s (%d bytes)", url, total)
+        if md5 is not None and digest.hexdigest() != md5.lower():
+            raise ValueError(
+                f"download of {url} gave a file whose md5 is {digest.hexdigest()}, expected {md5.lower()} "
+                f"(file {dest.name!r}); try again or fetch it by hand"
+            )
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _check_name(name: str, archive: str) -> PurePosixPath:
+    """Reject absolute names and ``..`` components; return the normalized relative path."""
+    if not name:
+        raise ValueError(f"archive {archive!r} has a member with an empty name; refusing to extract")
+    unix = name.replace("\\", "/")
+    if unix.startswith("/") or (len(unix) > 1 and unix[1] == ":"):
+        raise ValueError(f"archive {archive!r} member {name!r} has an absolute path; refusing to extract")
+    parts = PurePosixPath(unix).parts
+    if ".." in parts:
+        raise ValueError(f"archive {archive!r} member {name!r} has a '..' component; refusing to extract")
+    return PurePosixPath(*[p for p in parts if p != "."]) if parts else PurePosixPath(".")
+
+
+def _check_target(rel: PurePosixPath, dest: str, name: str, archive: str) -> None:
+    target = os.path.realpath(os.path.join(dest, *rel.parts))
+    if not _inside(target, dest):
+        raise ValueError(
+            f"archive {archive!r} member {name!r} would be written outside {dest!r}; refusing to extract"
+        )
+
+
+def _check_link(link: str, base: str, dest: str, name: str, archive: str) -> None:
+    """Reject a link target that is absolute or resolves outside ``dest`` (``base`` is where it is resolved)."""
+    if not link or link.startswith("/") or os.path.isabs(link):
+        raise ValueError(
+            f"archive {archive!r} member {name!r} is a link to {link!r}, outside the destination; refusing to extract"
+        )
+    resolved = os.path.realpath(os.path.join(dest, base, link))
+    if not _inside(resolved, dest):
+        raise ValueError(
+            f"archive {archive!r} member {name!r} is a link to {link!r}, outside the destination; refusing to extract"
+        )
+
+
+def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Extract a tar (any compression) or zip archive into ``dest``, refusing unsafe members.
+
+    Every member is checked before anything is written: absolute paths, ``..`` components,
+    symbolic or hard links that resolve outside ``dest``, and device or fifo files raise
+    ValueError naming the member. Tar archives are additionally extracted with the
+    standard library's ``data`` filter where available.
+
+    Args:
+        archive_path: a ``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz`` or ``.zip`` file.
+        dest: destination folder (created when missing).
+
+    Returns:
+        ``dest`` as a Path.
+    """
+    archive = os.fspath(archive_path)
+    dest_path = Path(dest)
+    dest_path.mkdir(parents=True, exist_ok=True)
+    root = os.path.realpath(dest_path)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                rel = _check_name(info.filename, archive)
+                mode = info.external_attr >> 16
+                if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+                    raise ValueError(
+                        f"archive {archive!r} member {info.filename!r} is a device or special file; refusing to extract"
+                    )
+                if stat.S_ISLNK(mode):
+                    link = zf.read(info).decode("utf-8", "replace")
+                    _check_link(link, posixpath.dirname(str(rel)), root, info.filename, archive)
+                _check_target(rel, root, info.filename, archive)
+            # zipfile writes symlink members as small regular files, never as links.
+            zf.extractall(root, members=infos)
+        return dest_path
+    try:
+        tf = tarfile.open(archive, "r:*")
+    except tarfile.TarError as exc:
+        raise ValueError(f"archive_path {archive!r} is neither a zip nor a readable tar archive: {exc}") from None
+    with tf:
+        members = tf.getmembers()
+        for m in members:
+            rel = _check_name(m.name, archive)
+            if m.isdev() or not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+                raise ValueError(f"archive {archive!r} member {m.name!r} is a device or special file; refusing to extract")
+            if m.issym():
+                _check_link(m.linkname, posixpath.dirname(str(rel)), root, m.name, archive)
+            elif m.islnk():
+                _check_link(m.linkname, "", root, m.name, archive)
+            _check_target(rel, root, m.name, archive)
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(root, members=members, filter="data")
+        else:  # pragma: no cover - Python without extraction filters; members were all checked above
+            tf.extractall(root, members=members)
+    return dest_path
+
+
+def extract_atomically(archive_path: str | os.PathLike, dest: str | os.PathLike, folder: str) -> Path:
+    """Safely extract an archive whose content is one top folder ``folder`` into ``dest/folder``.
+
+    Extraction goes to a temporary folder inside ``dest`` and is renamed in place at the end,
+    so an interrupted extraction never leaves a half-filled ``dest/folder``.
+
+    Returns:
+        The path of ``dest/folder``.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / folder
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=dest))
+    try:
+        safe_extract(archive_path, tmp)
+        if not (tmp / folder).is_dir():
+            raise ValueError(
+                f"archive {os.fspath(archive_path)!r} does not contain the expected top folder {folder!r}"
+            )
+        if final.exists():  # another process finished first
+            return final
+        os.replace(tmp / folder, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def iter_files(source: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(relative posix path, bytes)`` for each regular file of a folder, tar or zip archive.
+
+    Archives are read member by member without extracting anything; links, devices
+    and names with ``..`` or absolute paths are skipped.
+    """
+    src = os.fspath(source)
+    if os.path.isdir(src):
+        for dirpath, dirnames, filenames in os.walk(src):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                full = os.path.join(dirpath, fn)
+                if not os.path.isfile(full):
+                    continue
+                rel = os.path.relpath(full, src).replace(os.sep, "/")
+                with open(full, "rb") as f:
+                    yield rel, f.read()
+        return
+    kind = archive_kind(src)
+    if kind == "zip" or (kind is None and zipfile.is_zipfile(src)):
+        with zipfile.ZipFile(src) as zf:
+            for info in zf.infolist():
+                if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+                    continue
+                try:
+                    rel = _check_name(info.filename, src)
+                except ValueError:
+                    logger.warning("skipping unsafe member %r of %s", info.filename, src)
+                    continue
+                yield str(rel), zf.read(info)
+        return
+    with tarfile.open(src, "r:*") as tf:
+        for m in tf:
+            if not m.isfile():
+                continue
+            try:
+                rel = _check_name(m.name, src)
+            except ValueError:
+                logger.warning("skipping unsafe member %r of %s", m.name, src)
+                continue
+            f = tf.extractfile(m)
+            if f is not None:
+                yield str(rel), f.read()

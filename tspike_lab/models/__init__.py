@@ -1,0 +1,73 @@
+"""The paper's networks and a registry: ``build_model(arch, neuron=..., ...)``."""
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from ..neurons import SpikingLayer
+from . import resnet, vgg
+from .layers import AMPLITUDES, NEURONS, ConvBN, ScaledIdentity, SpikingNet, TimeFold, make_neuron
+
+__all__ = ["ARCHS", "NEURONS", "build_model", "spiking_layers", "SpikingNet", "ConvBN", "ScaledIdentity"]
+
+ARCHS = {
+    "resnet19": resnet.resnet19,
+    "resnet20": resnet.resnet20,
+    "vgg16": vgg.vgg16,
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "small": resnet.small,
+}
+
+_LIF_KWARGS = ("beta", "threshold", "spike_grad", "reset_mechanism", "detach_reset", "backend",
+               "graded_spikes_factor")
+
+
+def build_model(
+    arch: str,
+    *,
+    neuron: str,
+    num_classes: int,
+    num_steps: int,
+    in_channels: int = 3,
+    amplitude: str = "layer",
+    **kwargs,
+) -> SpikingNet:
+    """Build a spiking network.
+
+    Args:
+        arch: one of ``ARCHS`` (resnet19, resnet20, vgg16, resnet18, resnet34, small).
+        neuron: one of ``NEURONS`` (binary, ternary, trainable_binary, trainable_ternary).
+        num_classes, num_steps (T), in_channels: as named.
+        amplitude: "layer" (one a per layer, the paper) or "channel" (one a per channel).
+        kwargs: neuron options (beta, threshold, spike_grad, reset_mechanism, detach_reset,
+            backend, graded_spikes_factor) and arch options (``width`` for "small").
+    Returns:
+        A model mapping ``[B, C, H, W]`` or ``[T, B, C, H, W]`` to logits ``[B, K]``.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
+    if neuron not in NEURONS:
+        raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
+    if amplitude not in AMPLITUDES:
+        raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+    for name, value, low in (("num_classes", num_classes, 2), ("num_steps", num_steps, 1),
+                             ("in_channels", in_channels, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    lif_kwargs = {k: kwargs.pop(k) for k in _LIF_KWARGS if k in kwargs}
+    if kwargs and arch != "small":
+        raise ValueError(f"unknown options for arch {arch!r}: {sorted(kwargs)}")
+    if set(kwargs) - {"width"}:
+        raise ValueError(f"unknown options for arch 'small': {sorted(set(kwargs) - {'width'})}; allowed: ['width']")
+    factory = partial(make_neuron, neuron, amplitude=amplitude, **lif_kwargs)
+    model = ARCHS[arch](neuron=factory, num_classes=num_classes, num_steps=num_steps,
+                        in_channels=in_channels, **kwargs)
+    model.arch, model.neuron = arch, neuron
+    return model
+
+
+def spiking_layers(model: nn.Module) -> list[tuple[str, SpikingLayer]]:
+    """``[(name, module)]`` of every spiking layer, in forward order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SpikingLayer)]

@@ -1,0 +1,131 @@
+"""Building blocks of the networks: time-folded stateless layers and neuron factories.
+
+Stateless layers (convolution, BatchNorm, pooling) run once on the time-folded batch
+``[T, B, ...] -> [T*B, ...]`` as in the paper's released code (BatchNorm statistics
+over T*B); only the neurons loop over time.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..neurons import MultiStepLIF
+
+__all__ = ["NEURONS", "AMPLITUDES", "make_neuron", "ConvBN", "TimeFold", "ScaledIdentity", "SpikingNet"]
+
+NEURONS = ("binary", "ternary", "trainable_binary", "trainable_ternary")
+AMPLITUDES = ("layer", "channel")
+
+
+def check_neuron(neuron: str) -> str:
+    if neuron not in NEURONS:
+        raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
+    return neuron
+
+
+def make_neuron(neuron: str, num_channels: int, *, amplitude: str = "layer", **lif_kwargs) -> MultiStepLIF:
+    """One spiking layer of kind ``neuron`` (one of :data:`NEURONS`)."""
+    check_neuron(neuron)
+    if amplitude not in AMPLITUDES:
+        raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+    trainable = neuron.startswith("trainable_")
+    return MultiStepLIF(
+        neuron.removeprefix("trainable_"),
+        learn_graded_spikes_factor=trainable,
+        num_channels=num_channels if (trainable and amplitude == "channel") else None,
+        **lif_kwargs,
+    )
+
+
+class TimeFold(nn.Module):
+    """Run a stateless module on ``[T, B, ...]`` by folding time into batch."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        y = self.module(x_seq.flatten(0, 1))  # [T, B, ...] -> [T*B, ...]
+        return y.unflatten(0, x_seq.shape[:2])
+
+
+class ConvBN(nn.Module):
+    """Conv2d + BatchNorm2d on ``[T, B, C, H, W]``, time folded into batch.
+
+    ``bn`` becomes ``nn.Identity`` after ``reparameterize(fold_bn=True)``.
+    """
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, bias=False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias)
+        self.bn = nn.BatchNorm2d(out_ch)
+
+    def forward_static(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W] -> [B, C', H', W']``."""
+        return self.bn(self.conv(x))
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x_seq.flatten(0, 1)))  # [T*B, C, H, W]
+        return y.unflatten(0, x_seq.shape[:2])
+
+
+class ScaledIdentity(nn.Module):
+    """Identity shortcut ``x -> scale * x``; ``scale`` is 1 until re-parameterization.
+
+    After folding, the shortcut receives b in {-1, 0, 1} and adds ``scale * b``, i.e.
+    +a or -a or nothing: still an addition, no multiplication.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.scale.dim() == 0 and float(self.scale) == 1.0:
+            return x_seq
+        return x_seq * self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale shape={tuple(self.scale.shape)}"
+
+
+class SpikingNet(nn.Module):
+    """Base of the networks: direct encoding, time-first features, logits averaged over T.
+
+    Subclasses define ``stem`` (a :class:`ConvBN`), ``stem_lif``, ``features(x_seq)``
+    (after the stem neuron), ``classifier`` and ``fold_plan()``.
+    """
+
+    num_steps: int
+    in_channels: int
+
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode input to the stem neuron's output ``[T, B, C, H, W]``."""
+        if x.dim() not in (4, 5):
+            raise ValueError(
+                f"input must be [B, C, H, W] (static image) or [T, B, C, H, W] (event frames), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[-3] != self.in_channels:
+            raise ValueError(
+                f"input has {x.shape[-3]} channels at dim -3, the model expects in_channels={self.in_channels}"
+            )
+        if x.dim() == 4:
+            # Direct encoding: the image repeats over T, so the stem conv + BN is computed
+            # once and expanded (identical per step; the paper's code computes it T times).
+            cur = self.stem.forward_static(x)
+            cur_seq = cur.unsqueeze(0).expand(self.num_steps, *cur.shape)
+        else:
+            cur_seq = self.stem(x)
+        return self.stem_lif(cur_seq)
+
+    def forward(self, x: torch.Tensor, return_seq: bool = False) -> torch.Tensor:
+        """Logits ``[B, K]`` averaged over T, or per step ``[T, B, K]`` if ``return_seq``."""
+        spk_seq = self.features(self.stem_forward(x))  # [T, B, C, H, W]
+        pooled = spk_seq.mean(dim=(-2, -1))  # global average pool -> [T, B, C]
+        logits_seq = self.classifier(pooled)  # [T, B, K]
+        return logits_seq if return_seq else logits_seq.mean(0)
+
+    def fold_plan(self):
+        """``[(lif, [consumers])]``: which layers read each spiking layer's output."""
+        raise NotImplementedError
