@@ -1,0 +1,172 @@
+"""Run folders, JSON results written atomically, environment capture, mean ± std.
+
+Every result should say how many runs, mean ± std, the hardware and the code version:
+``environment()`` gives the last two, ``mean_std`` the first.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = ["new_run_dir", "environment", "write_json_atomic", "read_jsonl", "mean_std"]
+
+
+def new_run_dir(out_dir: str | os.PathLike, name: str = "run", *, attempts: int = 100) -> Path:
+    """Create and return a new, empty folder ``out_dir/<name>-<YYYYmmdd-HHMMSS>-<6 hex>``.
+
+    The folder is made with ``exist_ok=False``, so two runs never share one; a collision
+    (same second, same random suffix) retries with a fresh suffix.
+
+    Args:
+        out_dir: parent folder (created if missing).
+        name: prefix naming the experiment; no path separators.
+        attempts: collisions tolerated before giving up.
+    Returns:
+        The new folder's path.
+    """
+    name = str(name)
+    if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
+        raise ValueError(f"name must be a non-empty folder name without path separators, got {name!r}")
+    parent = Path(out_dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(attempts):
+        path = parent / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        try:
+            os.makedirs(path, exist_ok=False)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"could not create a unique run folder under {parent} after {attempts} attempts")
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:  # not installed, or broken on import: report as missing
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Where and with what code a result was computed.
+
+    Returns:
+        A JSON-serializable dict: ``python``, ``platform``, ``cpu_count``, ``torch``,
+        ``snntorch``, ``numpy``, ``tspike_lab`` versions, ``cuda_available``, ``cuda_version``,
+        ``device_name`` (GPU name or CPU architecture), ``gpu_count``, ``git_commit`` and
+        ``git_dirty`` (None where the package is not inside a git work tree).
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    repo = Path(__file__).resolve().parent.parent
+    commit = _git(["rev-parse", "HEAD"], repo)
+    status = _git(["status", "--porcelain"], repo) if commit is not None else None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "snntorch": _version("snntorch"),
+        "numpy": _version("numpy"),
+        "tspike_lab": _version("tspike_lab"),
+        "cuda_available": cuda,
+        "cuda_version": torch.version.cuda,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "device_name": torch.cuda.get_device_name(0) if cuda else (platform.processor() or platform.machine()),
+        "git_commit": commit.strip() if commit else None,
+        "git_dirty": bool(status.strip()) if status is not None else None,
+        "argv": list(sys.argv),
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temp file in the same folder, fsync, ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically: a reader sees the old file or the new one.
+
+    Non-finite floats are written as ``NaN``/``Infinity`` (Python's json dialect).
+    """
+    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON-lines file (e.g. ``metrics.jsonl``); a torn last line is ignored."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise
+    return rows
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1) of repeated runs.
+
+    With one value the spread is unknown, so std is NaN (not 0, which would claim
+    certainty). An empty input raises ValueError.
+
+    Returns:
+        ``(mean, std)`` as floats.
+    """
+    xs = [float(v) for v in values]
+    if not xs:
+        raise ValueError("mean_std needs at least one value, got none")
+    mean = math.fsum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, math.nan
+    var = math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+    return mean, math.sqrt(var)
