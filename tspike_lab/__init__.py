@@ -5,3 +5,7 @@ from . import surrogate, functional
 __version__ = "0.1.0"
 from .models import ARCHS, NEURONS, build_model, spiking_layers
 from .reparam import reparameterize
+from . import info, probes, energy
+from .probes import Recorder, record, firing_rates, amplitudes, membrane_histograms
+from .energy import count_ops, ann_equivalent, energy_pj
+from .info import capacity_bits, entropy_bits, map_entropy_bits, quantization_error, best_amplitude
