@@ -1,0 +1,171 @@
+"""PIL-based image-folder Dataset with the standard ImageNet transforms (no torchvision)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp")
+
+
+def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+
+def _randint(lo: int, hi: int, generator: torch.Generator | None) -> int:
+    """Uniform int in [lo, hi] inclusive."""
+    return int(torch.randint(lo, hi + 1, (), generator=generator))
+
+
+def random_resized_crop_box(
+    width: int,
+    height: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """Pick a RandomResizedCrop box as torchvision does (10 tries, then a central fallback).
+
+    Returns:
+        ``(left, top, w, h)`` in pixels.
+    """
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * _uniform(scale[0], scale[1], generator)
+        aspect = math.exp(_uniform(log_ratio[0], log_ratio[1], generator))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = _randint(0, height - h, generator)
+            left = _randint(0, width - w, generator)
+            return left, top, w, h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def to_normalized_tensor(img, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """PIL RGB image -> float32 ``[3, H, W]`` in [0, 1], then ``(x - mean) / std``."""
+    arr = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return arr.sub_(m).div_(s)
+
+
+def train_transform(img, crop: int = 224, generator: torch.Generator | None = None):
+    """RandomResizedCrop(crop, scale=(0.08, 1), ratio=(3/4, 4/3)) then a horizontal flip with p=0.5."""
+    from PIL import Image
+
+    left, top, w, h = random_resized_crop_box(img.width, img.height, generator=generator)
+    out = img.resize((crop, crop), Image.BILINEAR, box=(left, top, left + w, top + h))
+    if float(torch.rand((), generator=generator)) < 0.5:
+        out = out.transpose(Image.FLIP_LEFT_RIGHT)
+    return out
+
+
+def eval_transform(img, crop: int = 224, resize: int = 256):
+    """Resize the shorter side to ``resize`` (aspect kept), then CenterCrop(``crop``)."""
+    from PIL import Image
+
+    w, h = img.size
+    if w <= h:
+        nw, nh = resize, int(resize * h / w)
+    else:
+        nw, nh = int(resize * w / h), resize
+    img = img.resize((nw, nh), Image.BILINEAR)
+    top = int(round((nh - crop) / 2.0))
+    left = int(round((nw - crop) / 2.0))
+    return img.crop((left, top, left + crop, top + crop))
+
+
+class ImageFolderDataset(Dataset):
+    """``<root>/<class>/<image>`` files read with PIL and transformed for ImageNet-style training.
+
+    Args:
+        root: folder with one sub-folder per class.
+        train: RandomResizedCrop + flip when True; Resize + CenterCrop otherwise.
+        crop: output side.
+        resize: shorter side before the center crop (test only).
+        classes: class names to use (default: the sorted sub-folder names); the test split
+            passes the train classes so labels agree.
+        mean, std: normalization in [0, 1] units.
+
+    Shape:
+        item: ``(x float32 [3, crop, crop], label int)``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train: bool,
+        crop: int = 224,
+        resize: int = 256,
+        classes: Sequence[str] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if not isinstance(crop, int) or crop < 1:
+            raise ValueError(f"crop must be a positive int, got {crop!r}")
+        if not isinstance(resize, int) or resize < crop:
+            raise ValueError(f"resize must be an int >= crop ({crop}), got {resize!r}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"root {os.fspath(root)!r} is not a folder")
+        found = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        self.classes = list(classes) if classes is not None else found
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = [c for c in found if c not in index]
+        if unknown:
+            raise ValueError(f"root {str(self.root)!r} has class folders {unknown[:5]} not among the given classes")
+        self.samples: list[tuple[str, int]] = []
+        for c in found:
+            for dirpath, dirnames, filenames in os.walk(self.root / c):
+                dirnames.sort()
+                for fn in sorted(filenames):
+                    if fn.lower().endswith(_SUFFIXES) and not fn.startswith("."):
+                        self.samples.append((os.path.join(dirpath, fn), index[c]))
+        if not self.samples:
+            raise ValueError(f"root {str(self.root)!r} holds no images under <class>/ folders")
+        self.train = bool(train)
+        self.crop = crop
+        self.resize = resize
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+
+    @property
+    def targets(self) -> list[int]:
+        """Labels of all samples, in order."""
+        return [y for _, y in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def get(self, index: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+        """Load sample ``index``; random transforms draw from ``generator`` (global RNG when None)."""
+        from PIL import Image
+
+        path, label = self.samples[index]
+        with Image.open(path) as raw:
+            img = raw.convert("RGB")
+        if self.train:
+            img = train_transform(img, self.crop, generator)
+        else:
+            img = eval_transform(img, self.crop, self.resize)
+        return to_normalized_tensor(img, self.mean, self.std), label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.get(index)
