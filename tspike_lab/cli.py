@@ -1,0 +1,172 @@
+"""The ``tspike`` command line: ``tspike train --dataset cifar10 --arch resnet19 ...``.
+
+Every :class:`tspike_lab.train.TrainConfig` field is an option (``num_steps`` ->
+``--num-steps``; booleans as ``--amp/--no-amp``; ``none`` for an optional field's None).
+``train`` prints the final epoch's metrics as JSON on stdout (rank 0 only under torchrun);
+``env`` prints :func:`tspike_lab.results.environment`.
+
+    tspike train --dataset digits --neuron ternary --epochs 10
+    torchrun --standalone --nproc_per_node 8 -m tspike_lab.train --dataset cifar10 --arch resnet19 \\
+        --epochs 300 --out-dir runs/c10-r19
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import types
+import typing
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+_HELP = {
+    "dataset": "data set",
+    "data_dir": "data folder (default: $TSPIKE_DATA or ~/.cache/tspike_lab)",
+    "arch": "network",
+    "neuron": "spiking neuron",
+    "num_steps": "time steps T (for cifar10-dvs also the number of frames)",
+    "width": "channels of arch 'small'",
+    "amplitude": "one trainable amplitude a per layer or per channel",
+    "batch_size": "per process",
+    "weight_decay": "on conv/linear weights only",
+    "warmup_epochs": "linear warm-up epochs",
+    "schedule": "learning-rate schedule (cosine per step)",
+    "loss": "ce: cross-entropy on T-averaged logits (paper); tet: Deng et al. 2022",
+    "tet_lambda": "TET MSE regularizer weight",
+    "tet_phi": "TET MSE target",
+    "grad_clip": "max gradient norm",
+    "augment": "training augmentation (the per-field options override the data set's recipe)",
+    "crop_padding": "random-crop padding (default: data set recipe)",
+    "flip": "random horizontal flip (default: data set recipe)",
+    "autoaugment": "AutoAugment CIFAR10 policy (default: data set recipe)",
+    "cutout": "Cutout square side (default: data set recipe)",
+    "roll": "random roll in pixels (default: data set recipe)",
+    "amp": "bf16 autocast on CUDA",
+    "channels_last": "channels-last memory format on CUDA",
+    "device": "auto, cpu, cuda, cuda:N",
+    "sync_bn": "SyncBatchNorm under torchrun",
+    "out_dir": "run folder (metrics.jsonl, checkpoint.pt); resumed if it holds a checkpoint",
+    "resume": "continue from out_dir's checkpoint",
+    "max_steps_per_epoch": "truncate epochs (smoke tests)",
+    "max_eval_steps": "truncate test passes (smoke tests)",
+    "eval_every": "test every k epochs (and at the last)",
+    "progress": "tqdm progress bar",
+}
+
+
+def _optional(conv):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else conv(text)
+
+    parse.__name__ = getattr(conv, "__name__", "value")
+    return parse
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    from .train import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+    from .data.sources import DATASETS
+    from .models import ARCHS, NEURONS
+    from .models.layers import AMPLITUDES
+
+    choices = {"dataset": DATASETS, "arch": tuple(ARCHS), "neuron": NEURONS, "amplitude": AMPLITUDES,
+               "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        base = args[0] if optional else hint
+        flag = "--" + f.name.replace("_", "-")
+        help_ = _HELP.get(f.name, "")
+        kw: dict[str, Any] = {"default": f.default, "dest": f.name}
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                help=f"{help_} (default: {f.default})".strip(), **kw)
+            continue
+        conv = {int: int, float: float, str: str}[base]
+        kw["type"] = _optional(conv) if optional else conv
+        if f.name in choices:
+            kw["choices"] = list(choices[f.name])
+        kw["metavar"] = None if f.name in choices else base.__name__.upper()
+        parser.add_argument(flag, help=f"{help_} (default: {f.default})".strip(), **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``tspike`` with sub-commands ``train`` (options from TrainConfig) and ``env``."""
+    parser = argparse.ArgumentParser(prog="tspike", description="Ternary-spike SNNs (Guo et al., AAAI 2024)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train a spiking network; prints the final metrics as JSON")
+    _add_config_options(tr)
+    tr.add_argument("--new-run-in", metavar="DIR", default=None,
+                    help="create a new, unique run folder under DIR (tspike_lab.results.new_run_dir) as out_dir")
+    tr.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub.add_parser("env", help="print the environment (versions, hardware, git commit) as JSON")
+    return parser
+
+
+def config_from_args(ns: argparse.Namespace):
+    """The TrainConfig named by parsed ``train`` options."""
+    from .train import TrainConfig
+
+    return TrainConfig(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tspike`` and ``python -m tspike_lab.train``; returns the exit status."""
+    parser = build_parser()
+    ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if ns.command == "env":
+        from .results import environment
+
+        print(json.dumps(environment(), indent=2))
+        return 0
+
+    from .train import TrainingDiverged, train, validate
+    from .results import new_run_dir
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    logging.basicConfig(level=getattr(logging, ns.log_level), format="%(levelname)s %(name)s: %(message)s")
+    config = config_from_args(ns)
+    try:
+        validate(config)
+    except ValueError as e:
+        parser.error(str(e))
+    if ns.new_run_in is not None:
+        if config.out_dir is not None:
+            parser.error("give --out-dir or --new-run-in, not both")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            parser.error("--new-run-in cannot be used under torchrun (each process would make a folder); use --out-dir")
+        config.out_dir = str(new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}"))
+    try:
+        history = train(config)
+    except TrainingDiverged as e:
+        print(f"tspike train: {e}", file=sys.stderr)
+        return 3
+    except ValueError as e:
+        print(f"tspike train: error: {e}", file=sys.stderr)
+        return 2
+    if rank0:
+        final = dict(history.final)
+        if history.run_dir is not None:
+            final["run_dir"] = history.run_dir
+        print(json.dumps(_json_safe(final), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
