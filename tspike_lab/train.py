@@ -108,7 +108,7 @@ class TrainConfig:
     Hardware:
         amp (bf16 autocast, CUDA only), channels_last (CUDA, image input only), device
         ("auto": cuda:LOCAL_RANK if available, else cpu), sync_bn (SyncBatchNorm when
-        distributed), num_workers (DataLoader workers, file-based data only).
+        distributed on GPUs; a no-op in one process), num_workers (DataLoader workers, file-based data only).
     Bookkeeping:
         seed, out_dir (run folder; None: no files), resume (continue from out_dir's
         checkpoint), max_steps_per_epoch and max_eval_steps (truncate epochs, for smoke
@@ -726,6 +726,9 @@ def train(config: TrainConfig) -> History:
     d, device = _setup_distributed(config)
     run = _RunDir(Path(config.out_dir) if config.out_dir is not None else None, d)
     try:
+        if config.sync_bn and d.enabled and device.type != "cuda":
+            raise ValueError(f"TrainConfig.sync_bn=True needs CUDA devices (torch's SyncBatchNorm is GPU-only), "
+                             f"got device {str(device)!r}; use sync_bn=False on the CPU")
         run.open()
         return _train(config, d, device, run)
     finally:
