@@ -1,0 +1,118 @@
+"""Fast paths for the multi-step LIF over ``[T, B, ...]``, tested against the oracle.
+
+One entry point, :func:`lif_seq`, with the oracle's arguments plus ``backend``:
+
+===============  ==============================================================
+``"auto"``       CUDA tensor and Triton importable: ``"triton"``; CPU float32/64
+                 tensor and the C kernel builds: ``"fused"``; any other
+                 :class:`~tspike_lab.surrogate.Surrogate`: ``"fused_torch"``; an
+                 arbitrary snnTorch-style callable: ``"torch"``.
+``"torch"``      the oracle :func:`tspike_lab.functional.lif_seq` (autograd through
+                 every step).
+``"fused"``      the C kernel (:mod:`.cpu`): CPU, float32/float64, surrogates STE,
+                 Triangle, ATan, Sigmoid.
+``"fused_torch"``  the same hand-written backward in PyTorch ops (:mod:`.eager`):
+                 any device and dtype, any ``Surrogate`` (subclasses included).
+``"triton"``     one Triton kernel per direction running the time loop
+                 (:mod:`.triton_lif`): CUDA, float32/float16/bfloat16, the four
+                 surrogates.
+===============  ==============================================================
+
+An explicit backend that cannot run the input raises ``ValueError`` saying why.
+Every path returns spikes equal to the oracle's and gradients equal to float rounding.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import functional, surrogate
+from . import cpu, eager, triton_lif
+from .spec import LIFSpec, make_spec
+
+__all__ = ["BACKENDS", "lif_seq", "select_backend", "backend_report", "make_spec", "LIFSpec"]
+
+BACKENDS = ("auto", "torch", "fused", "fused_torch", "triton")
+
+
+def _why_not(backend: str, x: torch.Tensor, spec: LIFSpec) -> str | None:
+    if backend == "torch":
+        return None
+    if backend == "fused":
+        return cpu.supports(x, spec)
+    if backend == "fused_torch":
+        if not isinstance(spec.spike_grad, surrogate.Surrogate):
+            return (f"fused_torch needs a tspike_lab.surrogate.Surrogate, got spike_grad={spec.spike_grad!r} "
+                    f"(an arbitrary callable runs on backend='torch')")
+        return None
+    if backend == "triton":
+        return triton_lif.supports(x, spec)
+    raise AssertionError(backend)
+
+
+def select_backend(x_seq: torch.Tensor, spec: LIFSpec, backend: str = "auto") -> str:
+    """The backend that runs ``x_seq`` with ``spec``: ``backend`` itself, or the choice of "auto"."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        reason = _why_not(backend, x_seq, spec)
+        if reason is not None:
+            raise ValueError(f"backend={backend!r} cannot run this input: {reason}")
+        return backend
+    for candidate in ("triton", "fused", "fused_torch"):
+        if _why_not(candidate, x_seq, spec) is None:
+            return candidate
+    return "torch"
+
+
+def backend_report() -> dict[str, str]:
+    """Which compiled backends load on this machine, for logs and benchmark headers."""
+    return {
+        "fused": cpu.unavailable_reason() or "available",
+        "triton": triton_lif.unavailable_reason() or "available",
+    }
+
+
+def lif_seq(
+    x_seq: torch.Tensor,
+    *,
+    beta=0.25,
+    threshold=0.5,
+    kind: str = "ternary",
+    reset_mechanism: str = "zero",
+    spike_grad=None,
+    detach_reset: bool = False,
+    backend: str = "auto",
+    return_mem: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-step LIF over ``[T, B, ...]`` on the chosen backend (see the module docstring).
+
+    Args:
+        x_seq: input currents ``[T, B, ...]``; the state starts at zero.
+        beta, threshold, kind, reset_mechanism, spike_grad, detach_reset: as
+            :func:`tspike_lab.functional.lif_seq`.
+        backend: one of :data:`BACKENDS`.
+        return_mem: also return the membranes (without gradient on the fast paths).
+    Returns:
+        ``(b_seq, mem_seq)``: unscaled spikes ``[T, B, ...]``, and the membranes or None.
+    """
+    if x_seq.dim() < 2:
+        raise ValueError(f"x_seq must be [T, B, ...] (rank >= 2), got shape {tuple(x_seq.shape)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto" and any(isinstance(v, torch.Tensor) for v in (beta, threshold)):
+        backend = "torch"  # a tensor beta / threshold (maybe trained) is the oracle's business
+    chosen = backend
+    if backend != "torch":
+        spec = make_spec(beta=beta, threshold=threshold, kind=kind, reset_mechanism=reset_mechanism,
+                         spike_grad=spike_grad, detach_reset=detach_reset)
+        chosen = select_backend(x_seq, spec, backend)
+    if chosen == "torch":
+        b_seq, mem_seq = functional.lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
+                                            reset_mechanism=reset_mechanism, spike_grad=spike_grad,
+                                            detach_reset=detach_reset)
+        return b_seq, (mem_seq if return_mem else None)
+    if chosen == "fused":
+        return cpu.lif_seq_cpu(x_seq, spec, return_mem)
+    if chosen == "triton":
+        return triton_lif.lif_seq_triton(x_seq, spec, return_mem)
+    return eager.lif_seq_eager(x_seq, spec, return_mem)

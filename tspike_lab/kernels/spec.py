@@ -1,0 +1,111 @@
+"""What every fast LIF path needs to know: the neuron's options and the exact backward.
+
+Forward (the oracle :func:`tspike_lab.functional.lif_seq`, with ``u_{-1} = b_{-1} = 0``):
+
+    u_t = (beta * u_{t-1}) * (1 - |b_{t-1}|) + x_t           reset "zero"
+    u_t = (beta * u_{t-1} - b_{t-1} * th) + x_t               reset "subtract"
+    b_t = 1[u_t >= th]  (binary)   or   1[u_t >= th] - 1[u_t <= -th]  (ternary)
+
+Backward, with ``G_t = dL/db_t`` (from the layer's output), ``s_t = sg'(u_t)`` the
+surrogate derivative and ``g_t = dL/du_t = dL/dx_t`` (``g_T = 0``):
+
+    ga_t = (g_{t+1} * (1 - |b_t|)) * beta                     zero       (direct path)
+    gb_t = G_t + (-(g_{t+1} * (beta * u_t))) * b_t            zero       (reset path, d|b|/db = sgn b = b)
+    ga_t = g_{t+1} * beta;   gb_t = G_t + (-g_{t+1}) * th     subtract
+    gb_t = G_t                                                detach_reset=True
+    g_t  = gb_t * s_t + ga_t
+
+The operations are written in the order autograd runs them on the oracle's graph, so a
+kernel that follows them reproduces the oracle's gradients to the last bit wherever
+the surrogate is computed with the same operations (STE: exactly; smooth surrogates:
+to float rounding).
+
+What the backward needs, per element and step:
+
+- ``b_t`` (2 bits) and, for the STE, the 0/1 window ``s_t`` (1 bit): one byte, ``code``;
+- ``u_t`` itself only for (a) a smooth surrogate (``s_t`` depends on ``u_t``: all T
+  steps) or (b) the non-detached zero reset (``beta * u_t`` at t = 0 .. T-2; the last
+  step has no successor). Everything else needs no float state at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import functional, surrogate
+
+__all__ = ["LIFSpec", "SURROGATE_CODES", "make_spec", "code_bits"]
+
+# Surrogate classes the compiled kernels implement, with their parameter's name. Exact
+# types only: a subclass may override grad(), which a kernel cannot see.
+SURROGATE_CODES = {
+    surrogate.STE: (0, "width"),
+    surrogate.Triangle: (1, "width"),
+    surrogate.ATan: (2, "alpha"),
+    surrogate.Sigmoid: (3, "slope"),
+}
+
+
+@dataclass(frozen=True)
+class LIFSpec:
+    """The neuron's options, resolved once per call.
+
+    ``sg_code`` is None where the surrogate is not one the compiled kernels implement.
+    """
+
+    kind: str
+    reset_mechanism: str
+    beta: float
+    threshold: float
+    detach_reset: bool
+    spike_grad: object
+    sg_code: int | None
+    sg_param: float
+
+    @property
+    def ternary(self) -> bool:
+        return self.kind == "ternary"
+
+    @property
+    def zero_reset(self) -> bool:
+        return self.reset_mechanism == "zero"
+
+    @property
+    def ste(self) -> bool:
+        return type(self.spike_grad) is surrogate.STE
+
+    def u_rows(self, num_steps: int) -> int:
+        """How many leading steps of ``u`` the backward reads (0, T-1 or T)."""
+        if not self.ste:
+            return num_steps
+        if self.zero_reset and not self.detach_reset:
+            return max(num_steps - 1, 0)
+        return 0
+
+
+def make_spec(*, beta, threshold, kind, reset_mechanism, spike_grad, detach_reset) -> LIFSpec:
+    """Validate and resolve the options of one LIF call."""
+    functional.check_kind(kind)
+    functional.check_reset(reset_mechanism)
+    for name, value in (("beta", beta), ("threshold", threshold)):
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1 or value.requires_grad:
+                raise ValueError(f"{name} must be a python float for the fast paths, got a tensor {value!r}")
+            value = float(value)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{name} must be a float, got {value!r}")
+    sg = surrogate.get(spike_grad)
+    code, param = None, 0.0
+    if type(sg) in SURROGATE_CODES:
+        code, attr = SURROGATE_CODES[type(sg)]
+        param = float(getattr(sg, attr))
+    return LIFSpec(kind, reset_mechanism, float(beta), float(threshold), bool(detach_reset), sg, code, param)
+
+
+def code_bits(b: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Pack a spike ``b`` in {-1, 0, 1} and a 0/1 STE window into one uint8: ``(b + 1) | mask << 2``."""
+    code = (b + 1).to(torch.uint8)
+    if mask is not None:
+        code |= mask.to(torch.uint8) << 2
+    return code

@@ -1,0 +1,142 @@
+"""Multi-step LIF on CUDA with Triton: one launch runs the whole time loop, forward and backward.
+
+Triton is imported lazily, the first time a CUDA tensor asks for this backend, so the
+package imports (and its tests run) on machines without it. The kernels live in
+:mod:`._triton_impl`; this module holds the autograd glue, which mirrors :mod:`.cpu`.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .layout import as_steps, empty_steps, match_steps
+from .spec import LIFSpec
+
+__all__ = ["available", "unavailable_reason", "supports", "lif_seq_triton", "LIFSeqTriton"]
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_LOWP = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+BLOCK = 1024
+
+
+@functools.lru_cache(maxsize=None)
+def _impl():
+    return importlib.import_module(f"{__package__}._triton_impl")
+
+
+def unavailable_reason() -> str | None:
+    """None if the Triton kernels can run here, else why not."""
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    try:
+        _impl()
+    except Exception as e:  # ImportError, or a Triton too old for the kernels' syntax
+        return f"triton kernels do not load: {type(e).__name__}: {e}"
+    return None
+
+
+def available() -> bool:
+    return unavailable_reason() is None
+
+
+def supports(x: torch.Tensor, spec: LIFSpec) -> str | None:
+    """None if the Triton kernels run ``x`` with ``spec``, else the reason they do not."""
+    if x.device.type != "cuda":
+        return f"the Triton kernels run CUDA tensors, got device {x.device}"
+    if x.dtype not in DTYPES:
+        return f"the Triton kernels run float32/float16/bfloat16, got {x.dtype}"
+    if spec.sg_code is None:
+        return f"the Triton kernels implement STE, Triangle, ATan and Sigmoid, got spike_grad={spec.spike_grad!r}"
+    return unavailable_reason()
+
+
+def _constants(spec: LIFSpec, dtype: torch.dtype) -> dict:
+    """Scalars rounded as the oracle rounds them: th as ``torch.as_tensor(th, dtype)``, etc."""
+    th = torch.tensor(spec.threshold, dtype=dtype)
+    return dict(
+        beta=float(torch.tensor(spec.beta, dtype=torch.float32)),
+        th=float(th),
+        th_sub=float(torch.tensor(spec.threshold, dtype=torch.float32)),  # b * threshold: an fp32 scalar
+        lim=float(spec.sg_param * th) if spec.ste else 0.0,  # STE: width * threshold in the tensor's dtype
+    )
+
+
+def _grid(n: int):
+    return (max(1, -(-n // BLOCK)),)
+
+
+def _dummy(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty(1, dtype=x.dtype, device=x.device)
+
+
+def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool):
+    impl = _impl()
+    x, x_stride = as_steps(x_seq)
+    T, N = x.shape[0], x[0].numel()
+    b = empty_steps(x)
+    rows = spec.u_rows(T) if save else 0
+    mem = empty_steps(x) if return_mem else None
+    u = mem if return_mem else (empty_steps(x, rows) if rows else None)
+    code = torch.empty((T, N), dtype=torch.uint8, device=x.device) if save else None
+    c = _constants(spec, x.dtype)
+    if T * N:
+        impl.lif_fwd_kernel[_grid(N)](
+            x, b, code if save else _dummy(b).to(torch.uint8), u if u is not None else _dummy(b),
+            T, N, x_stride, T if return_mem else rows,
+            c["beta"], c["th"], c["th_sub"], c["lim"],
+            TERNARY=spec.ternary, SUBTRACT=not spec.zero_reset, STE=spec.ste,
+            SAVE_CODE=save, SAVE_U=u is not None, LOWP=_LOWP[x.dtype], BLOCK=BLOCK,
+            enable_fp_fusion=False,
+        )
+    saved_u = u[:rows] if (u is not None and rows) else None
+    return b, code, saved_u, mem
+
+
+class LIFSeqTriton(torch.autograd.Function):
+    """``b_seq`` (and ``mem_seq``, no grad) from ``x_seq``; backward by the Triton kernel."""
+
+    @staticmethod
+    def forward(ctx, x_seq, spec: LIFSpec, return_mem: bool):
+        b, code, u, mem = _forward(x_seq, spec, save=True, return_mem=return_mem)
+        ctx.spec = spec
+        ctx.geometry = (b.shape, b.stride(), b.dtype)
+        ctx.save_for_backward(code, u)
+        if return_mem:
+            ctx.mark_non_differentiable(mem)
+            return b, mem
+        return b
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_b, *_):
+        code, u = ctx.saved_tensors
+        spec = ctx.spec
+        shape, stride, dtype = ctx.geometry
+        gx = torch.empty_strided(shape, stride, dtype=dtype, device=code.device)
+        g = match_steps(grad_b, gx)
+        T, N = shape[0], gx[0].numel()
+        c = _constants(spec, dtype)
+        if T * N:
+            _impl().lif_bwd_kernel[_grid(N)](
+                g, code, u if u is not None else _dummy(gx), gx,
+                T, N, 0 if u is None else u.shape[0],
+                c["beta"], c["th"], c["th_sub"], spec.sg_param,
+                float(torch.tensor(1.5707963267948966 * spec.sg_param, dtype=torch.float32)),
+                float(torch.tensor(spec.sg_param / 2, dtype=torch.float32)),
+                TERNARY=spec.ternary, SUBTRACT=not spec.zero_reset, DETACH=spec.detach_reset,
+                SG=spec.sg_code, LOWP=_LOWP[dtype], BLOCK=BLOCK,
+                enable_fp_fusion=False,
+            )
+        return gx, None, None
+
+
+def lif_seq_triton(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
+    """``(b_seq, mem_seq or None)`` by the Triton kernels; saves state only where a gradient is wanted."""
+    if torch.is_grad_enabled() and x_seq.requires_grad:
+        out = LIFSeqTriton.apply(x_seq, spec, return_mem)
+        return (out[0], out[1]) if return_mem else (out, None)
+    b, _, _, mem = _forward(x_seq, spec, save=False, return_mem=return_mem)
+    return b, mem
