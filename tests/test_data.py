@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import os
 import pickle
@@ -21,16 +22,8 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from tspike_lab.data import (
-    DATASETS,
-    Augment,
-    DataSource,
-    DataUnavailableError,
-    load,
-    make_loader,
-)
+from tspike_lab.data import DATASETS, Augment, DataSource, DataUnavailableError, load, make_loader, sources
 from tspike_lab.data import augment as aug
-from tspike_lab.data import sources
 from tspike_lab.data.archive import safe_extract
 from tspike_lab.data.imagenet import eval_transform, random_resized_crop_box
 
@@ -178,7 +171,7 @@ def test_cifar10_extracted_folder_is_read_as_root_or_from_its_parent(tmp_path, m
 
 
 def test_cifar10_archive_in_root_folder_is_checked_with_the_module_md5_constant(tmp_path, monkeypatch):
-    archive, md5, arrays = make_cifar_archive(tmp_path)
+    _, md5, arrays = make_cifar_archive(tmp_path)
     monkeypatch.setattr(sources, "CIFAR10_MD5", md5)
     src = load("cifar10", root=tmp_path, download=False)
     assert np.array_equal(src.train_y.numpy(), arrays["train_y"])
@@ -207,7 +200,7 @@ def test_cifar_archive_with_wrong_md5_is_rejected(tmp_path):
 
 
 def test_cifar_archive_with_default_md5_is_rejected_as_corrupted(tmp_path):
-    archive, md5, _ = make_cifar_archive(tmp_path)
+    make_cifar_archive(tmp_path)
     with pytest.raises(ValueError, match=sources.CIFAR10_MD5):
         load("cifar10", root=tmp_path)
 
@@ -622,15 +615,29 @@ def indexed_source(n: int = 10, sequence: bool = False) -> DataSource:
     if sequence:
         x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1, 1).expand(n, 2, 2, 4, 4).contiguous()
         return DataSource(
-            "seq", 3, 2, (4, 4), list("abc"), (0.0, 0.0), (1.0, 1.0),
-            x, torch.arange(n) % 3, x[:4], torch.arange(4) % 3, is_sequence=True, num_steps=2,
+            "seq",
+            3,
+            2,
+            (4, 4),
+            list("abc"),
+            (0.0, 0.0),
+            (1.0, 1.0),
+            x,
+            torch.arange(n) % 3,
+            x[:4],
+            torch.arange(4) % 3,
+            is_sequence=True,
+            num_steps=2,
         )
     x = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
-    return DataSource("toy", 3, 1, (4, 4), list("abc"), (0.0,), (1 / 255,), x, torch.arange(n) % 3, x[:4], torch.arange(4) % 3)
+    return DataSource(
+        "toy", 3, 1, (4, 4), list("abc"), (0.0,), (1 / 255,), x, torch.arange(n) % 3, x[:4], torch.arange(4) % 3
+    )
 
 
-def _ids(loader) -> list[list[int]]:
-    return [x[:, 0, 0, 0].round().long().tolist() for x, _ in loader]
+def _ids(loader) -> list[int]:
+    """Sample indices of all batches of an indexed_source loader, in order."""
+    return list(itertools.chain.from_iterable(x[:, 0, 0, 0].round().long().tolist() for x, _ in loader))
 
 
 def test_resident_loader_shapes_dtypes_device_and_batch_count():
@@ -648,7 +655,7 @@ def test_resident_loader_shapes_dtypes_device_and_batch_count():
 
 def test_resident_loader_normalizes_with_the_source_mean_and_std():
     src = load("digits")
-    (x, y), = list(make_loader(src, "train", batch_size=2000, shuffle=False))
+    ((x, y),) = list(make_loader(src, "train", batch_size=2000, shuffle=False))
     assert abs(float(x.mean())) < 1e-4 and float(x.std()) == pytest.approx(1.0, abs=1e-3)
     expected = (src.train_x.float() / 255 - src.mean[0]) / src.std[0]
     assert torch.allclose(x, expected, atol=1e-5) and torch.equal(y, src.train_y)
@@ -656,8 +663,8 @@ def test_resident_loader_normalizes_with_the_source_mean_and_std():
 
 def test_test_split_is_not_shuffled_by_default_and_train_is():
     src = indexed_source(10)
-    assert sum(_ids(make_loader(src, "test", batch_size=3)), []) == [0, 1, 2, 3]
-    train = sum(_ids(make_loader(src, "train", batch_size=3)), [])
+    assert _ids(make_loader(src, "test", batch_size=3)) == [0, 1, 2, 3]
+    train = _ids(make_loader(src, "train", batch_size=3))
     assert sorted(train) == list(range(10)) and train != list(range(10))
 
 
@@ -672,16 +679,23 @@ def test_same_seed_and_epoch_give_identical_batches_and_another_epoch_another_or
     assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
     assert not torch.equal(a[0][1], c[0][1])
     assert not torch.equal(a[0][1], run(3, seed=1)[0][1])
+    # augmentation randomness itself follows (seed, epoch, rank), also without shuffling
+    fixed = [
+        next(iter(make_loader(src, "test", batch_size=64, augment=full, epoch=e, rank=r, world_size=2)))
+        for e, r in ((0, 0), (0, 0), (1, 0))
+    ]
+    assert torch.equal(fixed[0][0], fixed[1][0]) and not torch.equal(fixed[0][0], fixed[2][0])
+    assert torch.equal(fixed[0][1], fixed[2][1])
 
 
 def test_two_ranks_get_disjoint_equal_shards_covering_the_set():
     src = indexed_source(10)
-    shards = [sum(_ids(make_loader(src, "train", batch_size=2, rank=r, world_size=2, epoch=7)), []) for r in (0, 1)]
+    shards = [_ids(make_loader(src, "train", batch_size=2, rank=r, world_size=2, epoch=7)) for r in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 5
     assert set(shards[0]).isdisjoint(shards[1]) and sorted(shards[0] + shards[1]) == list(range(10))
     odd = indexed_source(11)
     loaders = [make_loader(odd, "train", batch_size=4, rank=r, world_size=2) for r in (0, 1)]
-    ids = [sum(_ids(ld), []) for ld in loaders]
+    ids = [_ids(ld) for ld in loaders]
     assert len(loaders[0]) == len(loaders[1]) and len(ids[0]) == len(ids[1]) == 6
     assert set(ids[0]) | set(ids[1]) == set(range(11))
 
@@ -704,7 +718,7 @@ def test_batches_are_delivered_on_cuda_with_augmentation():
 
 def test_sequence_batches_are_batch_first_float_and_unnormalized():
     src = indexed_source(6, sequence=True)
-    x, y = next(iter(make_loader(src, "test", batch_size=4)))
+    x, _ = next(iter(make_loader(src, "test", batch_size=4)))
     assert x.shape == (4, 2, 2, 4, 4) and x.dtype == torch.float32
     assert x[:, 0, 0, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
     rolled = list(make_loader(src, "train", batch_size=6, augment=Augment(crop_padding=0, roll=2)))
@@ -795,9 +809,20 @@ PIL_REFERENCE = {
     "invert": lambda im, m: ImageOps.invert(im),
 }
 OP_MAGNITUDES = {
-    "shearX": 0.3, "shearY": -0.2, "translateX": 0.25, "translateY": -0.3, "rotate": 23.3, "color": 0.9,
-    "posterize": 5, "solarize": 170.0, "contrast": -0.4, "sharpness": 0.7, "brightness": -0.6,
-    "autocontrast": 0, "equalize": 0, "invert": 0,
+    "shearX": 0.3,
+    "shearY": -0.2,
+    "translateX": 0.25,
+    "translateY": -0.3,
+    "rotate": 23.3,
+    "color": 0.9,
+    "posterize": 5,
+    "solarize": 170.0,
+    "contrast": -0.4,
+    "sharpness": 0.7,
+    "brightness": -0.6,
+    "autocontrast": 0,
+    "equalize": 0,
+    "invert": 0,
 }
 
 

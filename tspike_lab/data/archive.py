@@ -13,8 +13,8 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +122,7 @@ def _check_name(name: str, archive: str) -> PurePosixPath:
 def _check_target(rel: PurePosixPath, dest: str, name: str, archive: str) -> None:
     target = os.path.realpath(os.path.join(dest, *rel.parts))
     if not _inside(target, dest):
-        raise ValueError(
-            f"archive {archive!r} member {name!r} would be written outside {dest!r}; refusing to extract"
-        )
+        raise ValueError(f"archive {archive!r} member {name!r} would be written outside {dest!r}; refusing to extract")
 
 
 def _check_link(link: str, base: str, dest: str, name: str, archive: str) -> None:
@@ -185,7 +183,9 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike) -> Pa
         for m in members:
             rel = _check_name(m.name, archive)
             if m.isdev() or not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-                raise ValueError(f"archive {archive!r} member {m.name!r} is a device or special file; refusing to extract")
+                raise ValueError(
+                    f"archive {archive!r} member {m.name!r} is a device or special file; refusing to extract"
+                )
             if m.issym():
                 _check_link(m.linkname, posixpath.dirname(str(rel)), root, m.name, archive)
             elif m.islnk():
@@ -214,12 +214,13 @@ def extract_atomically(archive_path: str | os.PathLike, dest: str | os.PathLike,
     try:
         safe_extract(archive_path, tmp)
         if not (tmp / folder).is_dir():
-            raise ValueError(
-                f"archive {os.fspath(archive_path)!r} does not contain the expected top folder {folder!r}"
-            )
-        if final.exists():  # another process finished first
-            return final
-        os.replace(tmp / folder, final)
+            raise ValueError(f"archive {os.fspath(archive_path)!r} does not contain the expected top folder {folder!r}")
+        try:
+            os.replace(tmp / folder, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            logger.info("%s was extracted concurrently by another process; using it", final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
@@ -53,10 +54,15 @@ def _randint(low: int, high: int, n: int, generator: torch.Generator, device: to
 
 
 def _gather_hw(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Per-sample spatial gather: ``out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]]``."""
-    b = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1, 1)
-    c = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
-    return x[b, c, rows[:, None, :, None], cols[:, None, None, :]]
+    """Per-sample spatial gather: ``out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]]``.
+
+    Shape:
+        x: ``[B, C, H, W]``; rows: ``[B, H']``; cols: ``[B, W']``; returns ``[B, C, H', W']``.
+    """
+    b, c, _, w = x.shape
+    flat = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, -1)
+    out = x.reshape(b, c, -1).gather(2, flat.expand(b, c, flat.shape[2]))
+    return out.view(b, c, rows.shape[1], cols.shape[1])
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -159,13 +165,12 @@ def _affine(x: torch.Tensor, matrix: torch.Tensor, mode: str, fill: int = 128) -
     u = a * jj + b * ii + cc  # [M, H, W] source x, same evaluation order as PIL's affine_transform
     v = d * jj + e * ii + f  # [M, H, W] source y
     valid = ((u >= 0) & (u < w) & (v >= 0) & (v < h)).unsqueeze(1)
-    bi = torch.arange(m, device=dev).view(m, 1, 1, 1)
-    ci = torch.arange(c, device=dev).view(1, c, 1, 1)
+    src = x.to(torch.float64).reshape(m, c, h * w)
 
     def at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        rows = rows.clamp(0, h - 1).unsqueeze(1)
-        cols = cols.clamp(0, w - 1).unsqueeze(1)
-        return x[bi, ci, rows, cols].to(torch.float64)
+        """Values at clamped integer coordinates ``[M, H, W]`` -> ``[M, C, H, W]``."""
+        flat = (rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)).reshape(m, 1, h * w)
+        return src.gather(2, flat.expand(m, c, h * w)).view(m, c, h, w)
 
     if mode == "nearest":
         out = at(torch.floor(v).long(), torch.floor(u).long())
@@ -187,6 +192,7 @@ def _affine(x: torch.Tensor, matrix: torch.Tensor, mode: str, fill: int = 128) -
 
 def _matrix(m: torch.Tensor, a, b, c, d, e, f) -> torch.Tensor:
     """Stack per-sample affine coefficients (scalars or [M] tensors) into [M, 2, 3]."""
+
     def col(v):
         return v if torch.is_tensor(v) else torch.full_like(m, float(v))
 
@@ -302,27 +308,30 @@ def equalize(x: torch.Tensor, mag: torch.Tensor | None = None) -> torch.Tensor:
     return torch.where((step > 0).view(m, c, 1, 1), out, x)
 
 
-AUTOAUGMENT_OPS = {
-    "shearX": shear_x,
-    "shearY": shear_y,
-    "translateX": translate_x,
-    "translateY": translate_y,
-    "rotate": rotate,
-    "color": color,
-    "posterize": posterize,
-    "solarize": solarize,
-    "contrast": contrast,
-    "sharpness": sharpness,
-    "brightness": brightness,
-    "autocontrast": autocontrast,
-    "equalize": equalize,
-    "invert": invert,
-}
+AUTOAUGMENT_OPS = MappingProxyType(
+    {
+        "shearX": shear_x,
+        "shearY": shear_y,
+        "translateX": translate_x,
+        "translateY": translate_y,
+        "rotate": rotate,
+        "color": color,
+        "posterize": posterize,
+        "solarize": solarize,
+        "contrast": contrast,
+        "sharpness": sharpness,
+        "brightness": brightness,
+        "autocontrast": autocontrast,
+        "equalize": equalize,
+        "invert": invert,
+    }
+)
 _SIGNED = {"shearX", "shearY", "translateX", "translateY", "rotate", "color", "contrast", "sharpness", "brightness"}
 
 
 def _levels(name: str) -> list[float]:
     """Magnitude for levels 0..9 of an op, as in the reference CIFAR10Policy."""
+
     def lin(a: float, b: float) -> list[float]:
         return [a + (b - a) * i / 9 for i in range(10)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -41,7 +41,7 @@ def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tens
         return order
     n = order.numel()
     total = math.ceil(n / world_size) * world_size
-    if total > n and n > 0:
+    if total > n > 0:
         pad = total - n
         order = torch.cat([order, order.repeat(math.ceil(pad / n))[:pad]])
     return order[rank:total:world_size]

@@ -14,22 +14,18 @@ import os
 import pickle
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .archive import (
-    DataUnavailableError,
-    archive_kind,
-    check_md5,
-    download as _download,
-    extract_atomically,
-    iter_files,
-)
+from .archive import DataUnavailableError, archive_kind, check_md5, extract_atomically, iter_files
+from .archive import download as _download
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +82,7 @@ class DataSource:
         if len(self.classes) != self.num_classes:
             raise ValueError(f"classes has {len(self.classes)} names but num_classes is {self.num_classes}")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError(
-                f"mean {self.mean} and std {self.std} must have in_channels={self.in_channels} entries"
-            )
+            raise ValueError(f"mean {self.mean} and std {self.std} must have in_channels={self.in_channels} entries")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
         tensors = (self.train_x, self.train_y, self.test_x, self.test_y)
@@ -115,7 +109,9 @@ class DataSource:
             if x.dim() != 4 or tuple(x.shape[1:]) != want or x.dtype != torch.uint8:
                 raise ValueError(f"{split}_x must be uint8 [N, *{want}], got {x.dtype} {tuple(x.shape)}")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"{split}_y labels must lie in [0, {self.num_classes}), got {int(y.min())}..{int(y.max())}")
+            raise ValueError(
+                f"{split}_y labels must lie in [0, {self.num_classes}), got {int(y.min())}..{int(y.max())}"
+            )
 
     @property
     def resident(self) -> bool:
@@ -252,34 +248,36 @@ class _CifarSpec:
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4ba0bf5c7b1a"
 
-_CIFAR = {
-    "cifar10": _CifarSpec(
-        label="CIFAR-10",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        filename="cifar-10-python.tar.gz",
-        folder="cifar-10-batches-py",
-        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test=("test_batch",),
-        label_key=b"labels",
-        meta="batches.meta",
-        names_key=b"label_names",
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
-    ),
-    "cifar100": _CifarSpec(
-        label="CIFAR-100",
-        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        filename="cifar-100-python.tar.gz",
-        folder="cifar-100-python",
-        train=("train",),
-        test=("test",),
-        label_key=b"fine_labels",
-        meta="meta",
-        names_key=b"fine_label_names",
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
-    ),
-}
+_CIFAR = MappingProxyType(
+    {
+        "cifar10": _CifarSpec(
+            label="CIFAR-10",
+            url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            filename="cifar-10-python.tar.gz",
+            folder="cifar-10-batches-py",
+            train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+            test=("test_batch",),
+            label_key=b"labels",
+            meta="batches.meta",
+            names_key=b"label_names",
+            mean=(0.4914, 0.4822, 0.4465),
+            std=(0.2470, 0.2435, 0.2616),
+        ),
+        "cifar100": _CifarSpec(
+            label="CIFAR-100",
+            url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            filename="cifar-100-python.tar.gz",
+            folder="cifar-100-python",
+            train=("train",),
+            test=("test",),
+            label_key=b"fine_labels",
+            meta="meta",
+            names_key=b"fine_label_names",
+            mean=(0.5071, 0.4865, 0.4409),
+            std=(0.2673, 0.2564, 0.2762),
+        ),
+    }
+)
 
 
 def _is_cifar_folder(path: Path, spec: _CifarSpec) -> bool:
@@ -512,7 +510,7 @@ def _decode_image_folder(src: Path, channels: int, workers: int) -> dict:
         if a.shape[1:] != shape:
             name = meta[start][2]
             raise ValueError(
-                f"image file {str(src)}:{name} is {a.shape[2]}x{a.shape[1]} but the first image is "
+                f"image file {src}:{name} is {a.shape[2]}x{a.shape[1]} but the first image is "
                 f"{shape[1]}x{shape[0]}; all images of an image folder must have one size"
             )
         start += a.shape[0]
@@ -577,7 +575,7 @@ def _load_imagefolder(
         try:
             data = torch.load(cache_file, map_location="cpu", weights_only=True)
             logger.info("image folder %s: loaded decoded tensors from %s", src, cache_file)
-        except Exception as exc:  # unreadable cache: rebuild it
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # unreadable cache: rebuild it
             logger.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, exc)
             data = None
     if data is None:
@@ -652,9 +650,7 @@ def _load_cifar10_dvs(
         try:
             import tonic
         except ImportError:
-            raise ImportError(
-                "cifar10-dvs needs the optional dependency tonic: pip install tspike_lab[dvs]"
-            ) from None
+            raise ImportError("cifar10-dvs needs the optional dependency tonic: pip install tspike_lab[dvs]") from None
         frames, labels = _build_dvs_frames(tonic, base, download, num_steps, size)
         frames = frames.half()  # the cache is float16; round now so first and cached loads agree
         _atomic_torch_save({"frames": frames, "labels": labels}, cache_file)
@@ -678,7 +674,9 @@ def _load_cifar10_dvs(
     )
 
 
-def _build_dvs_frames(tonic: Any, base: Path, download: bool, num_steps: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _build_dvs_frames(
+    tonic: Any, base: Path, download: bool, num_steps: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn every CIFAR10-DVS recording into ``[T, 2, size, size]`` float frames, ordered by file path."""
     import torch.nn.functional as F
 
@@ -714,9 +712,7 @@ def _build_dvs_frames(tonic: Any, base: Path, download: bool, num_steps: int, si
 # --------------------------------------------------------------------------- ImageNet
 
 
-def _load_imagenet(
-    root: str | os.PathLike | None, download: bool, crop: int = 224, resize: int = 256
-) -> DataSource:
+def _load_imagenet(root: str | os.PathLike | None, download: bool, crop: int = 224, resize: int = 256) -> DataSource:
     """ImageNet (or any ``train/<wnid>/*`` + ``val/<wnid>/*`` tree) read lazily with PIL.
 
     Args:
@@ -728,7 +724,9 @@ def _load_imagenet(
     from .imagenet import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataset
 
     if root is None:
-        raise ValueError("root is required for imagenet: a folder holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG; got None")
+        raise ValueError(
+            "root is required for imagenet: a folder holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG; got None"
+        )
     base = Path(root).expanduser()
     for sub in ("train", "val"):
         if not (base / sub).is_dir():
@@ -753,17 +751,21 @@ def _load_imagenet(
 
 # --------------------------------------------------------------------------- entry point
 
-_LOADERS: dict[str, Callable[..., DataSource]] = {
-    "digits": _load_digits,
-    "cifar10": _load_cifar10,
-    "cifar100": _load_cifar100,
-    "imagefolder": _load_imagefolder,
-    "cifar10-dvs": _load_cifar10_dvs,
-    "imagenet": _load_imagenet,
-}
+_LOADERS: MappingProxyType[str, Callable[..., DataSource]] = MappingProxyType(
+    {
+        "digits": _load_digits,
+        "cifar10": _load_cifar10,
+        "cifar100": _load_cifar100,
+        "imagefolder": _load_imagefolder,
+        "cifar10-dvs": _load_cifar10_dvs,
+        "imagenet": _load_imagenet,
+    }
+)
 
 
-def load(name: str = "digits", *, root: str | os.PathLike | None = None, download: bool = True, **options: Any) -> DataSource:
+def load(
+    name: str = "digits", *, root: str | os.PathLike | None = None, download: bool = True, **options: Any
+) -> DataSource:
     """Load a data set by name.
 
     Args:
