@@ -487,15 +487,18 @@ def _decode_image_folder(src: Path, channels: int, workers: int) -> dict:
 
     chunks = stream()
     head = list(itertools.islice(chunks, 2))
-    arrays: list[np.ndarray] = []
-    if len(head) < 2 or workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        decoder = _decode_chunk
-        arrays = [decoder(c, channels) for c in itertools.chain(head, chunks)]
+    pool = None
+    if len(head) == 2 and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+                pool = multiprocessing.get_context("fork").Pool(workers)
+        except (OSError, AssertionError) as exc:  # e.g. inside a daemonic DataLoader worker
+            logger.info("decoding in this process: no worker pool (%s)", exc)
+    if pool is None:
+        arrays = [_decode_chunk(c, channels) for c in itertools.chain(head, chunks)]
     else:
-        # Fork workers decode while this process keeps decompressing the archive.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-            pool = multiprocessing.get_context("fork").Pool(workers)
+        # Forked workers decode while this process keeps decompressing the archive.
         with pool:
             jobs = ((c, channels) for c in itertools.chain(head, chunks))
             arrays = list(pool.imap(_decode_chunk_star, jobs))
@@ -645,16 +648,14 @@ def _load_cifar10_dvs(
     cache_file = base / f"frames-T{num_steps}-{size}px.pt"
     if cache_file.is_file():
         data = torch.load(cache_file, map_location="cpu", weights_only=True)
-        frames, labels = data["frames"].float(), data["labels"]
+        frames, labels = data["frames"], data["labels"]
     else:
         try:
             import tonic
         except ImportError:
             raise ImportError("cifar10-dvs needs the optional dependency tonic: pip install tspike_lab[dvs]") from None
         frames, labels = _build_dvs_frames(tonic, base, download, num_steps, size)
-        frames = frames.half()  # the cache is float16; round now so first and cached loads agree
         _atomic_torch_save({"frames": frames, "labels": labels}, cache_file)
-        frames = frames.float()
         logger.info("cached CIFAR10-DVS frames in %s", cache_file)
     train_idx, test_idx = dvs_split(labels)
     return DataSource(
@@ -665,9 +666,9 @@ def _load_cifar10_dvs(
         classes=list(CIFAR10_CLASSES),
         mean=(0.0, 0.0),
         std=(1.0, 1.0),
-        train_x=frames[train_idx],
+        train_x=frames[train_idx].float(),  # frames are stored as float16 (counts after resizing)
         train_y=labels[train_idx],
-        test_x=frames[test_idx],
+        test_x=frames[test_idx].float(),
         test_y=labels[test_idx],
         is_sequence=True,
         num_steps=num_steps,
@@ -677,7 +678,7 @@ def _load_cifar10_dvs(
 def _build_dvs_frames(
     tonic: Any, base: Path, download: bool, num_steps: int, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn every CIFAR10-DVS recording into ``[T, 2, size, size]`` float frames, ordered by file path."""
+    """Turn every CIFAR10-DVS recording into ``[T, 2, size, size]`` float16 frames, ordered by file path."""
     import torch.nn.functional as F
 
     folder = base / "CIFAR10DVS"
@@ -697,7 +698,7 @@ def _build_dvs_frames(
         ) from None
     n = len(ds)
     order = sorted(range(n), key=lambda i: str(ds.data[i])) if hasattr(ds, "data") else list(range(n))
-    frames = torch.empty((n, num_steps, 2, size, size), dtype=torch.float32)
+    frames = torch.empty((n, num_steps, 2, size, size), dtype=torch.float16)
     labels = torch.empty(n, dtype=torch.int64)
     for k, i in enumerate(order):
         events_frames, target = ds[i]
