@@ -212,7 +212,13 @@ class MultiStepLIF(SpikingLayer):
         return b_seq * self.amplitude(x_seq.dim())
 
     def _lif(self, x_seq):
-        return functional.lif_seq(
+        """``(b_seq, mem_seq)`` on ``self.backend`` (see :mod:`tspike_lab.kernels`).
+
+        ``mem_seq`` is None unless ``self.record``: the fast paths then skip writing it.
+        """
+        from . import kernels  # lazily: the kernel modules load on the first forward
+
+        return kernels.lif_seq(
             x_seq,
             beta=self.beta,
             threshold=self.threshold,
@@ -220,6 +226,8 @@ class MultiStepLIF(SpikingLayer):
             reset_mechanism=self.reset_mechanism,
             spike_grad=self.spike_grad,
             detach_reset=self.detach_reset,
+            backend=self.backend,
+            return_mem=self.record,
         )
 
 
