@@ -366,6 +366,7 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_r
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert killed_at["epoch"] == 1  # killed during epoch 2, before its checkpoint
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    (run_dir / ".checkpoint.pt.99999.tmp").write_bytes(b"torn")  # as if killed while saving
 
     resumed = subprocess.run(_cli(run_dir) + ["--no-progress"], env=_env(), capture_output=True, text=True,
                              timeout=120)

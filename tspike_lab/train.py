@@ -36,7 +36,7 @@ from torch import nn
 from .data.sources import DATASETS
 from .models import ARCHS, NEURONS, build_model, spiking_layers
 from .models.layers import AMPLITUDES
-from .results import read_jsonl, write_text_atomic
+from .results import _fsync_dir, read_jsonl, write_text_atomic
 
 __all__ = [
     "TrainConfig",
@@ -212,11 +212,11 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -374,19 +374,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     npy = state["numpy"]
     np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
                          npy["has_gauss"], npy["cached"]))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -656,6 +643,10 @@ class _RunDir:
             self._lock.close()
             self._lock = None
             raise RuntimeError(f"another process is training in out_dir {self.path}; refusing to share it") from None
+        # temp files of a process killed while saving (we hold the lock: nobody else writes here)
+        for name in (CHECKPOINT, METRICS):
+            for stale in self.path.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._lock is not None:
