@@ -1,0 +1,372 @@
+"""Fast LIF paths (tspike_lab.kernels) against the oracle functional.lif_seq.
+
+Spikes must be equal (torch.equal), gradients equal to float rounding, for every option.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.util import find_spec
+
+import pytest
+import snntorch.surrogate as snn_surrogate
+import torch
+
+from tspike_lab import functional, kernels, surrogate
+from tspike_lab.kernels import cpu, triton_lif
+from tspike_lab.neurons import MultiStepLIF
+
+HAS_C = cpu.available()
+needs_c = pytest.mark.skipif(not HAS_C, reason=f"C kernel unavailable: {cpu.unavailable_reason()}")
+needs_cuda_triton = pytest.mark.skipif(
+    not triton_lif.available(), reason=f"Triton backend unavailable: {triton_lif.unavailable_reason()}"
+)
+CPU_BACKENDS = [pytest.param("fused", marks=needs_c), "fused_torch"]
+SURROGATES = [surrogate.STE(), surrogate.Triangle(), surrogate.ATan(), surrogate.Sigmoid()]
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-14)}
+
+
+def _inputs(shape, dtype, seed):
+    """Half Gaussian, half a dyadic grid: with beta 0.25 every membrane is then exact, and
+    many land exactly on +-threshold (0.5) and on the STE window edge +-1.0."""
+    g = torch.Generator().manual_seed(seed)
+    gauss = torch.randn(shape, generator=g, dtype=torch.float64) * 0.6
+    grid = torch.randint(-96, 97, shape, generator=g).to(torch.float64) / 64
+    x = torch.where(torch.rand(shape, generator=g) < 0.5, gauss, grid)
+    x.view(-1)[:8] = torch.tensor([0.5, -0.5, 1.0, -1.0, 0.0, 0.4375, -0.4375, 0.75])
+    return x.to(dtype)
+
+
+def _pair(backend, kind, reset, sg, detach, amplitude, dtype, channels):
+    kw = dict(kind=kind, reset_mechanism=reset, spike_grad=sg, detach_reset=detach,
+              learn_graded_spikes_factor=amplitude != "fixed",
+              num_channels=channels if amplitude == "channel" else None)
+    ref, fast = MultiStepLIF(backend="torch", **kw), MultiStepLIF(backend=backend, **kw)
+    if amplitude != "fixed":
+        with torch.no_grad():
+            ref.graded_spikes_factor.copy_(0.5 + torch.rand(ref.graded_spikes_factor.shape))
+    fast.load_state_dict(ref.state_dict())
+    return ref.to(dtype), fast.to(dtype)
+
+
+def _run(lif, x, g):
+    x = x.detach().clone().requires_grad_(True)
+    out = lif(x)
+    (out * g).sum().backward()
+    a = lif.graded_spikes_factor
+    return out, x.grad, (a.grad if a.requires_grad else None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("amplitude", ["fixed", "layer", "channel"])
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("sg", SURROGATES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("kind", ["binary", "ternary"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_fast_path_equals_the_oracle_in_spikes_and_gradients(backend, kind, reset, sg, detach, amplitude, dtype):
+    T, B, C = 4, 3, 5
+    x = _inputs((T, B, C, 4, 4), dtype, seed=hash((kind, reset, type(sg).__name__, detach)) % 1000)
+    g = torch.randn(x.shape, dtype=dtype)
+    ref, fast = _pair(backend, kind, reset, sg, detach, amplitude, dtype, C)
+    out_ref, gx_ref, ga_ref = _run(ref, x, g)
+    out, gx, ga = _run(fast, x, g)
+    assert torch.equal(out, out_ref)
+    assert (out != 0).any() and (out == 0).any()
+    torch.testing.assert_close(gx, gx_ref, **TOL[dtype])
+    assert gx.abs().sum() > 0
+    if ga_ref is not None:
+        torch.testing.assert_close(ga, ga_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_ste_triangle_and_atan_gradients_are_bitwise_those_of_the_oracle(backend):
+    # The backward repeats autograd's operations in autograd's order: no rounding drift at all.
+    for sg in (surrogate.STE(), surrogate.Triangle(), surrogate.ATan()):
+        for reset in ("zero", "subtract"):
+            x = _inputs((6, 2, 300), torch.float32, seed=3).requires_grad_(True)
+            g = torch.randn(x.shape)
+            kw = dict(beta=0.3, threshold=0.45, kind="ternary", reset_mechanism=reset, spike_grad=sg)
+            b_ref, _ = functional.lif_seq(x, **kw)
+            (gx_ref,) = torch.autograd.grad((b_ref * g).sum(), x)
+            b, _ = kernels.lif_seq(x, backend=backend, **kw)
+            (gx,) = torch.autograd.grad((b * g).sum(), x)
+            assert torch.equal(b, b_ref) and torch.equal(gx, gx_ref), (sg, reset)
+
+
+@pytest.mark.parametrize("backend", ["torch", *CPU_BACKENDS])
+@pytest.mark.parametrize("reset, detach, expected", [
+    # x = [0.75, 0.5], loss = 1 * b_0 + 2 * b_1, ternary, STE window |u| <= 1, beta 0.25:
+    # zero reset: u = [0.75, 0.5], b = [1, 1]; g_1 = 2;
+    #   g_0 = 1 + (-(2 * 0.25 * 0.75)) * 1 = 0.625 through the reset, 1.0 with it detached.
+    ("zero", False, [0.625, 2.0]), ("zero", True, [1.0, 2.0]),
+    # subtract: u_1 = 0.25 * 0.75 - 0.5 + 0.5 = 0.1875, b = [1, 0]; g_1 = 2 (in the window);
+    #   g_0 = (1 + (-2) * 0.5) * 1 + 2 * 0.25 = 0.5, detached 1 + 0.5 = 1.5.
+    ("subtract", False, [0.5, 2.0]), ("subtract", True, [1.5, 2.0]),
+])
+def test_gradient_of_two_steps_by_hand(backend, reset, detach, expected):
+    x = torch.tensor([[0.75], [0.5]], requires_grad=True)
+    b, _ = kernels.lif_seq(x, reset_mechanism=reset, detach_reset=detach, backend=backend)
+    (b * torch.tensor([[1.0], [2.0]])).sum().backward()
+    assert b.flatten().tolist() == ([1.0, 1.0] if reset == "zero" else [1.0, 0.0])
+    assert x.grad.flatten().tolist() == expected
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("T", [1, 2, 7])
+def test_any_number_of_steps_and_a_beta_that_is_not_dyadic(backend, T):
+    x = _inputs((T, 2, 1000), torch.float32, seed=T).requires_grad_(True)
+    kw = dict(beta=0.37, threshold=0.33, kind="ternary")
+    b_ref, m_ref = functional.lif_seq(x, **kw)
+    (gx_ref,) = torch.autograd.grad(b_ref.square().sum() + b_ref.sum(), x)
+    b, m = kernels.lif_seq(x, backend=backend, return_mem=True, **kw)
+    (gx,) = torch.autograd.grad(b.square().sum() + b.sum(), x)
+    assert torch.equal(b, b_ref) and torch.equal(m, m_ref)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_recording_returns_the_oracles_membranes(backend):
+    lif = MultiStepLIF(backend=backend)
+    lif.record = True
+    x = _inputs((4, 2, 3, 5), torch.float32, seed=1)
+    lif(x.requires_grad_(True)).sum().backward()
+    _, mem_ref = functional.lif_seq(x)
+    assert torch.equal(lif.mem_seq, mem_ref)
+    lif.record = False
+    assert kernels.lif_seq(x, backend=backend)[1] is None
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_layouts_time_broadcast_channels_last_and_strided_inputs(backend):
+    torch.manual_seed(0)
+    T = 3
+    static = torch.randn(2, 4, 5, 6) * 0.7
+    cases = {
+        # the direct-encoding stem: one image expanded over T, a stride-0 time dim
+        "expanded": static.unsqueeze(0).expand(T, *static.shape),
+        "channels_last": torch.randn(T * 2, 4, 5, 6).to(memory_format=torch.channels_last).unflatten(0, (T, 2)),
+        "strided": torch.randn(2, T, 4, 5, 6).transpose(0, 1),
+    }
+    for name, x in cases.items():
+        base = x.detach().clone().requires_grad_(True) if name != "expanded" else static.clone().requires_grad_(True)
+        base_ref = base.detach().clone().requires_grad_(True)
+        make = (lambda s: s.unsqueeze(0).expand(T, *s.shape)) if name == "expanded" else (lambda s: s)
+        g = torch.randn(x.shape)
+        b_ref, _ = functional.lif_seq(make(base_ref))
+        (b_ref * g).sum().backward()
+        b, _ = kernels.lif_seq(make(base), backend=backend)
+        (b * g).sum().backward()
+        assert torch.equal(b, b_ref), name
+        torch.testing.assert_close(base.grad, base_ref.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_without_grad_the_fast_paths_save_nothing_and_still_match(backend):
+    x = _inputs((4, 2, 100), torch.float32, seed=2)
+    with torch.no_grad():
+        b, _ = kernels.lif_seq(x, backend=backend)
+    assert not b.requires_grad and torch.equal(b, functional.lif_seq(x)[0])
+    b, _ = kernels.lif_seq(x, backend=backend)  # x does not require grad either
+    assert b.grad_fn is None
+
+
+def _saved_bytes(fn):
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.untyped_storage().nbytes() if t.numel() else 0)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(sizes)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("sg, reset, detach, float_rows", [
+    (surrogate.STE(), "zero", False, 3),   # beta * u_t for the reset path, t = 0 .. T-2
+    (surrogate.STE(), "zero", True, 0),    # code only
+    (surrogate.STE(), "subtract", False, 0),
+    (surrogate.ATan(), "zero", True, 4),   # a smooth surrogate needs every u_t
+])
+def test_the_backward_saves_one_byte_per_element_plus_membranes_only_where_needed(backend, sg, reset, detach,
+                                                                                   float_rows):
+    T, N = 4, 1000
+    x = torch.randn(T, N, requires_grad=True)
+    kw = dict(spike_grad=sg, reset_mechanism=reset, detach_reset=detach)
+    fast = _saved_bytes(lambda: kernels.lif_seq(x, backend=backend, **kw))
+    assert fast == T * N + float_rows * N * 4
+    oracle = _saved_bytes(lambda: functional.lif_seq(x, **kw))
+    assert fast < oracle  # the oracle keeps float copies per step (u for the surrogate, beta u, 1 - |b|, ...)
+
+
+@needs_c
+def test_the_c_kernel_gives_the_same_bits_with_one_thread_or_all():
+    x = _inputs((4, 8, 64, 16, 16), torch.float32, seed=5).requires_grad_(True)
+    g = torch.randn(x.shape)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            b, _ = kernels.lif_seq(x, backend="fused")
+            (gx,) = torch.autograd.grad((b * g).sum(), x)
+            results.append((b, gx))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_on_cpu_runs_the_torch_fused_path_with_the_oracles_spikes(dtype):
+    x = _inputs((4, 2, 500), dtype, seed=4).requires_grad_(True)
+    spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero",
+                             spike_grad=None, detach_reset=False)
+    assert kernels.select_backend(x, spec) == "fused_torch"
+    b_ref, _ = functional.lif_seq(x)
+    (gx_ref,) = torch.autograd.grad(b_ref.sum(), x)
+    b, _ = kernels.lif_seq(x)
+    (gx,) = torch.autograd.grad(b.sum(), x)
+    assert torch.equal(b, b_ref) and torch.equal(gx, gx_ref)
+
+
+class _HalfTriangle(surrogate.Triangle):
+    def grad(self, x):
+        return 0.5 * super().grad(x)
+
+
+def test_auto_dispatch_rules():
+    x = torch.randn(2, 3, 4)
+    spec = lambda sg: kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero",  # noqa: E731
+                                        spike_grad=sg, detach_reset=False)
+    cpu_choice = "fused" if HAS_C else "fused_torch"
+    for sg in SURROGATES:
+        assert kernels.select_backend(x, spec(sg)) == cpu_choice
+    assert kernels.select_backend(x.double(), spec(None)) == cpu_choice
+    # A user's Surrogate subclass may override grad(): only the PyTorch fused path calls it.
+    assert kernels.select_backend(x, spec(_HalfTriangle())) == "fused_torch"
+    # An arbitrary snnTorch callable: only the oracle knows how to differentiate it.
+    assert kernels.select_backend(x, spec(snn_surrogate.atan())) == "torch"
+    assert kernels.select_backend(x, spec(None), "torch") == "torch"
+
+
+def test_a_users_surrogate_subclass_and_an_snntorch_callable_give_the_oracles_gradients():
+    for sg in (_HalfTriangle(), snn_surrogate.fast_sigmoid()):
+        x = _inputs((3, 2, 50), torch.float32, seed=6).requires_grad_(True)
+        b_ref, _ = functional.lif_seq(x, spike_grad=sg)
+        (gx_ref,) = torch.autograd.grad(b_ref.sum(), x)
+        b, _ = kernels.lif_seq(x, spike_grad=sg)
+        (gx,) = torch.autograd.grad(b.sum(), x)
+        assert torch.equal(b, b_ref) and torch.equal(gx, gx_ref)
+
+
+def test_an_unusable_backend_fails_early_naming_the_value_and_the_reason():
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"backend must be one of .*'fused'.*got 'cuda'"):
+        kernels.lif_seq(x, backend="cuda")
+    with pytest.raises(ValueError, match="backend='triton' cannot run this input: the Triton kernels run CUDA"):
+        kernels.lif_seq(x, backend="triton")
+    with pytest.raises(ValueError, match="backend='fused' cannot run this input: .*bfloat16"):
+        kernels.lif_seq(x.bfloat16(), backend="fused")
+    with pytest.raises(ValueError, match="backend='fused_torch' cannot run .*spike_grad="):
+        kernels.lif_seq(x, backend="fused_torch", spike_grad=snn_surrogate.atan())
+    with pytest.raises(ValueError, match="backend must be one of"):
+        MultiStepLIF(backend="nope")(torch.randn(2, 3, 4))
+
+
+def test_the_oracle_stays_selectable_on_the_layer():
+    lif = MultiStepLIF(backend="torch")
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    out = lif(x)
+    assert type(out.grad_fn).__name__ == "MulBackward0"
+    names = set()
+    stack = [out.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is not None and fn.name() not in names:
+            names.add(fn.name())
+            stack += [f for f, _ in fn.next_functions]
+    assert "StackBackward0" in names and not any("LIFSeq" in n for n in names)
+
+
+def test_a_resnet_trains_identically_on_the_fast_path_and_on_the_oracle():
+    from tspike_lab.models import build_model
+
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    grads = {}
+    for backend in ("torch", "auto"):
+        torch.manual_seed(1)
+        model = build_model("small", neuron="trainable_ternary", num_classes=4, num_steps=2, width=8, backend=backend)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        grads[backend] = [p.grad.clone() for p in model.parameters()]
+    for g_ref, g in zip(grads["torch"], grads["auto"]):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+# -- CUDA / Triton: run on a GPU machine; skip here with the reason ---------------------------------------------
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("sg", SURROGATES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("kind", ["binary", "ternary"])
+def test_triton_equals_the_oracle_on_cuda(kind, reset, sg, detach, dtype):
+    x = _inputs((4, 8, 16, 8, 8), dtype, seed=7).cuda().requires_grad_(True)
+    g = torch.randn(x.shape, device="cuda", dtype=dtype)
+    kw = dict(kind=kind, reset_mechanism=reset, spike_grad=sg, detach_reset=detach)
+    b_ref, m_ref = functional.lif_seq(x, **kw)
+    (gx_ref,) = torch.autograd.grad((b_ref * g).sum(), x)
+    b, m = kernels.lif_seq(x, backend="triton", return_mem=True, **kw)
+    (gx,) = torch.autograd.grad((b * g).sum(), x)
+    assert torch.equal(b, b_ref) and torch.equal(m, m_ref)
+    tol = TOL[dtype] if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(gx, gx_ref, **tol)
+
+
+@needs_cuda_triton
+def test_auto_picks_triton_for_cuda_tensors_and_handles_an_expanded_stem_input():
+    static = torch.randn(2, 4, 8, 8, device="cuda", requires_grad=True)
+    x = static.unsqueeze(0).expand(3, *static.shape)
+    spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero",
+                             spike_grad=None, detach_reset=False)
+    assert kernels.select_backend(x, spec) == "triton"
+    b, _ = kernels.lif_seq(x)
+    b.sum().backward()
+    ref = static.detach().clone().requires_grad_(True)
+    b_ref, _ = functional.lif_seq(ref.unsqueeze(0).expand(3, *ref.shape))
+    b_ref.sum().backward()
+    assert torch.equal(b, b_ref)
+    torch.testing.assert_close(static.grad, ref.grad)
+
+
+@pytest.mark.skipif(find_spec("triton") is None, reason="triton is not installed (its CPU interpreter checks the kernels)")
+def test_triton_kernels_equal_the_oracle_in_triton_s_cpu_interpreter():
+    # TRITON_INTERPRET must be set before triton is imported: a fresh process.
+    code = textwrap.dedent("""
+        import torch
+        from tspike_lab import functional, surrogate
+        from tspike_lab.kernels import make_spec, triton_lif
+        torch.manual_seed(0)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for kind in ("binary", "ternary"):
+                for reset in ("zero", "subtract"):
+                    for sg in (surrogate.STE(), surrogate.Triangle()):
+                        x = (torch.randint(-96, 97, (3, 2, 700)) / 64).to(dtype).requires_grad_(True)
+                        kw = dict(beta=0.25, threshold=0.5, kind=kind, reset_mechanism=reset, spike_grad=sg,
+                                  detach_reset=False)
+                        b_ref, m_ref = functional.lif_seq(x, **kw)
+                        (g_ref,) = torch.autograd.grad(b_ref.sum(), x)
+                        b, m = triton_lif.lif_seq_triton(x, make_spec(**kw), return_mem=True)
+                        (g,) = torch.autograd.grad(b.sum(), x)
+                        assert torch.equal(b, b_ref) and torch.equal(m, m_ref), (dtype, kind, reset, sg)
+                        assert torch.equal(g, g_ref), (dtype, kind, reset, sg)
+        print("ok")
+    """)
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
