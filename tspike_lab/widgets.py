@@ -110,20 +110,24 @@ def _style():
     return {"description_width": "initial"}
 
 
+def _layout():
+    return _ipw().Layout(width="330px")
+
+
 def _float(description, value, lo, hi, step):
     return _ipw().FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
-                              continuous_update=False, style=_style())
+                              continuous_update=False, style=_style(), layout=_layout())
 
 
 def _int(description, value, lo, hi, step=1):
     return _ipw().IntSlider(value=value, min=lo, max=hi, step=step, description=description,
-                            continuous_update=False, style=_style())
+                            continuous_update=False, style=_style(), layout=_layout())
 
 
 def _dropdown(description, options, value=None):
     options = list(options)
     return _ipw().Dropdown(options=options, value=options[0] if value is None else value,
-                           description=description, style=_style())
+                           description=description, style=_style(), layout=_layout())
 
 
 # --------------------------------------------------------------------------- 01
