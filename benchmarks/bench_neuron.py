@@ -1,0 +1,243 @@
+"""Forward+backward time and peak memory of one multi-step LIF layer, ours against its peers.
+
+    python benchmarks/bench_neuron.py                   # CIFAR-sized and large layers, T in 1 2 4 8
+    python benchmarks/bench_neuron.py --quick           # a tiny end-to-end run (the tests use it)
+    python benchmarks/bench_neuron.py --sizes 64x128x16x16 --steps 4 --rounds 20
+
+Every peer gets the same input ``x [T, B, C, H, W]`` (float32, requires grad) and the same
+output gradient, in one process; a peer that does not import is listed as "missing".
+The memory-traffic floor is derived in benchmarks/README.md: the bytes a fused ternary
+neuron must move in forward+backward over the copy bandwidth measured here.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from common import (copy_bandwidth, environment_lines, markdown_table, measure_peak, memory_in_subprocesses, ms,
+                    ratio, reexec_with_malloc_reuse, run_memory_cases, set_threads, time_interleaved)
+
+SIZES = {"cifar": (64, 128, 16, 16), "large": (32, 256, 32, 32), "tiny": (2, 4, 6, 6)}
+OURS = "tspike MultiStepLIF (auto)"
+KERNEL = "tspike kernels.lif_seq (auto)"
+
+
+def _ours(T):
+    from tspike_lab.neurons import MultiStepLIF
+
+    return MultiStepLIF("ternary")
+
+
+def _kernel(T):
+    from tspike_lab import kernels
+
+    return lambda x: kernels.lif_seq(x)[0]
+
+
+def _oracle(T):
+    from tspike_lab.neurons import MultiStepLIF
+
+    return MultiStepLIF("ternary", backend="torch")
+
+
+def _stepped(neuron):
+    def run(x):
+        mem = torch.zeros_like(x[0])
+        out = []
+        for t in range(x.shape[0]):
+            spk, mem = neuron(x[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    return run
+
+
+def _ternary_leaky(T):
+    from tspike_lab import TernaryLeaky
+
+    return _stepped(TernaryLeaky())
+
+
+def _snntorch(T):
+    import snntorch as snn
+
+    return _stepped(snn.Leaky(beta=0.25, threshold=0.5, reset_mechanism="zero"))
+
+
+def _sj_node(cls_name):
+    def make(T):
+        from spikingjelly.activation_based import neuron
+
+        if not hasattr(neuron, cls_name):
+            import spikingjelly
+
+            raise ImportError(f"spikingjelly {getattr(spikingjelly, '__version__', '?')} has no {cls_name}")
+        cls = getattr(neuron, cls_name)
+        # beta = 1 - 1/tau = 0.25 with decay_input=False: H = V - V/tau + X.
+        kw = dict(tau=4 / 3, decay_input=False, v_threshold=0.5, v_reset=0.0, step_mode="m")
+        if "backend" in inspect.signature(cls.__init__).parameters:
+            kw["backend"] = "torch"
+        node = cls(**kw)
+
+        def run(x):
+            node.reset()
+            return node(x)
+
+        return run
+
+    return make
+
+
+def _lifact(T):
+    from lifact import LIFAct
+
+    return LIFAct(T)
+
+
+PEERS = {
+    OURS: (_ours, "ternary, STE, zero reset; the layer users build (includes the a * b multiply)"),
+    KERNEL: (_kernel, "ternary, the fused kernel alone (no amplitude multiply)"),
+    "tspike MultiStepLIF (torch oracle)": (_oracle, "ternary, backend='torch': autograd through every step"),
+    "tspike TernaryLeaky stepped": (_ternary_leaky, "ternary, our snnTorch-compatible neuron in a Python loop"),
+    "snntorch Leaky stepped": (_snntorch, "binary, snnTorch default ATan surrogate, reset 'zero'"),
+    "spikingjelly LIFNode (m)": (_sj_node("LIFNode"), "binary, multi-step, torch backend, Sigmoid surrogate"),
+    "spikingjelly TernaryLIFNode (m)": (_sj_node("TernaryLIFNode"), "ternary, multi-step, Sigmoid surrogate"),
+    "paper LIFAct (released code)": (_lifact, "ternary, transcription of the released LIFAct"),
+}
+
+
+def floor_bytes_per_element(T: int) -> int:
+    """Bytes a fused ternary LIF (STE, zero reset through the graph) must move per element, fwd+bwd.
+
+    16 = read x, write b, read dL/db, write dL/dx (float32); 2 = write then read the
+    1-byte spike+window code; 4 = the membranes the reset gradient needs at steps
+    0..T-2, written then read (8 (T-1)/T) or x read again for a replay (4): the lesser.
+    """
+    return 16 + 2 + (4 if T > 1 else 0)
+
+
+def _case_fn(peer: str, T: int, shape, seed: int = 0):
+    torch.manual_seed(seed)
+    x = (torch.randn(T, *shape) * 0.6).requires_grad_(True)
+    g = torch.randn(T, *shape)
+    fwd = PEERS[peer][0](T)
+
+    def step():
+        out = fwd(x)
+        out.backward(g)
+        x.grad = None
+
+    return step
+
+
+def _parse_size(s: str):
+    if s in SIZES:
+        return s, SIZES[s]
+    dims = tuple(int(v) for v in s.lower().split("x"))
+    if len(dims) != 4:
+        raise argparse.ArgumentTypeError(f"size must be a preset {sorted(SIZES)} or BxCxHxW, got {s!r}")
+    return s, dims
+
+
+def memory_case(case: dict) -> dict:
+    T, shape = case["T"], tuple(case["shape"])
+    _case_fn(case["peer"], 1, (1, 2, 3, 3))()  # load libraries, build kernels, start threads
+    step = _case_fn(case["peer"], T, shape)
+    return measure_peak(step)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, T in 1 2, 2 rounds: an end-to-end check")
+    p.add_argument("--sizes", default=None, help="comma list of presets (cifar, large, tiny) or BxCxHxW")
+    p.add_argument("--steps", default=None, help="comma list of T (default 1,2,4,8)")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per peer (default 10)")
+    p.add_argument("--peers", default=None, help="comma list of peer names (default: all)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--jobs", type=int, default=2, help="memory subprocesses side by side")
+    p.add_argument("--malloc-reuse", action="store_true",
+                   help="time under a glibc allocator that reuses freed memory (see README); memory unaffected")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's; --quick: 1, robust on a loaded machine)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--memory-cases", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_cases:
+        run_memory_cases(json.loads(args.memory_cases), memory_case)
+        return 0
+    if args.malloc_reuse:
+        reexec_with_malloc_reuse()
+    threads = args.threads or (1 if args.quick else None)
+    set_threads(threads)
+
+    sizes = [_parse_size(s) for s in (args.sizes or ("tiny" if args.quick else "cifar,large")).split(",")]
+    steps = [int(t) for t in (args.steps or ("1,2" if args.quick else "1,2,4,8")).split(",")]
+    rounds = args.rounds or (2 if args.quick else 10)
+    peers = args.peers.split(",") if args.peers else list(PEERS)
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        p.error(f"unknown peers {sorted(unknown)}; allowed: {list(PEERS)}")
+
+    bw = copy_bandwidth(16 * 2**20 if args.quick else 256 * 2**20)
+    print("# Multi-step LIF layer: forward+backward, float32, CPU\n")
+    for line in environment_lines(["spikingjelly"]):
+        print(f"- {line}")
+    print(f"- copy bandwidth (read+write): {bw['warm'] / 1e9:.1f} GB/s into an existing tensor, "
+          f"{bw['fresh'] / 1e9:.1f} GB/s into a new one (page faults included)")
+    print(f"- times: best of {rounds} interleaved rounds (median in brackets), ms; "
+          "'x ours' = peer / ours (above 1: ours is faster or smaller)\n")
+
+    results = []
+    for size_name, shape in sizes:
+        for T in steps:
+            fns, missing = {}, {}
+            for peer in peers:
+                try:
+                    fns[peer] = _case_fn(peer, T, shape)
+                except Exception as e:  # noqa: BLE001 - not installed, or fails to build: reported, not dropped
+                    missing[peer] = f"{type(e).__name__}: {e}"
+            timings = time_interleaved(fns, rounds=rounds, warmup=1)
+            mem = {}
+            if not args.no_memory:
+                cases = [{"peer": peer, "T": T, "shape": list(shape), "threads": threads} for peer in fns]
+                mem = dict(zip(fns, memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick)))
+            n = T * shape[0] * shape[1] * shape[2] * shape[3]
+            floor = floor_bytes_per_element(T) * n / bw["warm"]
+            ours_t = timings[OURS].best if OURS in timings else None
+            ours_m = mem.get(OURS, {}).get("peak_mib")
+            rows = []
+            for peer in peers:
+                if peer in missing:
+                    rows.append([peer, "missing", "-", "missing", "-", missing[peer][:90]])
+                    results.append({"size": size_name, "shape": shape, "T": T, "peer": peer, "missing": missing[peer]})
+                    continue
+                t = timings[peer]
+                m = mem.get(peer, {})
+                peak = m.get("peak_mib")
+                rows.append([peer, f"{ms(t.best)} ({ms(t.median)})", ratio(t.best, ours_t),
+                             f"{peak:.0f}" if peak is not None else m.get("error", "-"),
+                             ratio(peak, ours_m) if (ours_m or 0) >= 1 else "-",
+                             PEERS[peer][1]])
+                results.append({"size": size_name, "shape": shape, "T": T, "peer": peer, "best_s": t.best,
+                                "median_s": t.median, "peak_mib": peak})
+            kernel_t = timings[KERNEL].best if KERNEL in timings else None
+            rows.append([f"memory-traffic floor ({floor_bytes_per_element(T)} B/elem)", ms(floor),
+                         ratio(floor, ours_t), "-", "-",
+                         f"ours {ratio(ours_t, floor)} of floor, kernel alone {ratio(kernel_t, floor)}"])
+            results.append({"size": size_name, "shape": shape, "T": T, "peer": "floor", "best_s": floor})
+            print(f"## {size_name}: B, C, H, W = {', '.join(map(str, shape))}; T = {T} ({n / 1e6:.1f} M elements)\n")
+            print(markdown_table(["peer", "fwd+bwd ms", "x ours", "peak MiB", "x ours", "notes"], rows))
+            print()
+            sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps({"bandwidth": bw, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""One ResNet19 training step (forward, loss, backward, SGD), our engine against the released structure.
+
+    python benchmarks/bench_train_step.py               # T in 2 4, batch 16, 32x32 (CPU-sized)
+    python benchmarks/bench_train_step.py --quick       # tiny end-to-end run (the tests use it)
+    python benchmarks/bench_train_step.py --steps 2 --batch 32 --rounds 5
+
+Cases, all with identical layer shapes (ResNet19: 128/256/512, [3, 3, 2] blocks):
+
+- ours: ``build_model("resnet19", neuron="ternary")`` ("small" with --quick): stateless layers on the
+  time-folded batch, stem computed once for a static image, the fused LIF;
+- ours with the oracle neuron (``backend="torch"``): the same network, autograd LIF;
+- the released structure (:mod:`reference_resnet`, ``layout="released"``) with the
+  released neuron (:mod:`lifact`);
+- per-step loops (``layout="per_step"``): every conv / BN / pool / FC in a Python loop over T.
+
+Each step: ``SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)``, cross-entropy on the
+T-averaged logits, float32, on CPU (on CUDA the engine would add channels_last and
+bf16 autocast; not measured here).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from common import (environment_lines, markdown_table, measure_peak, memory_in_subprocesses, ms, ratio,
+                    reexec_with_malloc_reuse, run_memory_cases, set_threads, time_interleaved)
+
+OURS = "tspike engine (auto)"
+
+
+ARCHS = ("resnet19", "small")  # small: width 8, for --quick
+
+
+def _ours(arch, T, backend="auto"):
+    from tspike_lab.models import build_model
+
+    kw = {"width": 8} if arch == "small" else {}
+    return build_model(arch, neuron="ternary", num_classes=10, num_steps=T, backend=backend, **kw)
+
+
+def _reference(layout):
+    def make(arch, T):
+        import reference_resnet
+
+        if arch == "small":
+            return reference_resnet.reference_small(8, num_classes=10, step=T, layout=layout)
+        return reference_resnet.reference_resnet19(num_classes=10, step=T, layout=layout)
+
+    return make
+
+
+CASES = {
+    OURS: (_ours, "time folded into batch, fused LIF"),
+    "tspike engine (torch oracle LIF)": (lambda arch, T: _ours(arch, T, "torch"), "same network, autograd LIF"),
+    "released structure + LIFAct": (_reference("released"), "SpikePool fold, BN3d permutes, per-step stem BN + FC"),
+    "per-step loops + LIFAct": (_reference("per_step"), "every conv / BN / pool / FC looped over T"),
+}
+
+
+def _case_fn(case: str, arch: str, T: int, batch: int, image: int, seed: int = 0):
+    torch.manual_seed(seed)
+    model = CASES[case][0](arch, T).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, image, image)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def memory_case(case: dict) -> dict:
+    _case_fn(case["case"], "small", 1, 2, 8)()  # load libraries and kernels before the measured step
+    step = _case_fn(case["case"], case["arch"], case["T"], case["batch"], case["image"])
+    return measure_peak(step)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="the small ResNet (width 8), batch 2, 8x8 images, T=2, 2 rounds: an end-to-end check")
+    p.add_argument("--arch", choices=ARCHS, default=None, help="network (default resnet19)")
+    p.add_argument("--steps", default=None, help="comma list of T (default 2,4)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 16)")
+    p.add_argument("--image", type=int, default=None, help="image side (default 32)")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per case (default 5)")
+    p.add_argument("--cases", default=None, help="comma list of case names (default: all)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--jobs", type=int, default=1, help="memory subprocesses side by side")
+    p.add_argument("--malloc-reuse", action="store_true",
+                   help="time under a glibc allocator that reuses freed memory (see README); memory unaffected")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's; --quick: 1, robust on a loaded machine)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--memory-cases", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_cases:
+        run_memory_cases(json.loads(args.memory_cases), memory_case)
+        return 0
+    if args.malloc_reuse:
+        reexec_with_malloc_reuse()
+    threads = args.threads or (1 if args.quick else None)
+    set_threads(threads)
+
+    arch = args.arch or ("small" if args.quick else "resnet19")
+    steps = [int(t) for t in (args.steps or ("2" if args.quick else "2,4")).split(",")]
+    batch = args.batch or (2 if args.quick else 16)
+    image = args.image or (8 if args.quick else 32)
+    rounds = args.rounds or (2 if args.quick else 5)
+    cases = args.cases.split(",") if args.cases else list(CASES)
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        p.error(f"unknown cases {sorted(unknown)}; allowed: {list(CASES)}")
+
+    print(f"# {arch} training step: forward + cross-entropy + backward + SGD, float32, CPU\n")
+    for line in environment_lines():
+        print(f"- {line}")
+    print(f"- batch {batch}, {image}x{image} images, 10 classes; times: best of {rounds} interleaved rounds "
+          "(median in brackets); 'x ours' = case / ours\n")
+    results = []
+    for T in steps:
+        fns, failed = {}, {}
+        for case in cases:
+            try:
+                fns[case] = _case_fn(case, arch, T, batch, image)
+            except Exception as e:  # noqa: BLE001 - reported in the table, not dropped
+                failed[case] = f"{type(e).__name__}: {e}"
+        timings = time_interleaved(fns, rounds=rounds, warmup=1)
+        mem = {}
+        if not args.no_memory:
+            mcases = [{"case": c, "arch": arch, "T": T, "batch": batch, "image": image, "threads": threads}
+                      for c in fns]
+            mem = dict(zip(fns, memory_in_subprocesses(Path(__file__), mcases, jobs=args.jobs, batch=args.quick)))
+        ours_t = timings[OURS].best if OURS in timings else None
+        ours_m = mem.get(OURS, {}).get("peak_mib")
+        rows = []
+        for case in cases:
+            if case in failed:
+                rows.append([case, "missing", "-", "missing", "-", failed[case][:90]])
+                results.append({"T": T, "case": case, "missing": failed[case]})
+                continue
+            t, m = timings[case], mem.get(case, {})
+            peak = m.get("peak_mib")
+            rows.append([case, f"{ms(t.best)} ({ms(t.median)})", ratio(t.best, ours_t),
+                         f"{peak:.0f}" if peak is not None else m.get("error", "-"),
+                         ratio(peak, ours_m) if (ours_m or 0) >= 1 else "-", CASES[case][1]])
+            results.append({"T": T, "case": case, "best_s": t.best, "median_s": t.median, "peak_mib": peak})
+        print(f"## T = {T}\n")
+        print(markdown_table(["case", "step ms", "x ours", "peak MiB", "x ours", "notes"], rows))
+        print()
+        sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps({"batch": batch, "image": image, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Shared benchmark plumbing: timing, peak memory in fresh processes, environment, tables.
+
+Timing: every case runs ``warmup`` times, then ``rounds`` rounds in which every peer runs
+once, interleaved, so load from other processes falls on all peers alike; we report
+the best (min) and the median of the rounds. Ratios use the min.
+
+Peak memory (CPU): each case runs in a fresh Python process (``python <script>
+--memory-case <json>``). After building inputs and model, the process resets its
+resident-set high-water mark (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0) and
+reads ``VmRSS``; after one forward+backward (or training step) it reads ``VmHWM``. The
+difference is the extra resident memory the step needed at its peak: everything the
+step allocated and touched, PyTorch's and Python's alike, and nothing that existed
+before it. Without ``clear_refs`` it falls back to ``ru_maxrss`` (an upper bound that
+includes setup). On CUDA the same harness would use ``torch.cuda.max_memory_allocated``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- environment ----------------------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def version(module: str) -> str:
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - a peer that does not import is "missing"
+        return f"missing ({type(e).__name__}: {e})"
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return "installed"
+
+
+def environment_lines(extra_modules=()) -> list[str]:
+    import torch
+
+    from tspike_lab import kernels
+    from tspike_lab.results import environment
+
+    env = environment()
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
+    lines = [
+        f"hardware: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"{mem_gb:.0f} GiB RAM" + (f", GPU {env['device_name']}" if env["cuda_available"] else ", no GPU"),
+        ", ".join([f"versions: python {env['python']}", f"torch {env['torch']}", f"snntorch {env['snntorch']}",
+                   *(f"{m} {version(m)}" for m in extra_modules)]),
+        f"code: tspike_lab {env['git_commit'] or 'unknown'}{' (dirty)' if env['git_dirty'] else ''}; "
+        f"compiled backends: {kernels.backend_report()}",
+        f"command: {' '.join([*_malloc_env(), os.path.basename(sys.executable), *sys.argv])}",
+        "load average (1, 5, 15 min) at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()),
+    ]
+    return lines
+
+
+# glibc keeps freed blocks for reuse instead of unmapping them: no page faults on the
+# next allocation of the same size (the default mmaps every block above 32 MiB afresh).
+MALLOC_REUSE_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**40), "MALLOC_TRIM_THRESHOLD_": str(2**40),
+                    "MALLOC_TOP_PAD_": str(2**30)}
+
+
+def _malloc_env() -> list[str]:
+    return [f"{k}={os.environ[k]}" for k in MALLOC_REUSE_ENV if k in os.environ]
+
+
+def reexec_with_malloc_reuse() -> None:
+    """Restart this script with :data:`MALLOC_REUSE_ENV` (glibc reads it only at start-up)."""
+    if all(os.environ.get(k) == v for k, v in MALLOC_REUSE_ENV.items()):
+        return
+    env = dict(os.environ, **MALLOC_REUSE_ENV)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+# -- timing ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class Timing:
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def time_interleaved(fns: dict, *, rounds: int, warmup: int = 1) -> dict[str, Timing]:
+    """Seconds per call of each ``fns[name]()``, peers interleaved within every round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out = {name: Timing() for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].times.append(time.perf_counter() - t0)
+    return out
+
+
+def copy_bandwidth(nbytes: int = 256 * 2**20, rounds: int = 10) -> dict[str, float]:
+    """Bytes per second of a large float32 tensor copy, counting the read and the write.
+
+    ``warm``: into an existing tensor (``dst.copy_(src)``), the memory system's rate;
+    ``fresh``: into a new tensor (``src.clone()``), which adds the kernel's page faults.
+    """
+    import torch
+
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    t = time_interleaved({"warm": lambda: dst.copy_(src), "fresh": lambda: src.clone()}, rounds=rounds, warmup=2)
+    return {k: 2 * nbytes / v.best for k, v in t.items()}
+
+
+# -- peak memory in a fresh process ---------------------------------------------------------------------------
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def measure_peak(run) -> dict:
+    """In the current (fresh) process: extra resident MiB at the peak of ``run()``."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_kib("VmRSS")
+        run()
+        peak = _status_kib("VmHWM")
+        method = "VmHWM after clear_refs"
+    except OSError:
+        before = _status_kib("VmRSS") if os.path.exists("/proc/self/status") else 0
+        run()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        method = "ru_maxrss (upper bound)"
+    return {"peak_mib": max(peak - before, 0) / 1024, "method": method}
+
+
+def memory_in_subprocesses(script: Path, cases: list[dict], *, jobs: int = 2, batch: bool = False,
+                           timeout: float = 1800) -> list[dict]:
+    """Run ``script --memory-cases <[case]>`` in fresh processes; one JSON result per case.
+
+    One process per case, or with ``batch`` one process for all (``--quick``: faster,
+    freed memory handed back with ``malloc_trim`` between cases). Jobs run side by side:
+    resident memory is per process, so that does not bias the peaks. The processes use
+    glibc's default allocator settings. A failed case comes back as ``{"error": ...}``.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_REUSE_ENV}
+
+    def run(group):
+        cmd = [sys.executable, str(script), "--memory-cases", json.dumps(group)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+        except subprocess.TimeoutExpired:
+            return [{"error": f"timed out after {timeout:.0f} s"}] * len(group)
+        lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or len(lines) != len(group):
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            err = {"error": f"exit {proc.returncode}: {tail[0][:200]}"}
+            return lines + [err] * (len(group) - len(lines))
+        return lines
+
+    groups = [cases] if batch else [[c] for c in cases]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return [r for rs in pool.map(run, groups) for r in rs]
+
+
+def set_threads(n: int | None) -> None:
+    """``torch.set_num_threads(n)`` where given (``--threads``; ``--quick`` uses 1)."""
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+
+
+def run_memory_cases(cases: list[dict], measure_case) -> None:
+    """The ``--memory-cases`` end: measure each case, print one JSON line per case."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        trim = None
+    for case in cases:
+        set_threads(case.get("threads"))
+        if trim is not None:
+            trim(0)
+        print(json.dumps(measure_case(case)), flush=True)
+
+
+# -- tables ---------------------------------------------------------------------------------------------------
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, rows)])
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds * 1e3:.0f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b <= 0:
+        return "-"
+    return f"{a / b:.2f}x"

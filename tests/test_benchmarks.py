@@ -1,0 +1,98 @@
+"""The benchmark scripts run end to end at a tiny size, and their peers are what they claim to be."""
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_neuron  # noqa: E402
+from lifact import LIFAct  # noqa: E402
+from reference_resnet import reference_resnet19, reference_small  # noqa: E402
+
+
+def _run_script(name, *args, hide=()):
+    """Run benchmarks/<name> in a fresh interpreter; modules in ``hide`` fail to import there."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(BENCH)!r})\n"
+        f"for m in {list(hide)!r}: sys.modules[m] = None\n"
+        f"sys.argv = [{name!r}, *{list(args)!r}]\n"
+        f"runpy.run_path({str(BENCH / name)!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _rows(out):
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| ") and not line.startswith("| peer")
+            and not line.startswith("| case")}
+
+
+def test_neuron_benchmark_runs_and_reports_an_absent_peer_as_missing():
+    out = _run_script("bench_neuron.py", "--quick", hide=["spikingjelly"])
+    assert "hardware:" in out and "versions:" in out and "copy bandwidth" in out
+    assert out.count("## tiny:") == 2  # T = 1 and T = 2
+    rows = _rows(out)
+    for peer in bench_neuron.PEERS:
+        assert peer in rows, peer
+    for peer in ("spikingjelly LIFNode (m)", "spikingjelly TernaryLIFNode (m)"):
+        assert rows[peer][0] == "missing" and "No module named" in rows[peer][-1]
+    ours = rows[bench_neuron.OURS]
+    assert ours[1] == "1.00x" and float(ours[0].split()[0]) > 0 and ours[2].isdigit()
+    assert any(name.startswith("memory-traffic floor") for name in rows)
+
+
+def test_train_step_benchmark_runs_every_case_with_time_and_peak_memory():
+    out = _run_script("bench_train_step.py", "--quick")
+    assert "## T = 2" in out and "hardware:" in out
+    rows = _rows(out)
+    assert set(rows) == {"tspike engine (auto)", "tspike engine (torch oracle LIF)",
+                         "released structure + LIFAct", "per-step loops + LIFAct"}
+    for cells in rows.values():
+        assert float(cells[0].split()[0]) > 0 and cells[2].isdigit()
+
+
+def test_the_released_lifact_transcription_is_our_default_ternary_neuron():
+    from tspike_lab.neurons import MultiStepLIF
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 5, 5) * 0.7
+    x.view(-1)[:4] = torch.tensor([0.5, -0.5, 1.0, -1.0])
+    g = torch.randn(x.shape)
+    grads = []
+    for neuron in (LIFAct(4), MultiStepLIF("ternary")):
+        xi = x.clone().requires_grad_(True)
+        out = neuron(xi)
+        (out * g).sum().backward()
+        grads.append((out.detach(), xi.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["released", "per_step"])
+def test_the_reference_networks_have_our_layer_shapes(layout):
+    from tspike_lab.models import build_model
+
+    def shapes(m):
+        return Counter(tuple(p.shape) for p in m.parameters())
+
+    ours = build_model("resnet19", neuron="ternary", num_classes=10, num_steps=2)
+    assert shapes(reference_resnet19(num_classes=10, step=2, layout=layout)) == shapes(ours)
+    ours_small = build_model("small", neuron="ternary", num_classes=10, num_steps=2, width=8)
+    small = reference_small(8, num_classes=10, step=2, layout=layout)
+    assert shapes(small) == shapes(ours_small)
+    assert small(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_the_traffic_floor_counts_the_bytes_the_neuron_must_move():
+    # T = 1: x, b, dL/db, dL/dx (4 B each) + the 1-byte code written and read; from T = 2 on,
+    # 4 more bytes for the membranes the reset gradient needs.
+    assert [bench_neuron.floor_bytes_per_element(t) for t in (1, 2, 4, 8)] == [18, 22, 22, 22]
