@@ -639,10 +639,12 @@ class _RunDir:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # no fcntl (Windows): no cross-process guard
             pass
-        except OSError:
+        except BlockingIOError:
             self._lock.close()
             self._lock = None
             raise RuntimeError(f"another process is training in out_dir {self.path}; refusing to share it") from None
+        except OSError as e:  # a file system without locks: carry on unguarded
+            logger.warning("cannot lock %s (%s); not guarding against a concurrent run", self.path, e)
         # temp files of a process killed while saving (we hold the lock: nobody else writes here)
         for name in (CHECKPOINT, METRICS):
             for stale in self.path.glob(f".{name}.*.tmp"):
