@@ -52,6 +52,8 @@ __all__ = [
     "param_groups",
     "lr_at",
     "load_checkpoint",
+    "read_metrics",
+    "augment_for",
 ]
 
 logger = logging.getLogger(__name__)
