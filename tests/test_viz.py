@@ -31,7 +31,7 @@ DEFAULT_TRACES = {
     "plot_logits_match": ["logits", "y = x"],
     "plot_spike_values": ["trained (a·b)", "folded (b)"],
     "plot_energy": ["SNN MACs", "SNN SOPs", "ANN MACs", "energy (µJ)"],
-    "plot_results": ["ours", "paper"],
+    "plot_results": ["ours (mean ± std over seeds)", "paper (secondary)"],
 }
 
 
@@ -162,13 +162,19 @@ def test_amplitude_and_rate_figures_read_histories_and_dicts():
     assert "classifier" in fig.data[0].x[0]
 
 
-def test_results_figure_groups_rows_by_colour_key():
-    rows = [{"variant": "ternary", "source": "ours", "accuracy": 90.0, "accuracy_std": 0.5},
-            {"variant": "binary", "source": "ours", "accuracy": 85.0, "accuracy_std": None},
-            {"variant": "ternary", "source": "paper", "accuracy": 95.8}]
+def test_results_figure_draws_ours_beside_the_paper_and_leaves_unknown_cells_empty():
+    rows = [{"table": "table2", "dataset": "cifar10", "arch": "resnet19", "num_steps": 2, "neuron": "ternary",
+             "mean": 90.0, "std": 0.5, "n_seeds": 3, "paper": 95.6},
+            {"table": "table2", "dataset": "cifar10", "arch": "resnet19", "num_steps": 2, "neuron": "binary",
+             "mean": 85.0, "std": None, "n_seeds": 1, "paper": None}]
     fig = viz.plot_results(rows)
-    assert [t.name for t in fig.data] == ["ours", "paper"]
-    assert list(fig.data[0].y) == [90.0, 85.0] and list(fig.data[0].error_y.array) == [0.5, 0]
+    ours, paper = fig.data
+    assert list(ours.x) == ["ternary", "binary"]  # nothing varies but the neuron
+    assert list(ours.y) == [90.0, 85.0] and list(ours.error_y.array) == [0.5, 0.0]
+    assert list(paper.y) == [95.6, None] and paper.text[1] == "unknown"
+    assert "cifar10" in fig.layout.title.text and "resnet19" in fig.layout.title.text
+    fig = viz.plot_results([rows[0], {**rows[1], "dataset": "cifar100"}])
+    assert list(fig.data[0].x) == ["cifar10 · ternary", "cifar100 · binary"]
 
 
 def test_importing_the_package_viz_and_widgets_does_not_import_ipywidgets():
@@ -239,13 +245,15 @@ def test_membrane_panel_marks_the_learned_amplitude_of_the_chosen_layer():
 
 
 def test_results_panel_filters_rows_by_dropdown():
-    rows = [{"table": "t2", "dataset": "cifar10", "variant": "ternary", "source": "ours", "accuracy": 90.0},
-            {"table": "t2", "dataset": "cifar100", "variant": "ternary", "source": "ours", "accuracy": 70.0}]
+    rows = [{"table": "t2", "dataset": "cifar10", "arch": "resnet19", "num_steps": 2, "neuron": "ternary",
+             "mean": 90.0, "paper": None},
+            {"table": "t2", "dataset": "cifar100", "arch": "resnet19", "num_steps": 2, "neuron": "ternary",
+             "mean": 70.0, "paper": 80.2}]
     panel = widgets.results_panel(rows)
-    assert set(panel.controls) == {"table", "dataset"}
+    assert set(panel.controls) == {"dataset"}  # the other keys take one value only
     assert list(panel.figure.data[0].y) == [90.0, 70.0]
     panel.controls["dataset"].value = "cifar100"
-    assert list(panel.figure.data[0].y) == [70.0]
+    assert list(panel.figure.data[0].y) == [70.0] and list(panel.figure.data[1].y) == [80.2]
 
 
 def test_train_live_redraws_the_curves_and_returns_each_runs_history(tmp_path):

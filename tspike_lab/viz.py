@@ -786,34 +786,41 @@ def plot_energy(counts=None) -> go.Figure:
 # --------------------------------------------------------------------------- 06 results
 
 
-def plot_results(rows: Iterable[Mapping[str, Any]] | None = None, *, x: str = "variant",
-                 color: str = "source") -> go.Figure:
-    """Accuracy of reproduction results against the paper's numbers.
+def _result_label(r: Mapping[str, Any], keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        v = r.get(k)
+        if v is None:
+            continue
+        parts.append(f"T={v}" if k == "num_steps" else f"w={v}" if k == "width" else str(v))
+    return " · ".join(parts)
+
+
+def plot_results(rows: Iterable[Mapping[str, Any]] | None = None) -> go.Figure:
+    """Reproduction results against the paper: one bar per result row, ours (mean ± std) beside the paper.
 
     Args:
-        rows: dicts with at least ``accuracy`` (percent) and the keys named by ``x`` and
-            ``color`` (e.g. dataset, arch, num_steps, variant, source = "ours" / "paper");
-            ``accuracy_std`` draws error bars. Default: two illustrative rows.
-        x: the key on the x axis. color: the key that splits bars into traces.
-    Traces: one bar trace per value of ``color``.
+        rows: rows of ``tspike_lab.reproduce.aggregate`` (keys dataset, arch, width, num_steps,
+            neuron, mean, std, n_seeds, paper; top-1 in %). A paper cell that is None is unknown
+            and drawn empty. Default: no rows (empty axes).
+    Traces: "ours (mean ± std over seeds)", "paper (secondary)".
     """
-    if rows is None:
-        rows = [{"variant": "ternary", "source": "ours", "accuracy": float("nan")},
-                {"variant": "ternary", "source": "paper", "accuracy": float("nan")}]
-    rows = list(rows)
-    groups: dict[Any, list] = {}
-    for r in rows:
-        groups.setdefault(r.get(color), []).append(r)
+    rows = list(rows or [])
+    varying = [k for k in ("table", "dataset", "arch", "width", "num_steps")
+               if len({r.get(k) for r in rows}) > 1]
+    labels = [_result_label(r, varying + ["neuron"]) for r in rows]
+    ours = [r.get("mean") for r in rows]
+    std = [r.get("std") if r.get("std") is not None else 0.0 for r in rows]
+    paper = [r.get("paper") for r in rows]
     fig = go.Figure()
-    for i, (key, rs) in enumerate(groups.items()):
-        std = [r.get("accuracy_std") for r in rs]
-        fig.add_bar(x=[str(r.get(x)) for r in rs], y=[r.get("accuracy") for r in rs], name=str(key),
-                    marker_color=_PALETTE[i % len(_PALETTE)],
-                    error_y=dict(type="data", array=[s if s is not None and math.isfinite(s) else 0 for s in std])
-                    if any(s is not None for s in std) else None,
-                    text=[("" if r.get("accuracy") is None or not math.isfinite(r["accuracy"]) else f"{r['accuracy']:.2f}")
-                          for r in rs], textposition="outside")
+    fig.add_bar(x=labels, y=ours, name="ours (mean ± std over seeds)", marker_color=_PALETTE[0],
+                error_y=dict(type="data", array=std),
+                text=[f"{v:.2f} (n={r.get('n_seeds', '?')})" if v is not None else "" for v, r in zip(ours, rows)],
+                textposition="outside")
+    fig.add_bar(x=labels, y=paper, name="paper (secondary)", marker_color="#ff7f0e",
+                text=[f"{v:.2f}" if v is not None else "unknown" for v in paper], textposition="outside")
     fig.update_layout(barmode="group")
-    fig.update_xaxes(title=x)
-    fig.update_yaxes(title="top-1 accuracy (%)")
-    return _layout(fig, "Reproduction: ours against the paper")
+    fig.update_yaxes(title="test top-1 (%)", range=[0, 105])
+    fixed = [k for k in ("table", "dataset", "arch", "width", "num_steps") if k not in varying and rows]
+    where = _result_label(rows[0], fixed) if rows else "no results"
+    return _layout(fig, f"Reproduction, ours against the paper: {where}")

@@ -353,26 +353,23 @@ def train_live(configs: Mapping[str, Any], monitor=None, *, poll_s: float = 0.2,
 # --------------------------------------------------------------------------- 06
 
 
-def results_panel(rows, *, filters=("table", "dataset", "arch", "num_steps"), x: str = "variant",
-                  color: str = "source"):
-    """Filter result rows by table, dataset, arch and T -> ``viz.plot_results``.
+def results_panel(rows, *, filters=("table", "dataset", "arch", "num_steps")):
+    """Filter reproduction rows by table, dataset, arch and T -> ``viz.plot_results``.
 
     Args:
-        rows: list of dicts (one per result: keys such as table, dataset, arch, num_steps,
-            variant, source, accuracy, accuracy_std).
-        filters: keys to offer as dropdowns ("all" keeps every value); keys absent from
-            every row are skipped.
-        x, color: passed to ``viz.plot_results``.
+        rows: rows of ``tspike_lab.reproduce.aggregate``.
+        filters: keys offered as dropdowns ("all" keeps every value); a key with fewer than
+            two values among the rows gets no dropdown.
     """
     rows = list(rows)
     controls = {}
     for key in filters:
         values = sorted({str(r[key]) for r in rows if r.get(key) is not None})
-        if values:
+        if len(values) > 1:
             controls[key] = _dropdown(key, ["all", *values])
 
     def render(**chosen):
         keep = [r for r in rows if all(v == "all" or str(r.get(k)) == v for k, v in chosen.items())]
-        return viz.plot_results(keep, x=x, color=color)
+        return viz.plot_results(keep)
 
     return panel(controls, render, columns=4)
