@@ -6,7 +6,7 @@ from torch import nn
 import tspike_lab as tl
 from tspike_lab.reparam import compare
 
-SIZES = {"small": 8, "resnet19": 16, "resnet20": 16, "vgg16": 32, "resnet18": 32, "resnet34": 32}
+SIZES = {"small": 8, "resnet19": 8, "resnet20": 8, "vgg16": 32, "resnet18": 32, "resnet34": 32}
 
 
 def _randomize(model, seed):
@@ -36,19 +36,20 @@ def _spike_values(model, x):
 
 @pytest.mark.parametrize("arch", sorted(SIZES))
 @pytest.mark.parametrize("amplitude", ["layer", "channel"])
-@pytest.mark.parametrize("fold_bn", [False, True])
-def test_folded_model_has_the_same_logits_and_emits_only_minus_one_zero_one(arch, amplitude, fold_bn):
+def test_folded_model_has_the_same_logits_and_emits_only_minus_one_zero_one(arch, amplitude):
     torch.manual_seed(0)
     model = tl.build_model(arch, neuron="trainable_ternary", num_classes=10, num_steps=2, amplitude=amplitude)
     model = _randomize(model, seed=1).double().eval()
     x = torch.randn(2, 3, SIZES[arch], SIZES[arch], dtype=torch.float64)
-    folded = tl.reparameterize(model, fold_bn=fold_bn)
     with torch.no_grad():
-        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-9)
-    assert _spike_values(folded, x) <= {-1.0, 0.0, 1.0}
+        logits = model(x)
     assert len(_spike_values(model, x) - {-1.0, 0.0, 1.0}) > 0  # the original really emits a*b
-    if fold_bn:
-        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    for fold_bn in (False, True):
+        folded = tl.reparameterize(model, fold_bn=fold_bn)
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), logits, rtol=0, atol=1e-9)
+        assert _spike_values(folded, x) <= {-1.0, 0.0, 1.0}
+        assert any(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) != fold_bn
 
 
 def test_reparameterize_returns_a_new_model_and_leaves_the_input_untouched():
