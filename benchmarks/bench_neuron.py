@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -234,6 +235,7 @@ def main(argv=None) -> int:
             print(markdown_table(["peer", "fwd+bwd ms", "x ours", "peak MiB", "x ours", "notes"], rows))
             print()
             sys.stdout.flush()
+    print("- load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if args.json:
         args.json.write_text(json.dumps({"bandwidth": bw, "results": results}, indent=1))
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -159,6 +160,7 @@ def main(argv=None) -> int:
         print(markdown_table(["case", "step ms", "x ours", "peak MiB", "x ours", "notes"], rows))
         print()
         sys.stdout.flush()
+    print("- load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if args.json:
         args.json.write_text(json.dumps({"batch": batch, "image": image, "results": results}, indent=1))
     return 0

@@ -231,6 +231,26 @@ def test_half_precision_on_cpu_runs_the_torch_fused_path_with_the_oracles_spikes
     assert torch.equal(b, b_ref) and torch.equal(gx, gx_ref)
 
 
+def test_without_a_c_compiler_auto_falls_back_to_the_torch_fused_path():
+    code = textwrap.dedent("""
+        import torch
+        from tspike_lab import functional, kernels
+        from tspike_lab.kernels import cpu
+        from tspike_lab.neurons import MultiStepLIF
+        assert not cpu.available() and "CC='/nonexistent/cc'" in cpu.unavailable_reason()
+        x = torch.randn(3, 2, 50, requires_grad=True)
+        spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero",
+                                 spike_grad=None, detach_reset=False)
+        assert kernels.select_backend(x, spec) == "fused_torch"
+        out = MultiStepLIF()(x)
+        assert torch.equal(out, functional.lif_seq(x)[0])
+        print("ok")
+    """)
+    env = dict(os.environ, CC="/nonexistent/cc")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 class _HalfTriangle(surrogate.Triangle):
     def grad(self, x):
         return 0.5 * super().grad(x)

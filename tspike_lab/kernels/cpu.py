@@ -198,12 +198,14 @@ class KernelUnavailable(RuntimeError):
     """The C kernel could not be built or loaded on this machine."""
 
 
-def _cache_dir() -> Path:
+def _cache_dirs() -> list[Path]:
+    """Where to keep the compiled library: the configured folder, then a private temp folder."""
     root = os.environ.get("TSPIKE_KERNEL_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tspike_lab" / "kernels"
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "tspike_lab", "kernels")
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return [Path(root), Path(tempfile.gettempdir()) / f"tspike_lab-kernels-{uid}"]
 
 
 def _cpu_id() -> str:
@@ -228,16 +230,32 @@ def _compile(cc: str, flags: list[str], out: Path) -> None:
         os.replace(so, out)  # atomic: concurrent builders each publish a complete file
 
 
-@functools.lru_cache(maxsize=None)
 def library() -> ctypes.CDLL:
     """Build (once per machine) and load the C kernel; raises :class:`KernelUnavailable`."""
+    lib, error = _load()
+    if lib is None:
+        raise KernelUnavailable(error)
+    return lib
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    # Memoised, failure included: a machine without a compiler tries once per process.
+    try:
+        return _build_and_load(), None
+    except KernelUnavailable as e:
+        return None, str(e)
+
+
+def _build_and_load() -> ctypes.CDLL:
     if platform.system() == "Windows":
         raise KernelUnavailable("the C kernel is built for Linux/macOS only")
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        cc = "gcc" if shutil.which("gcc") else None
+    cc = os.environ.get("CC")
+    if cc and shutil.which(cc) is None:
+        raise KernelUnavailable(f"the C compiler CC={cc!r} is not found")
+    cc = cc or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
     if cc is None:
-        raise KernelUnavailable("no C compiler found (set CC)")
+        raise KernelUnavailable("no C compiler found (tried cc, gcc, clang; set CC)")
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
@@ -247,13 +265,17 @@ def library() -> ctypes.CDLL:
     for flags in (_FLAGS, [f for f in _FLAGS if f != "-march=native"],
                   [f for f in _FLAGS if f not in ("-march=native", "-fopenmp")]):
         key = hashlib.sha256("\0".join([_SOURCE, *flags, version, _cpu_id()]).encode()).hexdigest()[:16]
-        path = _cache_dir() / f"lif_cpu_{key}.so"
-        try:
-            if not path.exists():
-                _compile(cc, flags, path)
-            lib = ctypes.CDLL(str(path))
-        except (KernelUnavailable, OSError, subprocess.SubprocessError) as e:
-            errors.append(str(e))
+        lib = None
+        for folder in _cache_dirs():
+            path = folder / f"lif_cpu_{key}.so"
+            try:
+                if not path.exists():
+                    _compile(cc, flags, path)
+                lib = ctypes.CDLL(str(path))
+                break
+            except (KernelUnavailable, OSError, subprocess.SubprocessError) as e:
+                errors.append(str(e))
+        if lib is None:
             continue
         for name in ("lif_fwd_f32", "lif_fwd_f64", "lif_bwd_f32", "lif_bwd_f64"):
             getattr(lib, name).restype = None
