@@ -204,7 +204,7 @@ def _nudge(control):
             else control.value - control.step
 
 
-PANELS = ["quantization_panel", "teaser_panel", "neuron_panel", "surrogate_panel", "membrane_panel"]
+PANELS = ["quantization_panel", "teaser_panel", "neuron_panel", "surrogate_panel", "membrane_panel", "energy_panel"]
 
 
 @pytest.mark.parametrize("name", PANELS)
@@ -242,6 +242,23 @@ def test_membrane_panel_marks_the_learned_amplitude_of_the_chosen_layer():
     panel.controls["layer"].value = "layers.1.lif2"
     texts = [a.text for a in panel.figure.layout.annotations]
     assert any("learned a = 2.50" in t for t in texts)
+
+
+def test_energy_panel_reprices_the_same_operations():
+    from tspike_lab import energy
+
+    model, x = viz._demo_model("ternary")
+    counts = energy.count_ops(model, x)
+    panel = widgets.energy_panel({"ternary": counts})
+    total = counts.total()
+    ann = counts.ann()
+    # at the break-even price of an accumulate, the SNN costs what the ANN costs
+    panel.controls["e_ac_pj"].value = round(4.6 * (ann["macs"] - total["macs"]) / total["sops"], 2)
+    bars = panel.figure.data[-1]
+    assert list(bars.x) == ["ternary", "ANN"]
+    assert bars.y[0] == pytest.approx(bars.y[1], rel=0.02)
+    panel.controls["convention"].value = "paper"
+    assert "paper convention" in panel.figure.layout.title.text
 
 
 def test_results_panel_filters_rows_by_dropdown():

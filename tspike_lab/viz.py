@@ -740,12 +740,14 @@ def plot_spike_values(recordings: Mapping[str, Mapping[str, dict]] | None = None
     return _layout(fig, "Values the spiking layers emit (marker area ~ share of neuron-steps)")
 
 
-def plot_energy(counts=None) -> go.Figure:
+def plot_energy(counts=None, *, convention: str = "executed") -> go.Figure:
     """Per-layer operations and total energy of a spiking network against its ANN equivalent.
 
     Args:
-        counts: an ``energy.OpCount`` (``energy.count_ops(model, x)``) or ``{name: OpCount}``.
-            Default: an untrained ``small`` ternary network on random input.
+        counts: an ``energy.OpCount`` (``energy.count_ops(model, x)``) or ``{name: OpCount}``;
+            each uses its own ``e_mac_pj`` / ``e_ac_pj``. Default: an untrained ``small``
+            ternary network on random input.
+        convention: "executed" (static stem once) or "paper" (stem counted T times), for the totals.
     Left: per-layer per-sample MACs (dense input), SOPs (spike input) and the ANN's MACs.
     Right: energy per sample, E = 4.6 pJ·MACs + 0.9 pJ·SOPs, each model against the ANN.
     Traces: "SNN MACs", "SNN SOPs", "ANN MACs" (per model), then "energy (pJ)".
@@ -768,7 +770,7 @@ def plot_energy(counts=None) -> go.Figure:
         fig.add_bar(x=layers, y=[r.sops / c.batch_size for r in c.layers], name=f"{tag}SNN SOPs",
                     marker_color=_PALETTE[(2 * i + 1) % 8], row=1, col=1)
         names.append(name)
-        energies.append(c.total("executed")["energy_pj"])
+        energies.append(c.total(convention)["energy_pj"])
     first = next(iter(counts.values()))
     fig.add_bar(x=[r.name for r in first.layers], y=[r.ann_macs for r in first.layers], name="ANN MACs",
                 marker_color=_color("real"), row=1, col=1)
@@ -780,7 +782,8 @@ def plot_energy(counts=None) -> go.Figure:
     fig.update_yaxes(type="log", title="operations", row=1, col=1)
     fig.update_yaxes(title="µJ per sample", row=1, col=2)
     fig.update_layout(barmode="group")
-    return _layout(fig, "Synaptic operations and energy (45 nm: 4.6 pJ per MAC, 0.9 pJ per accumulate)", height=440)
+    return _layout(fig, f"Synaptic operations and energy ({first.e_mac_pj:g} pJ per MAC, {first.e_ac_pj:g} pJ per "
+                        f"accumulate; {convention} convention)", height=440)
 
 
 # --------------------------------------------------------------------------- 06 results

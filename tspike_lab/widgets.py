@@ -36,6 +36,7 @@ __all__ = [
     "neuron_panel",
     "surrogate_panel",
     "membrane_panel",
+    "energy_panel",
     "training_panel",
     "train_live",
     "results_panel",
@@ -348,6 +349,37 @@ def train_live(configs: Mapping[str, Any], monitor=None, *, poll_s: float = 0.2,
                 tmp.cleanup()
         monitor.update(histories, f"done: {', '.join(histories)}")
     return histories
+
+
+# --------------------------------------------------------------------------- 05
+
+
+def energy_panel(counts=None):
+    """Energy per MAC and per accumulate, and the stem convention -> ``viz.plot_energy``.
+
+    Args:
+        counts: an ``energy.OpCount`` or ``{name: OpCount}`` (default: an untrained network's).
+            The operation counts stay; only the energy figures change (45 nm defaults:
+            4.6 pJ per MAC, 0.9 pJ per accumulate).
+    """
+    from . import energy
+
+    if counts is None:
+        model, x = viz._demo_model("ternary")
+        counts = energy.count_ops(model, x)
+    single = not isinstance(counts, Mapping)
+    named = {"SNN": counts} if single else dict(counts)
+    controls = {
+        "e_mac_pj": _float("pJ per MAC", energy.E_MAC_PJ, 0.1, 10.0, 0.1),
+        "e_ac_pj": _float("pJ per accumulate", energy.E_AC_PJ, 0.05, 10.0, 0.05),
+        "convention": _dropdown("stem counted", energy.CONVENTIONS),
+    }
+
+    def render(e_mac_pj, e_ac_pj, convention):
+        priced = {k: dataclasses.replace(c, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj) for k, c in named.items()}
+        return viz.plot_energy(priced["SNN"] if single else priced, convention=convention)
+
+    return panel(controls, render)
 
 
 # --------------------------------------------------------------------------- 06
