@@ -474,7 +474,10 @@ def validate_params(table: str, **params: Any) -> dict[str, Any]:
     out["train_options"] = options
 
     # every training run's TrainConfig, checked now: no data read, no folder made
-    plan = resolve_data(dataset, data_dir, table=table)
+    try:
+        plan = resolve_data(dataset, data_dir, table=table)
+    except ValueError as exc:
+        raise ValueError(f"{table}: parameter {exc}") from None
     for combo in _combos(out):
         try:
             validate(_config(out, plan, combo, out_dir=None))
@@ -677,7 +680,8 @@ def train_cli_args(config) -> list[str]:
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + f.name.replace("_", "-"))
         elif value is None:
-            args += [flag, "none"]
+            if f.default is not None:  # optional booleans (flip, autoaugment) have no "none": their default is None
+                args += [flag, "none"]
         else:
             args += [flag, repr(value) if isinstance(value, float) else str(value)]
     return args
