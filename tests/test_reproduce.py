@@ -5,7 +5,6 @@ Tests named ``test_papermill_*`` execute the notebooks of reproduce/ in a kernel
 import ast
 import io
 import json
-import os
 import re
 import tarfile
 from pathlib import Path

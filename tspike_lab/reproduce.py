@@ -190,8 +190,6 @@ _DATASET_LABELS = MappingProxyType({
 # Parameters of every table (the notebooks' parameters cell), with the profile keys they take.
 PARAMS = ("profile", "dataset", "data_dir", "archs", "widths", "neurons", "num_steps", "seeds", "epochs",
           "batch_size", "lr", "out_dir", "device", "max_steps_per_epoch", "max_eval_steps", "train_options")
-_PROFILE_KEYS = ("dataset", "archs", "widths", "neurons", "num_steps", "seeds", "epochs", "batch_size", "lr",
-                 "max_steps_per_epoch", "max_eval_steps")
 # TrainConfig fields that a table's parameters set; train_options may set the others.
 _OWNED_FIELDS = ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "epochs", "batch_size",
                  "lr", "device", "out_dir", "resume", "max_steps_per_epoch", "max_eval_steps", "progress")
@@ -475,7 +473,7 @@ def validate_params(table: str, **params: Any) -> dict[str, Any]:
 
     # every training run's TrainConfig, checked now: no data read, no folder made
     try:
-        plan = resolve_data(dataset, data_dir, table=table)
+        plan = resolve_data(dataset, data_dir)
     except ValueError as exc:
         raise ValueError(f"{table}: parameter {exc}") from None
     for combo in _combos(out):
@@ -555,7 +553,7 @@ def _cifar_layout(dataset: str, root: Path) -> str:
     )
 
 
-def resolve_data(dataset: str, data_dir: str | None, *, table: str | None = None) -> DataPlan:
+def resolve_data(dataset: str, data_dir: str | None) -> DataPlan:
     """Decide the data source for ``dataset``: an image-folder copy of CIFAR is read as ``imagefolder``.
 
     ``data_dir`` holding ``cifar-10-batches-py`` / ``cifar-10-python.tar.gz`` (or the CIFAR-100
@@ -815,7 +813,7 @@ def run_table(
     if workers > 1 and (device != "cpu" or nproc > 1):
         raise ValueError(f"workers={workers} runs training runs side by side on the CPU only; got device "
                          f"{device!r} and nproc_per_node={nproc}. Use workers=1 on GPUs.")
-    plan = resolve_data(p["dataset"], p["data_dir"], table=table)
+    plan = resolve_data(p["dataset"], p["data_dir"])
     combos = _combos(p)
     _probe_data(plan, p["num_steps"][0])
 
