@@ -273,6 +273,19 @@ def test_results_panel_filters_rows_by_dropdown():
     assert list(panel.figure.data[0].y) == [70.0] and list(panel.figure.data[1].y) == [80.2]
 
 
+def test_epoch_panel_shows_the_amplitudes_and_rates_of_the_chosen_epoch():
+    rows = [{"epoch": 1, "firing_rates": {"x": 0.1}, "amplitudes": {"x": 1.5}},
+            {"epoch": 2, "firing_rates": {"x": 0.2}, "amplitudes": {"x": 2.5}}]
+    panel = widgets.epoch_panel({"run": rows})
+    assert panel.controls["epoch"].max == 2 and list(panel.figure.data[0].y) == [1.5]
+    assert "after epoch 1" in panel.figure.layout.title.text
+    panel.controls["epoch"].value = 2
+    assert list(panel.figure.data[0].y) == [2.5]
+    panel.controls["epoch"].value = 1
+    panel.controls["quantity"].value = "firing rates"
+    assert list(panel.figure.data[0].y) == [0.1]
+
+
 def test_train_live_redraws_the_curves_and_returns_each_runs_history(tmp_path):
     monitor = widgets.training_panel()
     assert len(monitor.figure.data) == 0

@@ -38,6 +38,7 @@ __all__ = [
     "membrane_panel",
     "energy_panel",
     "training_panel",
+    "epoch_panel",
     "train_live",
     "results_panel",
 ]
@@ -285,6 +286,32 @@ def training_panel(histories: Mapping[str, Any] | None = None):
     box.update = update
     update(histories or {})
     return box
+
+
+def epoch_panel(histories: Mapping[str, Any], consumers: Mapping[str, list[str]] | None = None):
+    """Scrub through training: an epoch slider -> ``viz.plot_amplitudes`` or ``viz.plot_firing_rates``.
+
+    Args:
+        histories: ``{run name: History or list of per-epoch dicts}`` (``train.train`` rows).
+        consumers: ``{layer: [labels]}`` from ``viz.consumer_kinds``, shown under each layer.
+    Controls: epoch (1..the longest run; starts at 1, to scrub forward), quantity
+    ("amplitudes" or "firing rates").
+    """
+    runs = {name: viz._epochs(h) for name, h in histories.items()}
+    last = max((len(rows) for rows in runs.values()), default=1)
+    controls = {"epoch": _int("epoch", 1, 1, max(last, 1)),
+                "quantity": _dropdown("show", ("amplitudes", "firing rates"))}
+
+    def render(epoch, quantity):
+        upto = {name: rows[:epoch] for name, rows in runs.items() if rows[:epoch]}
+        if quantity == "amplitudes":
+            fig = viz.plot_amplitudes(upto, consumers)
+        else:
+            fig = viz.plot_firing_rates(upto)
+        fig.update_layout(title=f"{fig.layout.title.text}, after epoch {epoch}")
+        return fig
+
+    return panel(controls, render, columns=2)
 
 
 def train_live(configs: Mapping[str, Any], monitor=None, *, poll_s: float = 0.2, display: bool = True) -> dict:
