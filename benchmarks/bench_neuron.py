@@ -160,6 +160,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per peer (default 10)")
     p.add_argument("--peers", default=None, help="comma list of peer names (default: all)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--memory-repeats", type=int, default=1,
+                   help="fresh processes per memory case, median kept (default 1; --quick: 1)")
     p.add_argument("--jobs", type=int, default=2, help="memory subprocesses side by side")
     p.add_argument("--malloc-reuse", action="store_true",
                    help="time under a glibc allocator that reuses freed memory (see README); memory unaffected")
@@ -206,7 +208,8 @@ def main(argv=None) -> int:
             mem = {}
             if not args.no_memory:
                 cases = [{"peer": peer, "T": T, "shape": list(shape), "threads": threads} for peer in fns]
-                mem = dict(zip(fns, memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick)))
+                mem = dict(zip(fns, memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick,
+                                                          repeats=1 if args.quick else args.memory_repeats)))
             n = T * shape[0] * shape[1] * shape[2] * shape[3]
             floor = floor_bytes_per_element(T) * n / bw["warm"]
             ours_t = timings[OURS].best if OURS in timings else None

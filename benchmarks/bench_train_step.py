@@ -8,6 +8,7 @@ Cases, all with identical layer shapes (ResNet19: 128/256/512, [3, 3, 2] blocks)
 
 - ours: ``build_model("resnet19", neuron="ternary")`` ("small" with --quick): stateless layers on the
   time-folded batch, stem computed once for a static image, the fused LIF;
+- ours with model and input in channels_last (the engine's CUDA setting, tried on CPU);
 - ours with the oracle neuron (``backend="torch"``): the same network, autograd LIF;
 - the released structure (:mod:`reference_resnet`, ``layout="released"``) with the
   released neuron (:mod:`lifact`);
@@ -57,6 +58,7 @@ def _reference(layout):
 
 CASES = {
     OURS: (_ours, "time folded into batch, fused LIF"),
+    "tspike engine (auto) + channels_last": (_ours, "the same, model and input channels_last (train.py: CUDA only)"),
     "tspike engine (torch oracle LIF)": (lambda arch, T: _ours(arch, T, "torch"), "same network, autograd LIF"),
     "released structure + LIFAct": (_reference("released"), "SpikePool fold, BN3d permutes, per-step stem BN + FC"),
     "per-step loops + LIFAct": (_reference("per_step"), "every conv / BN / pool / FC looped over T"),
@@ -69,6 +71,9 @@ def _case_fn(case: str, arch: str, T: int, batch: int, image: int, seed: int = 0
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(batch, 3, image, image)
     y = torch.randint(0, 10, (batch,))
+    if case.endswith("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -97,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per case (default 5)")
     p.add_argument("--cases", default=None, help="comma list of case names (default: all)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--memory-repeats", type=int, default=3,
+                   help="fresh processes per memory case, median kept (default 3; --quick: 1)")
     p.add_argument("--jobs", type=int, default=1, help="memory subprocesses side by side")
     p.add_argument("--malloc-reuse", action="store_true",
                    help="time under a glibc allocator that reuses freed memory (see README); memory unaffected")
@@ -141,7 +148,8 @@ def main(argv=None) -> int:
         if not args.no_memory:
             mcases = [{"case": c, "arch": arch, "T": T, "batch": batch, "image": image, "threads": threads}
                       for c in fns]
-            mem = dict(zip(fns, memory_in_subprocesses(Path(__file__), mcases, jobs=args.jobs, batch=args.quick)))
+            mem = dict(zip(fns, memory_in_subprocesses(Path(__file__), mcases, jobs=args.jobs, batch=args.quick,
+                                                          repeats=1 if args.quick else args.memory_repeats)))
         ours_t = timings[OURS].best if OURS in timings else None
         ours_m = mem.get(OURS, {}).get("peak_mib")
         rows = []

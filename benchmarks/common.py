@@ -167,14 +167,27 @@ def measure_peak(run) -> dict:
 
 
 def memory_in_subprocesses(script: Path, cases: list[dict], *, jobs: int = 2, batch: bool = False,
-                           timeout: float = 1800) -> list[dict]:
+                           repeats: int = 1, timeout: float = 1800) -> list[dict]:
     """Run ``script --memory-cases <[case]>`` in fresh processes; one JSON result per case.
 
     One process per case, or with ``batch`` one process for all (``--quick``: faster,
     freed memory handed back with ``malloc_trim`` between cases). Jobs run side by side:
     resident memory is per process, so that does not bias the peaks. The processes use
-    glibc's default allocator settings. A failed case comes back as ``{"error": ...}``.
+    glibc's default allocator settings. With ``repeats`` > 1 every case runs that many
+    times and the median peak is kept (a machine that reclaims cold pages, as DAMON
+    does, can lower a single reading). A failed case comes back as ``{"error": ...}``.
     """
+    if repeats > 1:
+        runs = [memory_in_subprocesses(script, cases, jobs=jobs, batch=batch, timeout=timeout)
+                for _ in range(repeats)]
+        out = []
+        for results in zip(*runs):
+            peaks = [r["peak_mib"] for r in results if "peak_mib" in r]
+            if not peaks:
+                out.append(results[0])
+                continue
+            out.append({**results[0], "peak_mib": statistics.median(peaks), "peaks_mib": peaks})
+        return out
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_REUSE_ENV}
 
     def run(group):

@@ -54,7 +54,7 @@ def test_train_step_benchmark_runs_every_case_with_time_and_peak_memory():
     out = _run_script("bench_train_step.py", "--quick")
     assert "## T = 2" in out and "hardware:" in out
     rows = _rows(out)
-    assert set(rows) == {"tspike engine (auto)", "tspike engine (torch oracle LIF)",
+    assert set(rows) == {"tspike engine (auto)", "tspike engine (auto) + channels_last", "tspike engine (torch oracle LIF)",
                          "released structure + LIFAct", "per-step loops + LIFAct"}
     for cells in rows.values():
         assert float(cells[0].split()[0]) > 0 and cells[2].isdigit()

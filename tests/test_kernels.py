@@ -293,6 +293,8 @@ def test_an_unusable_backend_fails_early_naming_the_value_and_the_reason():
         kernels.lif_seq(x, backend="fused_torch", spike_grad=snn_surrogate.atan())
     with pytest.raises(ValueError, match="backend must be one of"):
         MultiStepLIF(backend="nope")(torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="x_seq must be a floating-point tensor, got dtype torch.int64"):
+        kernels.lif_seq(torch.ones(2, 3, dtype=torch.long))
 
 
 def test_the_oracle_stays_selectable_on_the_layer():

@@ -97,6 +97,8 @@ def lif_seq(
     """
     if x_seq.dim() < 2:
         raise ValueError(f"x_seq must be [T, B, ...] (rank >= 2), got shape {tuple(x_seq.shape)}")
+    if not x_seq.is_floating_point():
+        raise ValueError(f"x_seq must be a floating-point tensor, got dtype {x_seq.dtype}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto" and any(isinstance(v, torch.Tensor) for v in (beta, threshold)):
