@@ -38,6 +38,9 @@ from .spec import LIFSpec
 __all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "LIFSeqCPU", "library"]
 
 DTYPES = (torch.float32, torch.float64)
+# Outputs at least this large are written with non-temporal stores: they do not fit in the
+# cache anyway, and streaming skips reading every line before overwriting it.
+STREAM_BYTES = int(os.environ.get("TSPIKE_STREAM_BYTES", 32 * 2**20))
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -49,17 +52,68 @@ typedef struct {
     int64_t x_stride;  /* elements from x_t to x_{t+1}: N, or 0 for a time-broadcast input */
     int64_t u_rows;    /* leading steps of u written forward / read backward */
     double beta, threshold, sg_param;
-    int32_t ternary, subtract, detach, sg, threads;
+    int32_t ternary, subtract, detach, sg, threads, stream;
 } lif_args;
 
 #define CHUNK 512
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define HAVE_STREAM 1
+#else
+#define HAVE_STREAM 0
+#endif
+
+/* Copy a chunk from the L1 buffer to the output; with `stream`, non-temporal stores
+   (no read-for-ownership of lines that are only written: outputs larger than the cache). */
+static inline void store_f32(float *restrict dst, const float *restrict src, int64_t len, int stream) {
+    int64_t i = 0;
+#if HAVE_STREAM
+    if (stream) {
+        for (; i < len && ((uintptr_t)(dst + i) & 63); ++i) dst[i] = src[i];
+        for (; i + 16 <= len; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+    }
+#endif
+    for (; i < len; ++i) dst[i] = src[i];
+}
+
+static inline void store_f64(double *restrict dst, const double *restrict src, int64_t len, int stream) {
+    int64_t i = 0;
+#if HAVE_STREAM
+    if (stream) {
+        for (; i < len && ((uintptr_t)(dst + i) & 63); ++i) dst[i] = src[i];
+        for (; i + 8 <= len; i += 8) _mm512_stream_pd(dst + i, _mm512_loadu_pd(src + i));
+    }
+#endif
+    for (; i < len; ++i) dst[i] = src[i];
+}
+
+static inline void store_u8(uint8_t *restrict dst, const uint8_t *restrict src, int64_t len, int stream) {
+    int64_t i = 0;
+#if HAVE_STREAM
+    if (stream) {
+        for (; i < len && ((uintptr_t)(dst + i) & 63); ++i) dst[i] = src[i];
+        for (; i + 64 <= len; i += 64)
+            _mm512_stream_si512((void *)(dst + i), _mm512_loadu_si512((const void *)(src + i)));
+    }
+#endif
+    for (; i < len; ++i) dst[i] = src[i];
+}
+
+static inline void store_fence(int stream) {
+#if HAVE_STREAM
+    if (stream) _mm_sfence();
+#else
+    (void)stream;
+#endif
+}
 #define SG_STE 0
 #define SG_TRIANGLE 1
 #define SG_ATAN 2
 #define SG_SIGMOID 3
 
 /* ds/dx of the smooth surrogates, x = u - th, in the operation order of surrogate.py. */
-#define DEFINE_KERNELS(FT, SFX, FABS, EXP)                                                     \
+#define DEFINE_KERNELS(FT, SFX, FABS, EXP, STORE)                                                     \
 static inline FT sg_##SFX(int sg, FT x, FT p, FT k, FT half_alpha) {                           \
     if (sg == SG_TRIANGLE) {                                                                   \
         FT v = (FT)1 - FABS(x) / p;                                                            \
@@ -80,6 +134,7 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
     const FT beta = (FT)a->beta, th = (FT)a->threshold, nth = -th;                             \
     const FT lim = (FT)a->sg_param * th;                                                       \
     const int ternary = a->ternary, subtract = a->subtract, ste = a->sg == SG_STE;             \
+    const int stream = a->stream;                                                              \
     const int64_t nchunks = (N + CHUNK - 1) / CHUNK;                                           \
     _Pragma("omp parallel for schedule(static) num_threads(a->threads)")                        \
     for (int64_t c = 0; c < nchunks; ++c) {                                                    \
@@ -94,18 +149,19 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
                     const FT v = (beta * u[i] - b[i] * th) + xt[i];                            \
                     FT s = (FT)(v >= th);                                                      \
                     if (ternary) s -= (FT)(v <= nth);                                          \
-                    u[i] = v; b[i] = s; bt[i] = s;                                             \
+                    u[i] = v; b[i] = s;                                                        \
                 }                                                                              \
             } else {                                                                           \
                 for (int64_t i = 0; i < len; ++i) {                                            \
                     const FT v = (beta * u[i]) * ((FT)1 - FABS(b[i])) + xt[i];                 \
                     FT s = (FT)(v >= th);                                                      \
                     if (ternary) s -= (FT)(v <= nth);                                          \
-                    u[i] = v; b[i] = s; bt[i] = s;                                             \
+                    u[i] = v; b[i] = s;                                                        \
                 }                                                                              \
             }                                                                                  \
+            STORE(bt, b, len, stream);                                                         \
             if (code) {                                                                        \
-                uint8_t *restrict ct = code + t * N + n0;                                      \
+                uint8_t ct[CHUNK];                                                             \
                 if (ste && ternary) {                                                          \
                     for (int64_t i = 0; i < len; ++i)                                          \
                         ct[i] = (uint8_t)((int)(b[i] + (FT)1) | ((FABS(u[i]) <= lim) << 2));   \
@@ -116,12 +172,11 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
                 } else {                                                                       \
                     for (int64_t i = 0; i < len; ++i) ct[i] = (uint8_t)(int)(b[i] + (FT)1);    \
                 }                                                                              \
+                store_u8(code + t * N + n0, ct, len, stream);                                  \
             }                                                                                  \
-            if (u_out && t < ur) {                                                             \
-                FT *restrict ut = u_out + t * N + n0;                                          \
-                for (int64_t i = 0; i < len; ++i) ut[i] = u[i];                                \
-            }                                                                                  \
+            if (u_out && t < ur) STORE(u_out + t * N + n0, u, len, stream);                    \
         }                                                                                      \
+        store_fence(stream);                                                                   \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
@@ -131,6 +186,7 @@ void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,      
     const FT beta = (FT)a->beta, th = (FT)a->threshold, p = (FT)a->sg_param;                   \
     const FT k = (FT)(1.5707963267948966 * a->sg_param), half_alpha = (FT)(a->sg_param / 2);   \
     const int ternary = a->ternary, subtract = a->subtract, detach = a->detach, sg = a->sg;    \
+    const int stream = a->stream;                                                              \
     const int64_t nchunks = (N + CHUNK - 1) / CHUNK;                                           \
     _Pragma("omp parallel for schedule(static) num_threads(a->threads)")                        \
     for (int64_t c = 0; c < nchunks; ++c) {                                                    \
@@ -157,28 +213,27 @@ void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,      
                 for (int64_t i = 0; i < len; ++i) {                                            \
                     const FT gb = G[i] + keep * ((-gn[i]) * th);                               \
                     gn[i] = gb * s[i] + gn[i] * beta;                                          \
-                    gx[i] = gn[i];                                                             \
                 }                                                                              \
             } else if (detach || !ut) {                                                        \
                 for (int64_t i = 0; i < len; ++i) {                                            \
                     const FT b = (FT)((int)(ct[i] & 3) - 1);                                   \
                     gn[i] = G[i] * s[i] + (gn[i] * ((FT)1 - FABS(b))) * beta;                  \
-                    gx[i] = gn[i];                                                             \
                 }                                                                              \
             } else {                                                                           \
                 for (int64_t i = 0; i < len; ++i) {                                            \
                     const FT b = (FT)((int)(ct[i] & 3) - 1);                                   \
                     const FT gb = G[i] + (-(gn[i] * (beta * ut[i]))) * b;                      \
                     gn[i] = gb * s[i] + (gn[i] * ((FT)1 - FABS(b))) * beta;                    \
-                    gx[i] = gn[i];                                                             \
                 }                                                                              \
             }                                                                                  \
+            STORE(gx, gn, len, stream);                                                        \
         }                                                                                      \
+        store_fence(stream);                                                                   \
     }                                                                                          \
 }
 
-DEFINE_KERNELS(float, f32, fabsf, expf)
-DEFINE_KERNELS(double, f64, fabs, exp)
+DEFINE_KERNELS(float, f32, fabsf, expf, store_f32)
+DEFINE_KERNELS(double, f64, fabs, exp, store_f64)
 """
 
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared",
@@ -190,7 +245,7 @@ class _Args(ctypes.Structure):
         ("T", ctypes.c_int64), ("N", ctypes.c_int64), ("x_stride", ctypes.c_int64), ("u_rows", ctypes.c_int64),
         ("beta", ctypes.c_double), ("threshold", ctypes.c_double), ("sg_param", ctypes.c_double),
         ("ternary", ctypes.c_int32), ("subtract", ctypes.c_int32), ("detach", ctypes.c_int32),
-        ("sg", ctypes.c_int32), ("threads", ctypes.c_int32),
+        ("sg", ctypes.c_int32), ("threads", ctypes.c_int32), ("stream", ctypes.c_int32),
     ]
 
 
@@ -316,9 +371,10 @@ def _threads(numel: int) -> int:
     return 1 if numel < (1 << 16) else max(1, torch.get_num_threads())
 
 
-def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int) -> _Args:
+def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int, itemsize: int) -> _Args:
     return _Args(T, N, x_stride, u_rows, spec.beta, spec.threshold, spec.sg_param, int(spec.ternary),
-                 int(not spec.zero_reset), int(spec.detach_reset), spec.sg_code, _threads(numel))
+                 int(not spec.zero_reset), int(spec.detach_reset), spec.sg_code, _threads(numel),
+                 int(numel * itemsize >= STREAM_BYTES))
 
 
 def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool):
@@ -330,7 +386,7 @@ def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool):
     mem = empty_steps(x) if return_mem else None
     u = mem if return_mem else (empty_steps(x, rows) if rows else None)
     code = torch.empty((T, N), dtype=torch.uint8) if save else None
-    a = _args(spec, T, N, x_stride, T if return_mem else rows, T * N)
+    a = _args(spec, T, N, x_stride, T if return_mem else rows, T * N, x.element_size())
     fwd = lib.lif_fwd_f32 if x.dtype == torch.float32 else lib.lif_fwd_f64
     if T * N:
         fwd(_ptr(x), _ptr(b), _ptr(code), _ptr(u), ctypes.byref(a))
@@ -363,7 +419,7 @@ class LIFSeqCPU(torch.autograd.Function):
         gx = torch.empty_strided(shape, stride, dtype=dtype)
         g = match_steps(grad_b, gx)
         T, N = shape[0], gx[0].numel()
-        a = _args(spec, T, N, N, 0 if u is None else u.shape[0], T * N)
+        a = _args(spec, T, N, N, 0 if u is None else u.shape[0], T * N, gx.element_size())
         bwd = lib.lif_bwd_f32 if dtype == torch.float32 else lib.lif_bwd_f64
         if T * N:
             bwd(_ptr(g), _ptr(code), _ptr(u), _ptr(gx), ctypes.byref(a))
