@@ -55,7 +55,7 @@ typedef struct {
     int32_t ternary, subtract, detach, sg, threads, stream;
 } lif_args;
 
-#define CHUNK 512
+#define CHUNK 4096
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
