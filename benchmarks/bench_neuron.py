@@ -186,12 +186,14 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown peers {sorted(unknown)}; allowed: {list(PEERS)}")
 
-    bw = copy_bandwidth((16 * 2**20,) if args.quick else (256 * 2**20, 2**30))
+    copy_sizes = (16 * 2**20,) if args.quick else (256 * 2**20, 2**30)
+    bw = copy_bandwidth(copy_sizes)
     print("# Multi-step LIF layer: forward+backward, float32, CPU\n")
     for line in environment_lines(["spikingjelly"]):
         print(f"- {line}")
-    print(f"- copy bandwidth (read+write, best of 256 MiB and 1 GiB copies): {bw['warm'] / 1e9:.1f} GB/s into "
-          f"an existing tensor, {bw['fresh'] / 1e9:.1f} GB/s into a new one (page faults included)")
+    print(f"- copy bandwidth (read+write, best of {' and '.join(f'{n // 2**20} MiB' for n in copy_sizes)} copies): "
+          f"{bw['warm'] / 1e9:.1f} GB/s into an existing tensor, {bw['fresh'] / 1e9:.1f} GB/s into a new one "
+          "(page faults included)")
     print(f"- times: best of {rounds} interleaved rounds (median in brackets), ms; "
           "'x ours' = peer / ours (above 1: ours is faster or smaller)\n")
 
