@@ -725,7 +725,12 @@ def train(config: TrainConfig) -> History:
             raise ValueError(f"TrainConfig.sync_bn=True needs CUDA devices (torch's SyncBatchNorm is GPU-only), "
                              f"got device {str(device)!r}; use sync_bn=False on the CPU")
         run.open()
-        return _train(config, d, device, run)
+        history = _train(config, d, device, run)
+        if d.owns_group:
+            # every rank leaves together: tearing gloo down while a peer still has a
+            # collective in flight aborts that peer ("terminate called without an active exception")
+            dist.barrier()
+        return history
     finally:
         run.close()
         if d.owns_group and dist.is_initialized():
