@@ -791,9 +791,14 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: _RunDir) ->
     augment = augment_for(config)
 
     def loader(split: str, epoch: int):
+        # A truncated evaluation (max_eval_steps) reads a fixed, seeded random subset, the same
+        # every epoch: test splits are often ordered by class, so their first batches are not a sample.
+        truncated_test = split == "test" and config.max_eval_steps is not None
         return make_loader(source, split, batch_size=config.batch_size, device=device,
-                           augment=augment if split == "train" else None, shuffle=split == "train",
-                           seed=config.seed, epoch=epoch, rank=d.rank, world_size=d.world_size,
+                           augment=augment if split == "train" else None,
+                           shuffle=split == "train" or truncated_test,
+                           seed=config.seed, epoch=0 if truncated_test else epoch,
+                           rank=d.rank, world_size=d.world_size,
                            drop_last=split == "train", num_workers=config.num_workers)
 
     steps_per_epoch = len(loader("train", 1))
