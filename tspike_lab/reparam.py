@@ -31,7 +31,7 @@ def _scale_input(consumer: nn.Module, a: torch.Tensor) -> None:
         consumer.weight.mul_(a.reshape(1, -1) if a.dim() else a)  # [K, C_in]
     elif isinstance(consumer, ScaledIdentity):
         scale = a.reshape(-1, 1, 1) if a.dim() else a.clone()
-        consumer.scale = consumer.scale * scale
+        consumer.scale = scale if consumer.scale is None else consumer.scale * scale
     else:
         raise TypeError(f"cannot fold an amplitude into {type(consumer).__name__}")
 

@@ -70,7 +70,7 @@ class ConvBN(nn.Module):
 
 
 class ScaledIdentity(nn.Module):
-    """Identity shortcut ``x -> scale * x``; ``scale`` is 1 until re-parameterization.
+    """Identity shortcut ``x -> scale * x``; ``scale`` is None (identity) until re-parameterization.
 
     After folding, the shortcut receives b in {-1, 0, 1} and adds ``scale * b``, i.e.
     +a or -a or nothing: still an addition, no multiplication.
@@ -78,15 +78,14 @@ class ScaledIdentity(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("scale", torch.ones(()))
+        # None, not a tensor of 1: the forward then needs no value check (a device sync on CUDA)
+        self.register_buffer("scale", None)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if self.scale.dim() == 0 and float(self.scale) == 1.0:
-            return x_seq
-        return x_seq * self.scale
+        return x_seq if self.scale is None else x_seq * self.scale
 
     def extra_repr(self) -> str:
-        return f"scale shape={tuple(self.scale.shape)}"
+        return "identity" if self.scale is None else f"scale shape={tuple(self.scale.shape)}"
 
 
 class SpikingNet(nn.Module):
