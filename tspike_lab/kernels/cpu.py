@@ -33,7 +33,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .layout import as_steps, empty_steps, match_steps
-from .spec import LIFSpec
+from .spec import LIFSpec, save_forward
 
 __all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "LIFSeqCPU", "library"]
 
@@ -400,14 +400,7 @@ class LIFSeqCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, spec: LIFSpec, return_mem: bool):
         b, code, u, mem = _forward(x_seq, spec, save=True, return_mem=return_mem)
-        ctx.spec = spec
-        # b's geometry only: saving b itself would keep a float copy of the spikes alive.
-        ctx.geometry = (b.shape, b.stride(), b.dtype)
-        ctx.save_for_backward(code, u)
-        if return_mem:
-            ctx.mark_non_differentiable(mem)
-            return b, mem
-        return b
+        return save_forward(ctx, spec, b, code, u, mem, return_mem)
 
     @staticmethod
     @once_differentiable

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .spec import LIFSpec, code_bits
+from .spec import LIFSpec, code_bits, save_forward
 
 __all__ = ["LIFSeqEager", "lif_seq_eager"]
 
@@ -58,12 +58,7 @@ class LIFSeqEager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, spec: LIFSpec, return_mem: bool):
         b, code, u, mem = _forward(x_seq, spec, save=True, return_mem=return_mem)
-        ctx.spec = spec
-        ctx.save_for_backward(code, u)
-        if return_mem:
-            ctx.mark_non_differentiable(mem)
-            return b, mem
-        return b
+        return save_forward(ctx, spec, b, code, u, mem, return_mem)
 
     @staticmethod
     @once_differentiable
