@@ -161,6 +161,78 @@ def test_layouts_time_broadcast_channels_last_and_strided_inputs(backend):
         torch.testing.assert_close(base.grad, base_ref.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def _oracle_scaled(x, a, **kw):
+    b, _ = functional.lif_seq(x, **kw)
+    return b * (a if a.dim() == 0 else a.view(-1, *([1] * (x.dim() - 3))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per", ["layer", "channel"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "expanded", "strided"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_an_amplitude_passed_to_the_kernel_gives_the_oracles_a_times_b_and_both_gradients(backend, layout, per,
+                                                                                           dtype):
+    # 2 x 40 x 9 x 9 = 6480 neurons per step: two C blocks, channels straddling the block edge.
+    T, B, C, H, W = 3, 2, 40, 9, 9
+    torch.manual_seed(1)
+    static = (torch.randn(B, C, H, W, dtype=torch.float64) * 0.7).to(dtype)
+    if layout == "expanded":
+        base = static
+        make = lambda s: s.unsqueeze(0).expand(T, *s.shape)  # noqa: E731
+    elif layout == "channels_last":
+        base = _inputs((T * B, C, H, W), dtype, seed=3).contiguous(memory_format=torch.channels_last)
+        make = lambda s: s.unflatten(0, (T, B))  # noqa: E731
+    elif layout == "strided":
+        base = _inputs((B, T, C, H, W), dtype, seed=3)
+        make = lambda s: s.transpose(0, 1)  # noqa: E731
+    else:
+        base = _inputs((T, B, C, H, W), dtype, seed=3)
+        make = lambda s: s  # noqa: E731
+    a0 = (0.5 + torch.rand(() if per == "layer" else (C,), dtype=torch.float64)).to(dtype)
+    g = torch.randn(T, B, C, H, W, dtype=dtype)
+    grads = []
+    for fn in (lambda x, a: _oracle_scaled(x, a), lambda x, a: kernels.lif_seq(x, amplitude=a, backend=backend)[0]):
+        x = base.detach().clone().requires_grad_(True)
+        a = a0.clone().requires_grad_(True)
+        out = fn(make(x), a)
+        (out * g).sum().backward()
+        grads.append((out, x.grad, a.grad))
+    (out_ref, gx_ref, ga_ref), (out, gx, ga) = grads
+    assert torch.equal(out, out_ref)
+    assert torch.equal(gx, gx_ref)  # dL/db = dL/dout * a is the same product on both paths
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(ga, ga_ref, **tol)
+    assert ga.abs().sum() > 0
+
+
+@needs_c
+def test_the_c_kernel_multiplies_by_the_amplitude_itself_and_saves_only_one_byte_per_element_more():
+    T, N = 4, 5000
+    x = torch.randn(T, 2, N, requires_grad=True)
+    a = torch.tensor(0.7, requires_grad=True)
+    out, _ = kernels.lif_seq(x, amplitude=a, backend="fused", detach_reset=True)
+    assert type(out.grad_fn).__name__ == "ScaledLIFSeqCPUBackward"
+    saved = _saved_bytes(lambda: kernels.lif_seq(x, amplitude=a, backend="fused", detach_reset=True))
+    assert saved == T * 2 * N + a.element_size()  # the 1-byte codes and a itself
+    # a wrong dtype or device still runs, multiplying afterwards
+    out64, _ = kernels.lif_seq(x, amplitude=a.double().detach(), backend="fused")
+    assert type(out64.grad_fn).__name__ != "ScaledLIFSeqCPUBackward"
+
+
+def test_the_c_sources_block_size_is_the_one_python_sizes_the_partial_sums_by():
+    assert f"#define CHUNK {cpu.CHUNK}\n" in cpu._SOURCE
+
+
+@pytest.mark.parametrize("shape, a, match", [
+    ((4, 2, 3), torch.ones(5), "needs x_seq"),
+    ((4, 2, 3), torch.ones(3, 1), "scalar or one value per channel"),
+    ((4, 2, 3), 2.0, "must be a tensor"),
+])
+def test_a_wrong_amplitude_is_rejected_naming_its_shape(shape, a, match):
+    with pytest.raises(ValueError, match=match):
+        kernels.lif_seq(torch.randn(shape), amplitude=a)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_without_grad_the_fast_paths_save_nothing_and_still_match(backend):
     x = _inputs((4, 2, 100), torch.float32, seed=2)

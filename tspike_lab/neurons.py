@@ -206,20 +206,24 @@ class MultiStepLIF(SpikingLayer):
                 f"x_seq must have {self.num_channels} channels at dim 2 ([T, B, C, ...]), "
                 f"got shape {tuple(x_seq.shape)}"
             )
+        if not self.record:
+            # The C kernel writes a * b as it fires and reduces dL/da in its backward.
+            return self._lif(x_seq, amplitude=self.graded_spikes_factor)[0]
         b_seq, mem_seq = self._lif(x_seq)
-        if self.record:
-            self.mem_seq, self.b_seq = mem_seq.detach(), b_seq.detach()
+        self.mem_seq, self.b_seq = mem_seq.detach(), b_seq.detach()
         return b_seq * self.amplitude(x_seq.dim())
 
-    def _lif(self, x_seq):
-        """``(b_seq, mem_seq)`` on ``self.backend`` (see :mod:`tspike_lab.kernels`).
+    def _lif(self, x_seq, amplitude=None):
+        """``(out_seq, mem_seq)`` on ``self.backend`` (see :mod:`tspike_lab.kernels`).
 
+        ``out_seq`` is ``amplitude * b_seq`` if an amplitude is given, else ``b_seq``;
         ``mem_seq`` is None unless ``self.record``: the fast paths then skip writing it.
         """
         from . import kernels  # lazily: the kernel modules load on the first forward
 
         return kernels.lif_seq(
             x_seq,
+            amplitude=amplitude,
             beta=self.beta,
             threshold=self.threshold,
             kind=self.kind,

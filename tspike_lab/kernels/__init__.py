@@ -83,6 +83,7 @@ def lif_seq(
     detach_reset: bool = False,
     backend: str = "auto",
     return_mem: bool = False,
+    amplitude: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-step LIF over ``[T, B, ...]`` on the chosen backend (see the module docstring).
 
@@ -92,8 +93,13 @@ def lif_seq(
             :func:`tspike_lab.functional.lif_seq`.
         backend: one of :data:`BACKENDS`.
         return_mem: also return the membranes (without gradient on the fast paths).
+        amplitude: optional ``a``, a scalar tensor or one value per channel (dim 2): the
+            output is then ``a * b_seq`` (``b_seq * a`` rounded as the oracle's multiply),
+            differentiable in ``a``. The C kernel multiplies while it writes the spikes and
+            reduces dL/da in its backward; the other paths multiply afterwards.
     Returns:
-        ``(b_seq, mem_seq)``: unscaled spikes ``[T, B, ...]``, and the membranes or None.
+        ``(out_seq, mem_seq)``: spikes ``[T, B, ...]`` (times ``amplitude`` if given), and the
+        membranes or None.
     """
     if x_seq.dim() < 2:
         raise ValueError(f"x_seq must be [T, B, ...] (rank >= 2), got shape {tuple(x_seq.shape)}")
@@ -103,11 +109,31 @@ def lif_seq(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto" and any(isinstance(v, torch.Tensor) for v in (beta, threshold)):
         backend = "torch"  # a tensor beta / threshold (maybe trained) is the oracle's business
-    chosen = backend
+    if amplitude is not None:
+        if not isinstance(amplitude, torch.Tensor):
+            raise ValueError(f"amplitude must be a tensor or None, got {type(amplitude).__name__}")
+        if amplitude.dim() == 1 and (x_seq.dim() < 3 or x_seq.shape[2] != amplitude.shape[0]):
+            raise ValueError(f"amplitude of shape {tuple(amplitude.shape)} needs x_seq [T, B, "
+                             f"{amplitude.shape[0]}, ...], got {tuple(x_seq.shape)}")
+        if amplitude.dim() > 1:
+            raise ValueError(f"amplitude must be a scalar or one value per channel, got shape "
+                             f"{tuple(amplitude.shape)}")
+    chosen, spec = backend, None
     if backend != "torch":
         spec = make_spec(beta=beta, threshold=threshold, kind=kind, reset_mechanism=reset_mechanism,
                          spike_grad=spike_grad, detach_reset=detach_reset)
         chosen = select_backend(x_seq, spec, backend)
+    if (chosen == "fused" and amplitude is not None and not return_mem
+            and cpu.amplitude_reason(x_seq, amplitude) is None):
+        return cpu.scaled_lif_seq_cpu(x_seq, amplitude, spec), None
+    b_seq, mem_seq = _unscaled(chosen, x_seq, spec, beta, threshold, kind,
+                               reset_mechanism, spike_grad, detach_reset, return_mem)
+    if amplitude is not None:
+        b_seq = b_seq * (amplitude if amplitude.dim() == 0 else amplitude.view(-1, *([1] * (x_seq.dim() - 3))))
+    return b_seq, mem_seq
+
+
+def _unscaled(chosen, x_seq, spec, beta, threshold, kind, reset_mechanism, spike_grad, detach_reset, return_mem):
     if chosen == "torch":
         b_seq, mem_seq = functional.lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
                                             reset_mechanism=reset_mechanism, spike_grad=spike_grad,

@@ -35,12 +35,14 @@ from torch.autograd.function import once_differentiable
 from .layout import as_steps, empty_steps, match_steps
 from .spec import LIFSpec, save_forward
 
-__all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "LIFSeqCPU", "library"]
+__all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "scaled_lif_seq_cpu", "amplitude_reason",
+           "LIFSeqCPU", "ScaledLIFSeqCPU", "library"]
 
 DTYPES = (torch.float32, torch.float64)
 # Outputs at least this large are written with non-temporal stores: they do not fit in the
 # cache anyway, and streaming skips reading every line before overwriting it.
 STREAM_BYTES = int(os.environ.get("TSPIKE_STREAM_BYTES", 32 * 2**20))
+CHUNK = 4096  # neurons per block, as ``#define CHUNK`` in the C source
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -51,6 +53,7 @@ typedef struct {
     int64_t N;         /* elements per step */
     int64_t x_stride;  /* elements from x_t to x_{t+1}: N, or 0 for a time-broadcast input */
     int64_t u_rows;    /* leading steps of u written forward / read backward */
+    int64_t a_div, a_mod;  /* amplitude index of step offset n: (n / a_div) % a_mod (1, 1: one a) */
     double beta, threshold, sg_param;
     int32_t ternary, subtract, detach, sg, threads, stream;
 } lif_args;
@@ -107,6 +110,16 @@ static inline void store_fence(int stream) {
     (void)stream;
 #endif
 }
+/* Channel of each element of the chunk at step offset n0 (amplitude a[c], c = (n / div) % mod),
+   incrementally: no division per element. */
+static inline void chunk_channels(int32_t *restrict ch, int64_t n0, int64_t len, int64_t div, int64_t mod) {
+    int64_t r = n0 % div, c = (n0 / div) % mod;
+    for (int64_t i = 0; i < len; ++i) {
+        ch[i] = (int32_t)c;
+        if (++r == div) { r = 0; if (++c == mod) c = 0; }
+    }
+}
+
 #define SG_STE 0
 #define SG_TRIANGLE 1
 #define SG_ATAN 2
@@ -129,7 +142,7 @@ static inline FT sg_##SFX(int sg, FT x, FT p, FT k, FT half_alpha) {            
 }                                                                                              \
                                                                                                \
 void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict code,           \
-                   FT *restrict u_out, const lif_args *a) {                                    \
+                   FT *restrict u_out, const FT *restrict amp, const lif_args *a) {            \
     const int64_t T = a->T, N = a->N, xs = a->x_stride, ur = a->u_rows;                        \
     const FT beta = (FT)a->beta, th = (FT)a->threshold, nth = -th;                             \
     const FT lim = (FT)a->sg_param * th;                                                       \
@@ -139,8 +152,13 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
     _Pragma("omp parallel for schedule(static) num_threads(a->threads)")                        \
     for (int64_t c = 0; c < nchunks; ++c) {                                                    \
         const int64_t n0 = c * CHUNK, len = N - n0 < CHUNK ? N - n0 : CHUNK;                   \
-        FT u[CHUNK], b[CHUNK];                                                                 \
+        FT u[CHUNK], b[CHUNK], av[CHUNK], ob[CHUNK];                                           \
         for (int64_t i = 0; i < len; ++i) { u[i] = 0; b[i] = 0; }                              \
+        if (amp) {                                                                             \
+            int32_t ch[CHUNK];                                                                 \
+            chunk_channels(ch, n0, len, a->a_div, a->a_mod);                                   \
+            for (int64_t i = 0; i < len; ++i) av[i] = amp[ch[i]];                              \
+        }                                                                                      \
         for (int64_t t = 0; t < T; ++t) {                                                      \
             const FT *restrict xt = x + t * xs + n0;                                           \
             FT *restrict bt = b_out + t * N + n0;                                              \
@@ -159,7 +177,12 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
                     u[i] = v; b[i] = s;                                                        \
                 }                                                                              \
             }                                                                                  \
-            STORE(bt, b, len, stream);                                                         \
+            if (amp) {                                                                         \
+                for (int64_t i = 0; i < len; ++i) ob[i] = b[i] * av[i];                        \
+                STORE(bt, ob, len, stream);                                                    \
+            } else {                                                                           \
+                STORE(bt, b, len, stream);                                                     \
+            }                                                                                  \
             if (code) {                                                                        \
                 uint8_t ct[CHUNK];                                                             \
                 if (ste && ternary) {                                                          \
@@ -181,7 +204,8 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
 }                                                                                              \
                                                                                                \
 void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,                     \
-                   const FT *restrict u_in, FT *restrict g_x, const lif_args *a) {             \
+                   const FT *restrict u_in, FT *restrict g_x, const FT *restrict amp,          \
+                   double *restrict ga_part, const lif_args *a) {                              \
     const int64_t T = a->T, N = a->N, ur = a->u_rows;                                          \
     const FT beta = (FT)a->beta, th = (FT)a->threshold, p = (FT)a->sg_param;                   \
     const FT k = (FT)(1.5707963267948966 * a->sg_param), half_alpha = (FT)(a->sg_param / 2);   \
@@ -191,11 +215,23 @@ void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,      
     _Pragma("omp parallel for schedule(static) num_threads(a->threads)")                        \
     for (int64_t c = 0; c < nchunks; ++c) {                                                    \
         const int64_t n0 = c * CHUNK, len = N - n0 < CHUNK ? N - n0 : CHUNK;                   \
-        FT gn[CHUNK], s[CHUNK];                                                                \
-        for (int64_t i = 0; i < len; ++i) gn[i] = 0;                                           \
+        FT gn[CHUNK], s[CHUNK], av[CHUNK], ga[CHUNK], gs[CHUNK];                               \
+        int32_t ch[CHUNK];                                                                     \
+        for (int64_t i = 0; i < len; ++i) { gn[i] = 0; ga[i] = 0; }                            \
+        if (amp) {                                                                             \
+            chunk_channels(ch, n0, len, a->a_div, a->a_mod);                                   \
+            for (int64_t i = 0; i < len; ++i) av[i] = amp[ch[i]];                              \
+        }                                                                                      \
         for (int64_t t = T - 1; t >= 0; --t) {                                                 \
-            const FT *restrict G = g_out + t * N + n0;                                         \
             const uint8_t *restrict ct = code + t * N + n0;                                    \
+            const FT *restrict G = g_out + t * N + n0;                                         \
+            if (amp) {  /* out = b * a: dL/db = dL/dout * a, dL/da += dL/dout * b */           \
+                if (ga_part)                                                                   \
+                    for (int64_t i = 0; i < len; ++i)                                          \
+                        ga[i] += G[i] * (FT)((int)(ct[i] & 3) - 1);                            \
+                for (int64_t i = 0; i < len; ++i) gs[i] = G[i] * av[i];                        \
+                G = gs;                                                                        \
+            }                                                                                  \
             const FT *restrict ut = t < ur ? u_in + t * N + n0 : 0;                            \
             FT *restrict gx = g_x + t * N + n0;                                                \
             if (sg == SG_STE) {                                                                \
@@ -229,6 +265,10 @@ void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,      
             STORE(gx, gn, len, stream);                                                        \
         }                                                                                      \
         store_fence(stream);                                                                   \
+        if (ga_part) {  /* this chunk's partial sums per amplitude, in double */               \
+            double *restrict part = ga_part + c * a->a_mod;                                    \
+            for (int64_t i = 0; i < len; ++i) part[ch[i]] += (double)ga[i];                   \
+        }                                                                                      \
     }                                                                                          \
 }
 
@@ -243,6 +283,7 @@ _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopen
 class _Args(ctypes.Structure):
     _fields_ = [
         ("T", ctypes.c_int64), ("N", ctypes.c_int64), ("x_stride", ctypes.c_int64), ("u_rows", ctypes.c_int64),
+        ("a_div", ctypes.c_int64), ("a_mod", ctypes.c_int64),
         ("beta", ctypes.c_double), ("threshold", ctypes.c_double), ("sg_param", ctypes.c_double),
         ("ternary", ctypes.c_int32), ("subtract", ctypes.c_int32), ("detach", ctypes.c_int32),
         ("sg", ctypes.c_int32), ("threads", ctypes.c_int32), ("stream", ctypes.c_int32),
@@ -332,9 +373,9 @@ def _build_and_load() -> ctypes.CDLL:
                 errors.append(str(e))
         if lib is None:
             continue
-        for name in ("lif_fwd_f32", "lif_fwd_f64", "lif_bwd_f32", "lif_bwd_f64"):
+        for name, pointers in (("lif_fwd_f32", 5), ("lif_fwd_f64", 5), ("lif_bwd_f32", 6), ("lif_bwd_f64", 6)):
             getattr(lib, name).restype = None
-            getattr(lib, name).argtypes = [ctypes.c_void_p] * 4 + [ctypes.POINTER(_Args)]
+            getattr(lib, name).argtypes = [ctypes.c_void_p] * pointers + [ctypes.POINTER(_Args)]
         return lib
     raise KernelUnavailable("; ".join(errors))
 
@@ -371,13 +412,32 @@ def _threads(numel: int) -> int:
     return 1 if numel < (1 << 16) else max(1, torch.get_num_threads())
 
 
-def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int, itemsize: int) -> _Args:
-    return _Args(T, N, x_stride, u_rows, spec.beta, spec.threshold, spec.sg_param, int(spec.ternary),
-                 int(not spec.zero_reset), int(spec.detach_reset), spec.sg_code, _threads(numel),
-                 int(numel * itemsize >= STREAM_BYTES))
+def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int, itemsize: int,
+          amp_index: tuple[int, int] = (1, 1)) -> _Args:
+    return _Args(T, N, x_stride, u_rows, amp_index[0], amp_index[1], spec.beta, spec.threshold, spec.sg_param,
+                 int(spec.ternary), int(not spec.zero_reset), int(spec.detach_reset), spec.sg_code,
+                 _threads(numel), int(numel * itemsize >= STREAM_BYTES))
 
 
-def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool):
+def amplitude_reason(x_seq: torch.Tensor, amplitude: torch.Tensor) -> str | None:
+    """None if the kernel can multiply by ``amplitude`` itself (one a, or one per channel at dim 2)."""
+    if amplitude.device != x_seq.device or amplitude.dtype != x_seq.dtype:
+        return f"amplitude is {amplitude.dtype} on {amplitude.device}, the input {x_seq.dtype} on {x_seq.device}"
+    if amplitude.dim() == 0:
+        return None
+    if amplitude.dim() == 1 and x_seq.dim() >= 3 and amplitude.shape[0] == x_seq.shape[2]:
+        return None
+    return f"amplitude must be a scalar or one value per channel (dim 2), got shape {tuple(amplitude.shape)}"
+
+
+def _amp_index(steps: torch.Tensor, amp: torch.Tensor | None) -> tuple[int, int]:
+    """``(div, mod)``: the amplitude of the element at offset n of a step is ``amp[(n // div) % mod]``."""
+    if amp is None or amp.dim() == 0 or amp.shape[0] == 1:
+        return 1, 1
+    return steps.stride(2), amp.shape[0]  # a dense step: the index along dim c is (n // stride_c) % size_c
+
+
+def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool, amp: torch.Tensor | None = None):
     lib = library()
     x, x_stride = as_steps(x_seq)
     T, N = x.shape[0], x[0].numel()
@@ -386,12 +446,34 @@ def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool):
     mem = empty_steps(x) if return_mem else None
     u = mem if return_mem else (empty_steps(x, rows) if rows else None)
     code = torch.empty((T, N), dtype=torch.uint8) if save else None
-    a = _args(spec, T, N, x_stride, T if return_mem else rows, T * N, x.element_size())
+    amp = None if amp is None else amp.detach().contiguous()
+    a = _args(spec, T, N, x_stride, T if return_mem else rows, T * N, x.element_size(), _amp_index(b, amp))
     fwd = lib.lif_fwd_f32 if x.dtype == torch.float32 else lib.lif_fwd_f64
     if T * N:
-        fwd(_ptr(x), _ptr(b), _ptr(code), _ptr(u), ctypes.byref(a))
+        fwd(_ptr(x), _ptr(b), _ptr(code), _ptr(u), _ptr(amp), ctypes.byref(a))
     saved_u = u[:rows] if (u is not None and rows) else None
     return b, code, saved_u, mem
+
+
+def _backward(ctx, grad_out, amp: torch.Tensor | None, want_ga: bool):
+    code, u = ctx.saved_tensors[:2]
+    spec = ctx.spec
+    lib = library()
+    shape, stride, dtype = ctx.geometry
+    gx = torch.empty_strided(shape, stride, dtype=dtype)
+    g = match_steps(grad_out, gx)
+    T, N = shape[0], gx[0].numel()
+    index = _amp_index(gx, amp)
+    part = torch.zeros(((N + CHUNK - 1) // CHUNK, index[1]), dtype=torch.float64) if want_ga else None
+    a = _args(spec, T, N, N, 0 if u is None else u.shape[0], T * N, gx.element_size(), index)
+    bwd = lib.lif_bwd_f32 if dtype == torch.float32 else lib.lif_bwd_f64
+    if T * N:
+        bwd(_ptr(g), _ptr(code), _ptr(u), _ptr(gx), _ptr(amp), _ptr(part), ctypes.byref(a))
+    ga = None
+    if want_ga:
+        ga = part.sum(0).to(amp.dtype).reshape(amp.shape)
+    return gx, ga
+
 
 
 class LIFSeqCPU(torch.autograd.Function):
@@ -405,18 +487,30 @@ class LIFSeqCPU(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_b, *_):
-        code, u = ctx.saved_tensors
-        spec = ctx.spec
-        lib = library()
-        shape, stride, dtype = ctx.geometry
-        gx = torch.empty_strided(shape, stride, dtype=dtype)
-        g = match_steps(grad_b, gx)
-        T, N = shape[0], gx[0].numel()
-        a = _args(spec, T, N, N, 0 if u is None else u.shape[0], T * N, gx.element_size())
-        bwd = lib.lif_bwd_f32 if dtype == torch.float32 else lib.lif_bwd_f64
-        if T * N:
-            bwd(_ptr(g), _ptr(code), _ptr(u), _ptr(gx), ctypes.byref(a))
+        gx, _ = _backward(ctx, grad_b, None, False)
         return gx, None, None
+
+
+class ScaledLIFSeqCPU(torch.autograd.Function):
+    """``a * b_seq`` from ``x_seq`` and the amplitude ``a`` in one pass; backward gives dL/dx and dL/da.
+
+    ``out = b * a`` is rounded as the oracle's multiply; dL/db = dL/dout * a (the same product
+    autograd forms), and dL/da = sum(dL/dout * b) over the broadcast dims, summed per
+    4096-neuron block in double (the oracle's float sum may differ by rounding).
+    """
+
+    @staticmethod
+    def forward(ctx, x_seq, amplitude, spec: LIFSpec):
+        amp = amplitude.detach().contiguous()
+        b, code, u, _ = _forward(x_seq, spec, save=True, return_mem=False, amp=amp)
+        return save_forward(ctx, spec, b, code, u, None, False, extra=(amp,))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        amp = ctx.saved_tensors[2]
+        gx, ga = _backward(ctx, grad_out, amp, ctx.needs_input_grad[1])
+        return gx, ga, None
 
 
 def lif_seq_cpu(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
@@ -426,3 +520,10 @@ def lif_seq_cpu(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
         return (out[0], out[1]) if return_mem else (out, None)
     b, _, _, mem = _forward(x_seq, spec, save=False, return_mem=return_mem)
     return b, mem
+
+
+def scaled_lif_seq_cpu(x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
+    """``amplitude * b_seq`` by the C kernel (``amplitude``: see :func:`amplitude_reason`)."""
+    if torch.is_grad_enabled() and (x_seq.requires_grad or amplitude.requires_grad):
+        return ScaledLIFSeqCPU.apply(x_seq, amplitude, spec)
+    return _forward(x_seq, spec, save=False, return_mem=False, amp=amplitude)[0]

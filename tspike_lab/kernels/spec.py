@@ -111,15 +111,16 @@ def code_bits(b: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return code
 
 
-def save_forward(ctx, spec: LIFSpec, b: torch.Tensor, code, u, mem, return_mem: bool):
+def save_forward(ctx, spec: LIFSpec, b: torch.Tensor, code, u, mem, return_mem: bool, extra=()):
     """The forward's bookkeeping shared by the fused autograd Functions; returns their output.
 
     Saves the spec, b's geometry (not b: a float copy of the spikes would stay alive), the
-    1-byte codes and the membranes the backward needs; ``mem`` is returned without gradient.
+    1-byte codes and the membranes the backward needs (then ``extra``, e.g. the amplitude);
+    ``mem`` is returned without gradient.
     """
     ctx.spec = spec
     ctx.geometry = (b.shape, b.stride(), b.dtype)
-    ctx.save_for_backward(code, u)
+    ctx.save_for_backward(code, u, *extra)
     if return_mem:
         ctx.mark_non_differentiable(mem)
         return b, mem
