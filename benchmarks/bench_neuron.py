@@ -25,6 +25,7 @@ from common import (copy_bandwidth, environment_lines, markdown_table, measure_p
 
 SIZES = {"cifar": (64, 128, 16, 16), "large": (32, 256, 32, 32), "tiny": (2, 4, 6, 6)}
 OURS = "tspike MultiStepLIF (auto)"
+TRAINED = "tspike MultiStepLIF (auto; trainable a)"
 KERNEL = "tspike kernels.lif_seq (auto)"
 
 
@@ -32,6 +33,12 @@ def _ours(T):
     from tspike_lab.neurons import MultiStepLIF
 
     return MultiStepLIF("ternary")
+
+
+def _ours_trained(T):
+    from tspike_lab.neurons import MultiStepLIF
+
+    return MultiStepLIF("ternary", learn_graded_spikes_factor=True)
 
 
 def _kernel(T):
@@ -101,8 +108,9 @@ def _lifact(T):
 
 
 PEERS = {
-    OURS: (_ours, "ternary, STE, zero reset; the layer users build (includes the a * b multiply)"),
-    KERNEL: (_kernel, "ternary, the fused kernel alone (no amplitude multiply)"),
+    OURS: (_ours, "ternary, STE, zero reset, fixed a = 1; the layer users build"),
+    TRAINED: (_ours_trained, "the same with a trainable a (dL/da reduced in the kernel's backward)"),
+    KERNEL: (_kernel, "ternary, kernels.lif_seq without an amplitude"),
     "tspike MultiStepLIF (torch oracle)": (_oracle, "ternary, backend='torch': autograd through every step"),
     "tspike TernaryLeaky stepped": (_ternary_leaky, "ternary, our snnTorch-compatible neuron in a Python loop"),
     "snntorch Leaky stepped": (_snntorch, "binary, snnTorch default ATan surrogate, reset 'zero'"),

@@ -47,13 +47,14 @@ CHUNK = 4096  # neurons per block, as ``#define CHUNK`` in the C source
 _SOURCE = r"""
 #include <stdint.h>
 #include <math.h>
+#include <string.h>
 
 typedef struct {
     int64_t T;         /* steps */
     int64_t N;         /* elements per step */
     int64_t x_stride;  /* elements from x_t to x_{t+1}: N, or 0 for a time-broadcast input */
     int64_t u_rows;    /* leading steps of u written forward / read backward */
-    int64_t a_div, a_mod;  /* amplitude index of step offset n: (n / a_div) % a_mod (1, 1: one a) */
+    int64_t a_div, a_mod;  /* amplitude index of step offset n: (n / a_div) % a_mod (mod 1: one a) */
     double beta, threshold, sg_param;
     int32_t ternary, subtract, detach, sg, threads, stream;
 } lif_args;
@@ -103,6 +104,37 @@ static inline void store_u8(uint8_t *restrict dst, const uint8_t *restrict src, 
     for (; i < len; ++i) dst[i] = src[i];
 }
 
+/* dst = src * a, a per element (av) or one value (A); the product of a spike and a is exact. */
+static inline void store_mul_f32(float *restrict dst, const float *restrict src, const float *restrict av,
+                                 float A, int64_t len, int stream) {
+    int64_t i = 0;
+#if HAVE_STREAM
+    if (stream) {
+        for (; i < len && ((uintptr_t)(dst + i) & 63); ++i) dst[i] = src[i] * (av ? av[i] : A);
+        const __m512 va = _mm512_set1_ps(A);
+        for (; i + 16 <= len; i += 16)
+            _mm512_stream_ps(dst + i, _mm512_mul_ps(_mm512_loadu_ps(src + i), av ? _mm512_loadu_ps(av + i) : va));
+    }
+#endif
+    if (av) for (; i < len; ++i) dst[i] = src[i] * av[i];
+    else for (; i < len; ++i) dst[i] = src[i] * A;
+}
+
+static inline void store_mul_f64(double *restrict dst, const double *restrict src, const double *restrict av,
+                                 double A, int64_t len, int stream) {
+    int64_t i = 0;
+#if HAVE_STREAM
+    if (stream) {
+        for (; i < len && ((uintptr_t)(dst + i) & 63); ++i) dst[i] = src[i] * (av ? av[i] : A);
+        const __m512d va = _mm512_set1_pd(A);
+        for (; i + 8 <= len; i += 8)
+            _mm512_stream_pd(dst + i, _mm512_mul_pd(_mm512_loadu_pd(src + i), av ? _mm512_loadu_pd(av + i) : va));
+    }
+#endif
+    if (av) for (; i < len; ++i) dst[i] = src[i] * av[i];
+    else for (; i < len; ++i) dst[i] = src[i] * A;
+}
+
 static inline void store_fence(int stream) {
 #if HAVE_STREAM
     if (stream) _mm_sfence();
@@ -110,13 +142,43 @@ static inline void store_fence(int stream) {
     (void)stream;
 #endif
 }
-/* Channel of each element of the chunk at step offset n0 (amplitude a[c], c = (n / div) % mod),
-   incrementally: no division per element. */
-static inline void chunk_channels(int32_t *restrict ch, int64_t n0, int64_t len, int64_t div, int64_t mod) {
+/* The amplitude of each element of the chunk at step offset n0: av[i] = amp[c], c = ((n0 + i) / div) % mod,
+   written in runs of constant c (no division per element). With ch, also the index c. */
+static inline void chunk_amps_f32(float *restrict av, int32_t *restrict ch, const float *restrict amp,
+                                  int64_t n0, int64_t len, int64_t div, int64_t mod) {
     int64_t r = n0 % div, c = (n0 / div) % mod;
-    for (int64_t i = 0; i < len; ++i) {
-        ch[i] = (int32_t)c;
-        if (++r == div) { r = 0; if (++c == mod) c = 0; }
+    if (div == 1 && !ch) {  /* channels last: one period of mod values, then copies of it */
+        const int64_t period = mod < len ? mod : len;
+        for (int64_t i = 0; i < period; ++i) { av[i] = amp[c]; if (++c == mod) c = 0; }
+        for (int64_t i = period; i < len; i += period)
+            memcpy(av + i, av, (size_t)(len - i < period ? len - i : period) * sizeof(float));
+        return;
+    }
+    for (int64_t i = 0; i < len;) {
+        int64_t run = div - r < len - i ? div - r : len - i;
+        const float v = amp[c];
+        for (int64_t j = 0; j < run; ++j) av[i + j] = v;
+        if (ch) for (int64_t j = 0; j < run; ++j) ch[i + j] = (int32_t)c;
+        i += run; r = 0; if (++c == mod) c = 0;
+    }
+}
+
+static inline void chunk_amps_f64(double *restrict av, int32_t *restrict ch, const double *restrict amp,
+                                  int64_t n0, int64_t len, int64_t div, int64_t mod) {
+    int64_t r = n0 % div, c = (n0 / div) % mod;
+    if (div == 1 && !ch) {  /* channels last: one period of mod values, then copies of it */
+        const int64_t period = mod < len ? mod : len;
+        for (int64_t i = 0; i < period; ++i) { av[i] = amp[c]; if (++c == mod) c = 0; }
+        for (int64_t i = period; i < len; i += period)
+            memcpy(av + i, av, (size_t)(len - i < period ? len - i : period) * sizeof(double));
+        return;
+    }
+    for (int64_t i = 0; i < len;) {
+        int64_t run = div - r < len - i ? div - r : len - i;
+        const double v = amp[c];
+        for (int64_t j = 0; j < run; ++j) av[i + j] = v;
+        if (ch) for (int64_t j = 0; j < run; ++j) ch[i + j] = (int32_t)c;
+        i += run; r = 0; if (++c == mod) c = 0;
     }
 }
 
@@ -125,8 +187,35 @@ static inline void chunk_channels(int32_t *restrict ch, int64_t n0, int64_t len,
 #define SG_ATAN 2
 #define SG_SIGMOID 3
 
+/* One backward step over a chunk: g_t = gb_t * s_t + ga_t (see spec.py), with GEXPR = dL/db_t
+   (dL/dout_t times the amplitude, where there is one) and SEXPR = the surrogate derivative. */
+#define BWD_STEP(FT, FABS, GEXPR, SEXPR)                                                       \
+    if (subtract) {                                                                            \
+        const FT keep = detach ? (FT)0 : (FT)1;                                                \
+        for (int64_t i = 0; i < len; ++i) {                                                    \
+            const FT gb = (GEXPR) + keep * ((-gn[i]) * th);                                    \
+            gn[i] = gb * (SEXPR) + gn[i] * beta;                                               \
+        }                                                                                      \
+    } else if (detach || !ut) {                                                                \
+        for (int64_t i = 0; i < len; ++i) {                                                    \
+            const FT b = (FT)((int)(ct[i] & 3) - 1);                                           \
+            gn[i] = (GEXPR) * (SEXPR) + (gn[i] * ((FT)1 - FABS(b))) * beta;                    \
+        }                                                                                      \
+    } else {                                                                                   \
+        for (int64_t i = 0; i < len; ++i) {                                                    \
+            const FT b = (FT)((int)(ct[i] & 3) - 1);                                           \
+            const FT gb = (GEXPR) + (-(gn[i] * (beta * ut[i]))) * b;                           \
+            gn[i] = gb * (SEXPR) + (gn[i] * ((FT)1 - FABS(b))) * beta;                         \
+        }                                                                                      \
+    }
+
+#define BWD_STEP_AMP(FT, FABS, SEXPR)                                                          \
+    if (!amp) { BWD_STEP(FT, FABS, G[i], SEXPR) }                                              \
+    else if (per_channel) { BWD_STEP(FT, FABS, G[i] * av[i], SEXPR) }                          \
+    else { BWD_STEP(FT, FABS, G[i] * A, SEXPR) }
+
 /* ds/dx of the smooth surrogates, x = u - th, in the operation order of surrogate.py. */
-#define DEFINE_KERNELS(FT, SFX, FABS, EXP, STORE)                                                     \
+#define DEFINE_KERNELS(FT, SFX, FABS, EXP, STORE, SMUL)                                                   \
 static inline FT sg_##SFX(int sg, FT x, FT p, FT k, FT half_alpha) {                           \
     if (sg == SG_TRIANGLE) {                                                                   \
         FT v = (FT)1 - FABS(x) / p;                                                            \
@@ -147,18 +236,15 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
     const FT beta = (FT)a->beta, th = (FT)a->threshold, nth = -th;                             \
     const FT lim = (FT)a->sg_param * th;                                                       \
     const int ternary = a->ternary, subtract = a->subtract, ste = a->sg == SG_STE;             \
-    const int stream = a->stream;                                                              \
+    const int stream = a->stream, per_channel = amp && a->a_mod > 1;                           \
+    const FT A = amp ? amp[0] : (FT)1;                                                         \
     const int64_t nchunks = (N + CHUNK - 1) / CHUNK;                                           \
     _Pragma("omp parallel for schedule(static) num_threads(a->threads)")                        \
     for (int64_t c = 0; c < nchunks; ++c) {                                                    \
         const int64_t n0 = c * CHUNK, len = N - n0 < CHUNK ? N - n0 : CHUNK;                   \
-        FT u[CHUNK], b[CHUNK], av[CHUNK], ob[CHUNK];                                           \
+        FT u[CHUNK], b[CHUNK], av[CHUNK];                                                      \
         for (int64_t i = 0; i < len; ++i) { u[i] = 0; b[i] = 0; }                              \
-        if (amp) {                                                                             \
-            int32_t ch[CHUNK];                                                                 \
-            chunk_channels(ch, n0, len, a->a_div, a->a_mod);                                   \
-            for (int64_t i = 0; i < len; ++i) av[i] = amp[ch[i]];                              \
-        }                                                                                      \
+        if (per_channel) chunk_amps_##SFX(av, 0, amp, n0, len, a->a_div, a->a_mod);            \
         for (int64_t t = 0; t < T; ++t) {                                                      \
             const FT *restrict xt = x + t * xs + n0;                                           \
             FT *restrict bt = b_out + t * N + n0;                                              \
@@ -177,12 +263,8 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
                     u[i] = v; b[i] = s;                                                        \
                 }                                                                              \
             }                                                                                  \
-            if (amp) {                                                                         \
-                for (int64_t i = 0; i < len; ++i) ob[i] = b[i] * av[i];                        \
-                STORE(bt, ob, len, stream);                                                    \
-            } else {                                                                           \
-                STORE(bt, b, len, stream);                                                     \
-            }                                                                                  \
+            if (amp) SMUL(bt, b, per_channel ? av : 0, A, len, stream);                        \
+            else STORE(bt, b, len, stream);                                                    \
             if (code) {                                                                        \
                 uint8_t ct[CHUNK];                                                             \
                 if (ste && ternary) {                                                          \
@@ -210,70 +292,57 @@ void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,      
     const FT beta = (FT)a->beta, th = (FT)a->threshold, p = (FT)a->sg_param;                   \
     const FT k = (FT)(1.5707963267948966 * a->sg_param), half_alpha = (FT)(a->sg_param / 2);   \
     const int ternary = a->ternary, subtract = a->subtract, detach = a->detach, sg = a->sg;    \
-    const int stream = a->stream;                                                              \
+    const int stream = a->stream, per_channel = amp && a->a_mod > 1;                           \
+    const FT A = amp ? amp[0] : (FT)1;                                                         \
     const int64_t nchunks = (N + CHUNK - 1) / CHUNK;                                           \
     _Pragma("omp parallel for schedule(static) num_threads(a->threads)")                        \
     for (int64_t c = 0; c < nchunks; ++c) {                                                    \
         const int64_t n0 = c * CHUNK, len = N - n0 < CHUNK ? N - n0 : CHUNK;                   \
-        FT gn[CHUNK], s[CHUNK], av[CHUNK], ga[CHUNK], gs[CHUNK];                               \
+        /* only the arrays an option uses are touched: the STE path keeps gn (+ a) in L1 */    \
+        FT gn[CHUNK], s[CHUNK], av[CHUNK], ga[CHUNK];                                          \
         int32_t ch[CHUNK];                                                                     \
-        for (int64_t i = 0; i < len; ++i) { gn[i] = 0; ga[i] = 0; }                            \
-        if (amp) {                                                                             \
-            chunk_channels(ch, n0, len, a->a_div, a->a_mod);                                   \
-            for (int64_t i = 0; i < len; ++i) av[i] = amp[ch[i]];                              \
-        }                                                                                      \
+        for (int64_t i = 0; i < len; ++i) gn[i] = 0;                                           \
+        if (ga_part) for (int64_t i = 0; i < len; ++i) ga[i] = 0;                              \
+        if (per_channel)                                                                       \
+            chunk_amps_##SFX(av, ga_part ? ch : 0, amp, n0, len, a->a_div, a->a_mod);          \
         for (int64_t t = T - 1; t >= 0; --t) {                                                 \
             const uint8_t *restrict ct = code + t * N + n0;                                    \
             const FT *restrict G = g_out + t * N + n0;                                         \
-            if (amp) {  /* out = b * a: dL/db = dL/dout * a, dL/da += dL/dout * b */           \
-                if (ga_part)                                                                   \
-                    for (int64_t i = 0; i < len; ++i)                                          \
-                        ga[i] += G[i] * (FT)((int)(ct[i] & 3) - 1);                            \
-                for (int64_t i = 0; i < len; ++i) gs[i] = G[i] * av[i];                        \
-                G = gs;                                                                        \
-            }                                                                                  \
             const FT *restrict ut = t < ur ? u_in + t * N + n0 : 0;                            \
             FT *restrict gx = g_x + t * N + n0;                                                \
+            if (ga_part)  /* out = a * b: dL/da += dL/dout * b */                              \
+                for (int64_t i = 0; i < len; ++i) ga[i] += G[i] * (FT)((int)(ct[i] & 3) - 1);  \
             if (sg == SG_STE) {                                                                \
-                for (int64_t i = 0; i < len; ++i) s[i] = (FT)((ct[i] >> 2) & 1);               \
-            } else if (ternary) {                                                              \
-                for (int64_t i = 0; i < len; ++i)                                              \
-                    s[i] = sg_##SFX(sg, ut[i] - th, p, k, half_alpha)                          \
-                         + sg_##SFX(sg, -ut[i] - th, p, k, half_alpha);                        \
+                BWD_STEP_AMP(FT, FABS, (FT)((ct[i] >> 2) & 1))                                 \
             } else {                                                                           \
-                for (int64_t i = 0; i < len; ++i)                                              \
-                    s[i] = sg_##SFX(sg, ut[i] - th, p, k, half_alpha);                         \
-            }                                                                                  \
-            if (subtract) {                                                                    \
-                const FT keep = detach ? (FT)0 : (FT)1;                                        \
-                for (int64_t i = 0; i < len; ++i) {                                            \
-                    const FT gb = G[i] + keep * ((-gn[i]) * th);                               \
-                    gn[i] = gb * s[i] + gn[i] * beta;                                          \
+                if (ternary) {                                                                 \
+                    for (int64_t i = 0; i < len; ++i)                                          \
+                        s[i] = sg_##SFX(sg, ut[i] - th, p, k, half_alpha)                      \
+                             + sg_##SFX(sg, -ut[i] - th, p, k, half_alpha);                    \
+                } else {                                                                       \
+                    for (int64_t i = 0; i < len; ++i)                                          \
+                        s[i] = sg_##SFX(sg, ut[i] - th, p, k, half_alpha);                     \
                 }                                                                              \
-            } else if (detach || !ut) {                                                        \
-                for (int64_t i = 0; i < len; ++i) {                                            \
-                    const FT b = (FT)((int)(ct[i] & 3) - 1);                                   \
-                    gn[i] = G[i] * s[i] + (gn[i] * ((FT)1 - FABS(b))) * beta;                  \
-                }                                                                              \
-            } else {                                                                           \
-                for (int64_t i = 0; i < len; ++i) {                                            \
-                    const FT b = (FT)((int)(ct[i] & 3) - 1);                                   \
-                    const FT gb = G[i] + (-(gn[i] * (beta * ut[i]))) * b;                      \
-                    gn[i] = gb * s[i] + (gn[i] * ((FT)1 - FABS(b))) * beta;                    \
-                }                                                                              \
+                BWD_STEP_AMP(FT, FABS, s[i])                                                   \
             }                                                                                  \
             STORE(gx, gn, len, stream);                                                        \
         }                                                                                      \
         store_fence(stream);                                                                   \
         if (ga_part) {  /* this chunk's partial sums per amplitude, in double */               \
             double *restrict part = ga_part + c * a->a_mod;                                    \
-            for (int64_t i = 0; i < len; ++i) part[ch[i]] += (double)ga[i];                   \
+            if (per_channel) {                                                                 \
+                for (int64_t i = 0; i < len; ++i) part[ch[i]] += (double)ga[i];               \
+            } else {                                                                           \
+                double sum = 0;                                                                \
+                for (int64_t i = 0; i < len; ++i) sum += (double)ga[i];                       \
+                part[0] = sum;                                                                 \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
 }
 
-DEFINE_KERNELS(float, f32, fabsf, expf, store_f32)
-DEFINE_KERNELS(double, f64, fabs, exp, store_f64)
+DEFINE_KERNELS(float, f32, fabsf, expf, store_f32, store_mul_f32)
+DEFINE_KERNELS(double, f64, fabs, exp, store_f64, store_mul_f64)
 """
 
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared",
@@ -413,7 +482,7 @@ def _threads(numel: int) -> int:
 
 
 def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int, itemsize: int,
-          amp_index: tuple[int, int] = (1, 1)) -> _Args:
+          amp_index: tuple[int, int] = (1 << 62, 1)) -> _Args:
     return _Args(T, N, x_stride, u_rows, amp_index[0], amp_index[1], spec.beta, spec.threshold, spec.sg_param,
                  int(spec.ternary), int(not spec.zero_reset), int(spec.detach_reset), spec.sg_code,
                  _threads(numel), int(numel * itemsize >= STREAM_BYTES))
@@ -433,7 +502,7 @@ def amplitude_reason(x_seq: torch.Tensor, amplitude: torch.Tensor) -> str | None
 def _amp_index(steps: torch.Tensor, amp: torch.Tensor | None) -> tuple[int, int]:
     """``(div, mod)``: the amplitude of the element at offset n of a step is ``amp[(n // div) % mod]``."""
     if amp is None or amp.dim() == 0 or amp.shape[0] == 1:
-        return 1, 1
+        return 1 << 62, 1  # one run over the whole step: a single value
     return steps.stride(2), amp.shape[0]  # a dense step: the index along dim c is (n // stride_c) % size_c
 
 
