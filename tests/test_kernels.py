@@ -44,7 +44,8 @@ def _pair(backend, kind, reset, sg, detach, amplitude, dtype, channels):
     ref, fast = MultiStepLIF(backend="torch", **kw), MultiStepLIF(backend=backend, **kw)
     if amplitude != "fixed":
         with torch.no_grad():
-            ref.graded_spikes_factor.copy_(0.5 + torch.rand(ref.graded_spikes_factor.shape))
+            g = torch.Generator().manual_seed(7)
+            ref.graded_spikes_factor.copy_(0.5 + torch.rand(ref.graded_spikes_factor.shape, generator=g))
     fast.load_state_dict(ref.state_dict())
     return ref.to(dtype), fast.to(dtype)
 
@@ -76,7 +77,10 @@ def test_fast_path_equals_the_oracle_in_spikes_and_gradients(backend, kind, rese
     torch.testing.assert_close(gx, gx_ref, **TOL[dtype])
     assert gx.abs().sum() > 0
     if ga_ref is not None:
-        torch.testing.assert_close(ga, ga_ref, **TOL[dtype])
+        # dL/da sums T*B*H*W products in another order (the kernel in double, the oracle in x's dtype):
+        # the oracle's own float32 rounding error is up to ~n * 2^-24 * sum |G b|.
+        tol = dict(rtol=1e-5, atol=2e-5) if dtype == torch.float32 else TOL[dtype]
+        torch.testing.assert_close(ga, ga_ref, **tol)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
