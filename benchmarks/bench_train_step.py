@@ -6,17 +6,18 @@
 
 Cases, all with identical layer shapes (ResNet19: 128/256/512, [3, 3, 2] blocks):
 
-- ours: ``build_model("resnet19", neuron="ternary")`` ("small" with --quick): stateless layers on the
-  time-folded batch, stem computed once for a static image, the fused LIF;
-- ours with model and input in channels_last (the engine's CUDA setting, tried on CPU);
-- ours with the oracle neuron (``backend="torch"``): the same network, autograd LIF;
+- ours: ``build_model("resnet19", neuron="ternary")`` ("small" with --quick) as train.py runs it
+  on a CPU: channels_last, stateless layers on the time-folded batch, stem computed once for a
+  static image, the fused LIF; also in NCHW, with the oracle neuron, and under bf16 autocast
+  (``TrainConfig(cpu_amp=True)``; needs a CPU with AVX512-BF16 or AMX, else reported missing);
 - the released structure (:mod:`reference_resnet`, ``layout="released"``) with the
-  released neuron (:mod:`lifact`);
-- per-step loops (``layout="per_step"``): every conv / BN / pool / FC in a Python loop over T.
+  released neuron (:mod:`lifact`), in float32 and under bf16 autocast (its recipe uses AMP);
+- per-step loops (``layout="per_step"``): every conv / BN / pool / FC in a Python loop over T;
+- a floor: our network with every LIF and BatchNorm replaced by identity, its convolutions alone.
 
 Each step: ``SGD(lr=0.1, momentum=0.9, weight_decay=1e-4)``, cross-entropy on the
-T-averaged logits, float32, on CPU (on CUDA the engine would add channels_last and
-bf16 autocast; not measured here).
+T-averaged logits, on CPU. Ratios are given at matched precision (float32 / float32, bf16 /
+bf16) and, separately, ours in bf16 against the released structure in float32.
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ from common import (environment_lines, markdown_table, measure_peak, memory_in_s
                     reexec_with_malloc_reuse, run_memory_cases, set_threads, time_interleaved)
 
 OURS = "tspike engine (auto)"
+OURS_BF16 = "tspike engine + bf16 autocast"
+RELEASED = "released structure + LIFAct"
+RELEASED_BF16 = "released structure + LIFAct + bf16 autocast"
 
 
 ARCHS = ("resnet19", "small")  # small: width 8, for --quick
@@ -56,28 +60,60 @@ def _reference(layout):
     return make
 
 
+def _convs_only(arch, T):
+    """Our network with every LIF and BatchNorm replaced by identity: what its convolutions cost."""
+    from torch import nn
+
+    from tspike_lab.neurons import SpikingLayer
+
+    model = _ours(arch, T)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, (SpikingLayer, nn.BatchNorm2d)):
+                setattr(module, name, nn.Identity())
+    return model
+
+
+def _bf16_reason():
+    from tspike_lab.train import cpu_bf16_reason
+
+    return cpu_bf16_reason()
+
+
+# name: (builder, channels_last, bf16 autocast, note). Ours runs as train.py runs it on a CPU:
+# channels_last (image input), float32 unless TrainConfig.cpu_amp.
 CASES = {
-    OURS: (_ours, "time folded into batch, fused LIF"),
-    "tspike engine (auto) + channels_last": (_ours, "the same, model and input channels_last (train.py: CUDA only)"),
-    "tspike engine (torch oracle LIF)": (lambda arch, T: _ours(arch, T, "torch"), "same network, autograd LIF"),
-    "released structure + LIFAct": (_reference("released"), "SpikePool fold, BN3d permutes, per-step stem BN + FC"),
-    "per-step loops + LIFAct": (_reference("per_step"), "every conv / BN / pool / FC looped over T"),
+    OURS: (_ours, True, False, "train.py's CPU setting: channels_last, time folded into batch, fused LIF"),
+    "tspike engine, NCHW": (_ours, False, False, "the same in the default contiguous layout"),
+    "tspike engine (torch oracle LIF)": (lambda arch, T: _ours(arch, T, "torch"), True, False,
+                                         "same network, autograd LIF"),
+    OURS_BF16: (_ours, True, True, "TrainConfig(cpu_amp=True): bf16 autocast, the C kernel in bfloat16"),
+    RELEASED: (_reference("released"), False, False, "SpikePool fold, BN3d permutes, per-step stem BN + FC"),
+    RELEASED_BF16: (_reference("released"), False, True, "the same under bf16 autocast (the released "
+                                                          "recipe trains with AMP)"),
+    "per-step loops + LIFAct": (_reference("per_step"), False, False, "every conv / BN / pool / FC looped over T"),
+    "floor: our convolutions alone": (_convs_only, True, False, "our network with LIF and BN -> identity "
+                                                                "(float32): no neuron can beat this"),
 }
 
 
 def _case_fn(case: str, arch: str, T: int, batch: int, image: int, seed: int = 0):
+    build, channels_last, bf16, _ = CASES[case]
+    if bf16 and _bf16_reason() is not None:
+        raise RuntimeError(_bf16_reason())
     torch.manual_seed(seed)
-    model = CASES[case][0](arch, T).train()
+    model = build(arch, T).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(batch, 3, image, image)
     y = torch.randint(0, 10, (batch,))
-    if case.endswith("channels_last"):
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
@@ -162,10 +198,23 @@ def main(argv=None) -> int:
             peak = m.get("peak_mib")
             rows.append([case, f"{ms(t.best)} ({ms(t.median)})", ratio(t.best, ours_t),
                          f"{peak:.0f}" if peak is not None else m.get("error", "-"),
-                         ratio(peak, ours_m) if (ours_m or 0) >= 1 else "-", CASES[case][1]])
+                         ratio(peak, ours_m) if (ours_m or 0) >= 1 else "-", CASES[case][3]])
             results.append({"T": T, "case": case, "best_s": t.best, "median_s": t.median, "peak_mib": peak})
         print(f"## T = {T}\n")
         print(markdown_table(["case", "step ms", "x ours", "peak MiB", "x ours", "notes"], rows))
+        print()
+        for name, (mine, theirs) in {"float32": (OURS, RELEASED), "bf16 autocast": (OURS_BF16, RELEASED_BF16),
+                                     "ours bf16 vs released float32": (OURS_BF16, RELEASED)}.items():
+            if mine in timings and theirs in timings:
+                line = f"- {name}: released / ours = {ratio(timings[theirs].best, timings[mine].best)} time"
+                pm, pt = mem.get(mine, {}).get("peak_mib"), mem.get(theirs, {}).get("peak_mib")
+                if pm and pt:
+                    line += f", ours / released = {ratio(pm, pt)} peak memory"
+                print(line)
+        floor = "floor: our convolutions alone"
+        if floor in timings and RELEASED in timings:
+            print(f"- the most any float32 engine with our convolutions could gain over the released structure: "
+                  f"{ratio(timings[RELEASED].best, timings[floor].best)}")
         print()
         sys.stdout.flush()
     print("- load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))

@@ -12,6 +12,7 @@ BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import bench_neuron  # noqa: E402
+import bench_train_step  # noqa: E402
 from lifact import LIFAct  # noqa: E402
 from reference_resnet import reference_resnet19, reference_small  # noqa: E402
 
@@ -54,10 +55,15 @@ def test_train_step_benchmark_runs_every_case_with_time_and_peak_memory():
     out = _run_script("bench_train_step.py", "--quick")
     assert "## T = 2" in out and "hardware:" in out
     rows = _rows(out)
-    assert set(rows) == {"tspike engine (auto)", "tspike engine (auto) + channels_last", "tspike engine (torch oracle LIF)",
-                         "released structure + LIFAct", "per-step loops + LIFAct"}
-    for cells in rows.values():
+    assert set(rows) == set(bench_train_step.CASES)
+    bf16 = bench_train_step._bf16_reason() is None
+    for case, cells in rows.items():
+        if not bf16 and "bf16" in case:
+            assert cells[0] == "missing" and "BF16" in cells[-1]
+            continue
         assert float(cells[0].split()[0]) > 0 and cells[2].isdigit()
+    assert "- float32: released / ours = " in out
+    assert "- the most any float32 engine with our convolutions could gain" in out
 
 
 def test_the_released_lifact_transcription_is_our_default_ternary_neuron():
@@ -96,3 +102,10 @@ def test_the_traffic_floor_counts_the_bytes_the_neuron_must_move():
     # T = 1: x, b, dL/db, dL/dx (4 B each) + the 1-byte code written and read; from T = 2 on,
     # 4 more bytes for the membranes the reset gradient needs.
     assert [bench_neuron.floor_bytes_per_element(t) for t in (1, 2, 4, 8)] == [18, 22, 22, 22]
+
+
+def test_a_bf16_case_on_a_cpu_without_native_bf16_is_refused_with_the_reason(monkeypatch):
+    monkeypatch.setattr(bench_train_step, "_bf16_reason", lambda: "this CPU has neither AVX512-BF16 nor AMX")
+    with pytest.raises(RuntimeError, match="AVX512-BF16"):
+        bench_train_step._case_fn(bench_train_step.OURS_BF16, "small", 2, 2, 8)
+    assert callable(bench_train_step._case_fn(bench_train_step.OURS, "small", 2, 2, 8))

@@ -294,17 +294,56 @@ def test_the_c_kernel_gives_the_same_bits_with_one_thread_or_all():
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_on_cpu_runs_the_torch_fused_path_with_the_oracles_spikes(dtype):
+@pytest.mark.parametrize("dtype, sg, threshold, expected", [
+    (torch.bfloat16, None, 0.5, "fused"),                   # the paper's neuron: the C kernel, rounding per op
+    (torch.bfloat16, surrogate.ATan(), 0.5, "fused_torch"),  # smooth surrogates: C kernel in float32/64 only
+    (torch.bfloat16, None, 0.3, "fused_torch"),             # a threshold bfloat16 cannot hold exactly
+    (torch.float16, None, 0.5, "fused_torch"),
+])
+def test_half_precision_on_cpu_gives_the_oracles_spikes_and_gradients_bit_for_bit(dtype, sg, threshold, expected):
     x = _inputs((4, 2, 500), dtype, seed=4).requires_grad_(True)
-    spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero",
-                             spike_grad=None, detach_reset=False)
-    assert kernels.select_backend(x, spec) == "fused_torch"
-    b_ref, _ = functional.lif_seq(x)
+    spec = kernels.make_spec(beta=0.25, threshold=threshold, kind="ternary", reset_mechanism="zero",
+                             spike_grad=sg, detach_reset=False)
+    assert kernels.select_backend(x, spec) == (expected if HAS_C else "fused_torch")
+    b_ref, _ = functional.lif_seq(x, threshold=threshold, spike_grad=sg)
     (gx_ref,) = torch.autograd.grad(b_ref.sum(), x)
-    b, _ = kernels.lif_seq(x)
+    b, _ = kernels.lif_seq(x, threshold=threshold, spike_grad=sg)
     (gx,) = torch.autograd.grad(b.sum(), x)
     assert torch.equal(b, b_ref) and torch.equal(gx, gx_ref)
+
+
+@needs_c
+@pytest.mark.parametrize("amplitude", [None, "f32 scalar", "bf16 scalar", "bf16 per channel"])
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("kind", ["binary", "ternary"])
+def test_the_c_kernel_in_bfloat16_rounds_every_operation_as_the_oracle_does(kind, reset, detach, amplitude):
+    # bf16 autocast on the CPU feeds the neurons bfloat16 (conv -> BN outputs); the kernel keeps
+    # bfloat16 storage and rounds after each float operation, as PyTorch's CPU kernels do.
+    torch.manual_seed(11)
+    T, B, C = 5, 3, 8
+    x0 = (torch.randn(T, B, C, 7, 7) * 0.8).to(torch.bfloat16)
+    g = torch.randn(x0.shape).to(torch.bfloat16)
+    a0 = {None: None, "f32 scalar": torch.tensor(0.7371), "bf16 scalar": torch.tensor(0.7371).bfloat16(),
+          "bf16 per channel": (0.5 + torch.rand(C)).bfloat16()}[amplitude]
+    results = []
+    for backend in ("torch", "fused"):
+        x = x0.clone().requires_grad_(True)
+        a = None if a0 is None else a0.clone().requires_grad_(True)
+        out, _ = kernels.lif_seq(x, kind=kind, reset_mechanism=reset, detach_reset=detach, backend=backend,
+                                 amplitude=a)
+        out.backward(g)
+        results.append((out, x.grad, None if a is None else a.grad))
+    (out_ref, gx_ref, ga_ref), (out, gx, ga) = results
+    assert out.dtype == out_ref.dtype == torch.bfloat16
+    assert torch.equal(out, out_ref) and torch.equal(gx, gx_ref)
+    assert (out != 0).any() and gx.abs().sum() > 0
+    if a0 is not None:
+        b = out_ref.double().sign()  # a > 0
+        exact = (g.double() * b).sum(dim=tuple(d for d in range(5) if a0.dim() == 0 or d != 2))
+        # the kernel sums in double: exact to the amplitude's own rounding; the oracle's sum is bfloat16
+        torch.testing.assert_close(ga.double(), exact.to(ga.dtype).double(), rtol=0, atol=0)
+        torch.testing.assert_close(ga.double(), ga_ref.double(), rtol=2 ** -7, atol=1e-2)
 
 
 def test_without_a_c_compiler_auto_falls_back_to_the_torch_fused_path():

@@ -71,6 +71,7 @@ BAD_VALUES = [
     ("roll", 1.5),
     ("flip", "yes"),
     ("amp", 1),
+    ("cpu_amp", "yes"),
     ("device", "gpu0"),
     ("seed", -1),
     ("num_workers", -1),
@@ -281,6 +282,29 @@ def test_tet_loss_trains(tmp_path):
     h = train(TrainConfig(**FAST, neuron="binary", loss="tet", tet_lambda=0.05, epochs=1, optimizer="adamw",
                           lr=3e-3, label_smoothing=0.1, grad_clip=5.0, max_eval_steps=2))
     assert math.isfinite(h.final["train_loss"]) and h.final["test_acc"] > 0.2
+
+
+@pytest.mark.skipif(train_mod.cpu_bf16_reason() is not None, reason=str(train_mod.cpu_bf16_reason()))
+def test_cpu_amp_trains_in_bfloat16_with_the_neurons_on_the_c_kernel(monkeypatch):
+    from tspike_lab import kernels
+
+    seen = []
+    real = kernels.lif_seq
+
+    def spy(x_seq, **kw):
+        seen.append(x_seq.dtype)
+        return real(x_seq, **kw)
+
+    monkeypatch.setattr(kernels, "lif_seq", spy)
+    h = train(TrainConfig(**FAST, neuron="ternary", epochs=1, cpu_amp=True, max_steps_per_epoch=20))
+    assert torch.bfloat16 in seen  # conv -> BN outputs reach the neurons as bfloat16
+    assert math.isfinite(h.final["train_loss"]) and h.final["test_acc"] > 0.3
+
+
+def test_cpu_amp_on_a_cpu_without_native_bfloat16_is_refused_naming_the_field(monkeypatch):
+    monkeypatch.setattr(train_mod, "cpu_bf16_reason", lambda: "this CPU has neither AVX512-BF16 nor AMX")
+    with pytest.raises(ValueError, match="cpu_amp=True needs native bfloat16: this CPU has neither"):
+        train(TrainConfig(**FAST, epochs=1, cpu_amp=True, device="cpu"))
 
 
 # --------------------------------------------------------------------------- divergence

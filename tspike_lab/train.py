@@ -108,7 +108,9 @@ class TrainConfig:
     Augmentation (training only; None: the data set's recipe in ``AUGMENT_RECIPES``):
         augment (False: none at all), crop_padding, flip, autoaugment, cutout, roll.
     Hardware:
-        amp (bf16 autocast, CUDA only), channels_last (CUDA, image input only), device
+        amp (bf16 autocast on CUDA), cpu_amp (bf16 autocast on a CPU with native bf16,
+        AVX512-BF16 or AMX; off by default: it changes float32 results), channels_last
+        (image input, CUDA and CPU: faster convolutions on both), device
         ("auto": cuda:LOCAL_RANK if available, else cpu), sync_bn (SyncBatchNorm when
         distributed on GPUs; a no-op in one process), num_workers (DataLoader workers, file-based data only).
     Bookkeeping:
@@ -147,6 +149,7 @@ class TrainConfig:
     roll: int | None = None
 
     amp: bool = True
+    cpu_amp: bool = False
     channels_last: bool = True
     device: str = "auto"
     sync_bn: bool = False
@@ -280,7 +283,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         value = getattr(c, name)
         if value is not None and not isinstance(value, bool):
             _fail(name, value, "None (the data set's recipe), True or False")
-    for name in ("augment", "amp", "channels_last", "sync_bn", "resume", "progress"):
+    for name in ("augment", "amp", "cpu_amp", "channels_last", "sync_bn", "resume", "progress"):
         value = getattr(c, name)
         if not isinstance(value, bool):
             _fail(name, value, "True or False")
@@ -476,9 +479,21 @@ def _all_reduce(t: torch.Tensor, d: _Dist) -> torch.Tensor:
 # --------------------------------------------------------------------------- loops
 
 
-def _autocast(device: torch.device, amp: bool):
+def cpu_bf16_reason() -> str | None:
+    """None if this CPU computes bfloat16 natively (AVX512-BF16 or AMX), else why not."""
+    try:
+        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+            return None
+    except AttributeError:  # pragma: no cover - older torch
+        return "this torch cannot tell whether the CPU has AVX512-BF16 or AMX"
+    return "this CPU has neither AVX512-BF16 nor AMX: bfloat16 convolutions would be emulated and slower"
+
+
+def _autocast(device: torch.device, amp: bool, cpu_amp: bool = False):
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu_amp and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -498,6 +513,7 @@ def evaluate(
     *,
     device: torch.device | str | None = None,
     amp: bool = True,
+    cpu_amp: bool = False,
     channels_last: bool = False,
     max_steps: int | None = None,
     _dist: _Dist | None = None,
@@ -529,7 +545,7 @@ def evaluate(
             if max_steps is not None and step > max_steps:
                 break
             x, y = _prepare(x, device, channels_last), y.to(device, non_blocking=True)
-            with _autocast(device, amp):
+            with _autocast(device, amp, cpu_amp):
                 logits = model(x)
             logits = logits.float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -724,6 +740,9 @@ def train(config: TrainConfig) -> History:
         if config.sync_bn and d.enabled and device.type != "cuda":
             raise ValueError(f"TrainConfig.sync_bn=True needs CUDA devices (torch's SyncBatchNorm is GPU-only), "
                              f"got device {str(device)!r}; use sync_bn=False on the CPU")
+        if config.cpu_amp and device.type == "cpu" and cpu_bf16_reason() is not None:
+            raise ValueError(f"TrainConfig.cpu_amp=True needs native bfloat16: {cpu_bf16_reason()}; "
+                             f"use cpu_amp=False")
         run.open()
         history = _train(config, d, device, run)
         if d.owns_group:
@@ -753,7 +772,7 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: _RunDir) ->
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     source = _load_source(config)
-    channels_last = config.channels_last and cuda and not source.is_sequence
+    channels_last = config.channels_last and not source.is_sequence
 
     _reseed(config.seed)  # the initial weights depend on the seed only
     extra = {"width": config.width} if config.width is not None else {}
@@ -842,7 +861,7 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: _RunDir) ->
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 x, y = _prepare(x, device, channels_last), y.to(device, non_blocking=True)
-                with _autocast(device, config.amp):
+                with _autocast(device, config.amp, config.cpu_amp):
                     loss, logits = _loss(net, x, y, config)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -882,7 +901,7 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: _RunDir) ->
             "firing_rates": None,
         }
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            row.update(evaluate(model, loader("test", epoch), device=device, amp=config.amp,
+            row.update(evaluate(model, loader("test", epoch), device=device, amp=config.amp, cpu_amp=config.cpu_amp,
                                 channels_last=channels_last, max_steps=config.max_eval_steps, _dist=d))
         row["amplitudes"] = _amplitudes(model)
         row["lr"] = lr

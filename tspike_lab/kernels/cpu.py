@@ -38,7 +38,8 @@ from .spec import LIFSpec, save_forward
 __all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "scaled_lif_seq_cpu", "amplitude_reason",
            "LIFSeqCPU", "ScaledLIFSeqCPU", "library"]
 
-DTYPES = (torch.float32, torch.float64)
+DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 # Outputs at least this large are written with non-temporal stores: they do not fit in the
 # cache anyway, and streaming skips reading every line before overwriting it.
 STREAM_BYTES = int(os.environ.get("TSPIKE_STREAM_BYTES", 32 * 2**20))
@@ -135,6 +136,39 @@ static inline void store_mul_f64(double *restrict dst, const double *restrict sr
     else for (; i < len; ++i) dst[i] = src[i] * A;
 }
 
+/* bfloat16 storage, float arithmetic rounded to bfloat16 after every operation, as PyTorch's
+   CPU kernels do (round to nearest even; NaN -> 0x7FC0, as c10::BFloat16). */
+static inline float bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    const uint32_t r = (u + (((u >> 16) & 1) + 0x7FFFu)) >> 16;
+    return (u & 0x7FFFFFFFu) > 0x7F800000u ? (uint16_t)0x7FC0 : (uint16_t)r;
+}
+
+static inline float rnd_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+static inline void store_bf16(uint16_t *restrict dst, const float *restrict src, int64_t len, int stream) {
+    (void)stream;
+    for (int64_t i = 0; i < len; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
+static inline void store_mul_bf16(uint16_t *restrict dst, const float *restrict src, const float *restrict av,
+                                  float A, int64_t len, int stream) {
+    (void)stream;
+    if (av) for (int64_t i = 0; i < len; ++i) dst[i] = f32_to_bf16(src[i] * av[i]);
+    else for (int64_t i = 0; i < len; ++i) dst[i] = f32_to_bf16(src[i] * A);
+}
+
+#define ID(v) (v)
+#define chunk_amps_bf16 chunk_amps_f32
+
 static inline void store_fence(int stream) {
 #if HAVE_STREAM
     if (stream) _mm_sfence();
@@ -188,34 +222,35 @@ static inline void chunk_amps_f64(double *restrict av, int32_t *restrict ch, con
 #define SG_SIGMOID 3
 
 /* One backward step over a chunk: g_t = gb_t * s_t + ga_t (see spec.py), with GEXPR = dL/db_t
-   (dL/dout_t times the amplitude, where there is one) and SEXPR = the surrogate derivative. */
-#define BWD_STEP(FT, FABS, GEXPR, SEXPR)                                                       \
+   (dL/dout_t times the amplitude, where there is one) and SEXPR = the surrogate derivative;
+   RND rounds to the storage precision after every operation (identity for float32 / float64). */
+#define BWD_STEP(FT, FABS, LD, RND, GEXPR, SEXPR)                                              \
     if (subtract) {                                                                            \
         const FT keep = detach ? (FT)0 : (FT)1;                                                \
         for (int64_t i = 0; i < len; ++i) {                                                    \
-            const FT gb = (GEXPR) + keep * ((-gn[i]) * th);                                    \
-            gn[i] = gb * (SEXPR) + gn[i] * beta;                                               \
+            const FT gb = RND((GEXPR) + keep * RND((-gn[i]) * th));                            \
+            gn[i] = RND(RND(gb * (SEXPR)) + RND(gn[i] * beta));                                \
         }                                                                                      \
     } else if (detach || !ut) {                                                                \
         for (int64_t i = 0; i < len; ++i) {                                                    \
             const FT b = (FT)((int)(ct[i] & 3) - 1);                                           \
-            gn[i] = (GEXPR) * (SEXPR) + (gn[i] * ((FT)1 - FABS(b))) * beta;                    \
+            gn[i] = RND(RND((GEXPR) * (SEXPR)) + RND(RND(gn[i] * ((FT)1 - FABS(b))) * beta));  \
         }                                                                                      \
     } else {                                                                                   \
         for (int64_t i = 0; i < len; ++i) {                                                    \
             const FT b = (FT)((int)(ct[i] & 3) - 1);                                           \
-            const FT gb = (GEXPR) + (-(gn[i] * (beta * ut[i]))) * b;                           \
-            gn[i] = gb * (SEXPR) + (gn[i] * ((FT)1 - FABS(b))) * beta;                         \
+            const FT gb = RND((GEXPR) + (-RND(gn[i] * RND(beta * LD(ut[i])))) * b);            \
+            gn[i] = RND(RND(gb * (SEXPR)) + RND(RND(gn[i] * ((FT)1 - FABS(b))) * beta));       \
         }                                                                                      \
     }
 
-#define BWD_STEP_AMP(FT, FABS, SEXPR)                                                          \
-    if (!amp) { BWD_STEP(FT, FABS, G[i], SEXPR) }                                              \
-    else if (per_channel) { BWD_STEP(FT, FABS, G[i] * av[i], SEXPR) }                          \
-    else { BWD_STEP(FT, FABS, G[i] * A, SEXPR) }
+#define BWD_STEP_AMP(FT, FABS, LD, RND, SEXPR)                                                 \
+    if (!amp) { BWD_STEP(FT, FABS, LD, RND, LD(G[i]), SEXPR) }                                 \
+    else if (per_channel) { BWD_STEP(FT, FABS, LD, RND, RND(LD(G[i]) * av[i]), SEXPR) }        \
+    else { BWD_STEP(FT, FABS, LD, RND, RND(LD(G[i]) * A), SEXPR) }
 
 /* ds/dx of the smooth surrogates, x = u - th, in the operation order of surrogate.py. */
-#define DEFINE_KERNELS(FT, SFX, FABS, EXP, STORE, SMUL)                                                   \
+#define DEFINE_KERNELS(ST, FT, SFX, FABS, EXP, STORE, SMUL, LD, RND)                                             \
 static inline FT sg_##SFX(int sg, FT x, FT p, FT k, FT half_alpha) {                           \
     if (sg == SG_TRIANGLE) {                                                                   \
         FT v = (FT)1 - FABS(x) / p;                                                            \
@@ -230,8 +265,8 @@ static inline FT sg_##SFX(int sg, FT x, FT p, FT k, FT half_alpha) {            
     return p * s * ((FT)1 - s);                                                                \
 }                                                                                              \
                                                                                                \
-void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict code,           \
-                   FT *restrict u_out, const FT *restrict amp, const lif_args *a) {            \
+void lif_fwd_##SFX(const ST *restrict x, ST *restrict b_out, uint8_t *restrict code,           \
+                   ST *restrict u_out, const FT *restrict amp, const lif_args *a) {            \
     const int64_t T = a->T, N = a->N, xs = a->x_stride, ur = a->u_rows;                        \
     const FT beta = (FT)a->beta, th = (FT)a->threshold, nth = -th;                             \
     const FT lim = (FT)a->sg_param * th;                                                       \
@@ -246,18 +281,18 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
         for (int64_t i = 0; i < len; ++i) { u[i] = 0; b[i] = 0; }                              \
         if (per_channel) chunk_amps_##SFX(av, 0, amp, n0, len, a->a_div, a->a_mod);            \
         for (int64_t t = 0; t < T; ++t) {                                                      \
-            const FT *restrict xt = x + t * xs + n0;                                           \
-            FT *restrict bt = b_out + t * N + n0;                                              \
+            const ST *restrict xt = x + t * xs + n0;                                           \
+            ST *restrict bt = b_out + t * N + n0;                                              \
             if (subtract) {                                                                    \
                 for (int64_t i = 0; i < len; ++i) {                                            \
-                    const FT v = (beta * u[i] - b[i] * th) + xt[i];                            \
+                    const FT v = RND(RND(RND(beta * u[i]) - RND(b[i] * th)) + LD(xt[i]));      \
                     FT s = (FT)(v >= th);                                                      \
                     if (ternary) s -= (FT)(v <= nth);                                          \
                     u[i] = v; b[i] = s;                                                        \
                 }                                                                              \
             } else {                                                                           \
                 for (int64_t i = 0; i < len; ++i) {                                            \
-                    const FT v = (beta * u[i]) * ((FT)1 - FABS(b[i])) + xt[i];                 \
+                    const FT v = RND(RND(beta * u[i]) * ((FT)1 - FABS(b[i])) + LD(xt[i]));     \
                     FT s = (FT)(v >= th);                                                      \
                     if (ternary) s -= (FT)(v <= nth);                                          \
                     u[i] = v; b[i] = s;                                                        \
@@ -285,8 +320,8 @@ void lif_fwd_##SFX(const FT *restrict x, FT *restrict b_out, uint8_t *restrict c
     }                                                                                          \
 }                                                                                              \
                                                                                                \
-void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,                     \
-                   const FT *restrict u_in, FT *restrict g_x, const FT *restrict amp,          \
+void lif_bwd_##SFX(const ST *restrict g_out, const uint8_t *restrict code,                     \
+                   const ST *restrict u_in, ST *restrict g_x, const FT *restrict amp,          \
                    double *restrict ga_part, const lif_args *a) {                              \
     const int64_t T = a->T, N = a->N, ur = a->u_rows;                                          \
     const FT beta = (FT)a->beta, th = (FT)a->threshold, p = (FT)a->sg_param;                   \
@@ -307,23 +342,24 @@ void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,      
             chunk_amps_##SFX(av, ga_part ? ch : 0, amp, n0, len, a->a_div, a->a_mod);          \
         for (int64_t t = T - 1; t >= 0; --t) {                                                 \
             const uint8_t *restrict ct = code + t * N + n0;                                    \
-            const FT *restrict G = g_out + t * N + n0;                                         \
-            const FT *restrict ut = t < ur ? u_in + t * N + n0 : 0;                            \
-            FT *restrict gx = g_x + t * N + n0;                                                \
+            const ST *restrict G = g_out + t * N + n0;                                         \
+            const ST *restrict ut = t < ur ? u_in + t * N + n0 : 0;                            \
+            ST *restrict gx = g_x + t * N + n0;                                                \
             if (ga_part)  /* out = a * b: dL/da += dL/dout * b */                              \
-                for (int64_t i = 0; i < len; ++i) ga[i] += G[i] * (FT)((int)(ct[i] & 3) - 1);  \
+                for (int64_t i = 0; i < len; ++i)                                              \
+                    ga[i] += LD(G[i]) * (FT)((int)(ct[i] & 3) - 1);                            \
             if (sg == SG_STE) {                                                                \
-                BWD_STEP_AMP(FT, FABS, (FT)((ct[i] >> 2) & 1))                                 \
+                BWD_STEP_AMP(FT, FABS, LD, RND, (FT)((ct[i] >> 2) & 1))                        \
             } else {                                                                           \
                 if (ternary) {                                                                 \
                     for (int64_t i = 0; i < len; ++i)                                          \
-                        s[i] = sg_##SFX(sg, ut[i] - th, p, k, half_alpha)                      \
-                             + sg_##SFX(sg, -ut[i] - th, p, k, half_alpha);                    \
+                        s[i] = sg_##SFX(sg, LD(ut[i]) - th, p, k, half_alpha)                  \
+                             + sg_##SFX(sg, -LD(ut[i]) - th, p, k, half_alpha);                \
                 } else {                                                                       \
                     for (int64_t i = 0; i < len; ++i)                                          \
-                        s[i] = sg_##SFX(sg, ut[i] - th, p, k, half_alpha);                     \
+                        s[i] = sg_##SFX(sg, LD(ut[i]) - th, p, k, half_alpha);                 \
                 }                                                                              \
-                BWD_STEP_AMP(FT, FABS, s[i])                                                   \
+                BWD_STEP_AMP(FT, FABS, LD, RND, s[i])                                          \
             }                                                                                  \
             STORE(gx, gn, len, stream);                                                        \
         }                                                                                      \
@@ -341,8 +377,10 @@ void lif_bwd_##SFX(const FT *restrict g_out, const uint8_t *restrict code,      
     }                                                                                          \
 }
 
-DEFINE_KERNELS(float, f32, fabsf, expf, store_f32, store_mul_f32)
-DEFINE_KERNELS(double, f64, fabs, exp, store_f64, store_mul_f64)
+DEFINE_KERNELS(float, float, f32, fabsf, expf, store_f32, store_mul_f32, ID, ID)
+DEFINE_KERNELS(double, double, f64, fabs, exp, store_f64, store_mul_f64, ID, ID)
+/* bfloat16: STE only (the smooth surrogates' chains of operations are not rounded here). */
+DEFINE_KERNELS(uint16_t, float, bf16, fabsf, expf, store_bf16, store_mul_bf16, bf16_to_f32, rnd_bf16)
 """
 
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared",
@@ -442,9 +480,10 @@ def _build_and_load() -> ctypes.CDLL:
                 errors.append(str(e))
         if lib is None:
             continue
-        for name, pointers in (("lif_fwd_f32", 5), ("lif_fwd_f64", 5), ("lif_bwd_f32", 6), ("lif_bwd_f64", 6)):
-            getattr(lib, name).restype = None
-            getattr(lib, name).argtypes = [ctypes.c_void_p] * pointers + [ctypes.POINTER(_Args)]
+        for sfx in _SUFFIX.values():
+            for name, pointers in ((f"lif_fwd_{sfx}", 5), (f"lif_bwd_{sfx}", 6)):
+                getattr(lib, name).restype = None
+                getattr(lib, name).argtypes = [ctypes.c_void_p] * pointers + [ctypes.POINTER(_Args)]
         return lib
     raise KernelUnavailable("; ".join(errors))
 
@@ -467,9 +506,16 @@ def supports(x: torch.Tensor, spec: LIFSpec) -> str | None:
     if x.device.type != "cpu":
         return f"the C kernel runs on CPU tensors, got device {x.device}"
     if x.dtype not in DTYPES:
-        return f"the C kernel runs float32/float64, got {x.dtype}"
+        return f"the C kernel runs float32/float64/bfloat16, got {x.dtype}"
     if spec.sg_code is None:
         return f"the C kernel implements STE, Triangle, ATan and Sigmoid, got spike_grad={spec.spike_grad!r}"
+    if x.dtype == torch.bfloat16:
+        if not spec.ste:
+            return f"the C kernel runs bfloat16 with the STE surrogate only, got spike_grad={spec.spike_grad!r}"
+        values = {"beta": spec.beta, "threshold": spec.threshold, "width * threshold": spec.sg_param * spec.threshold}
+        for name, v in values.items():
+            if float(torch.tensor(v, dtype=torch.bfloat16)) != v:
+                return f"the C kernel runs bfloat16 where {name} is a bfloat16 number, got {v!r}"
     return unavailable_reason()
 
 
@@ -489,14 +535,28 @@ def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int,
 
 
 def amplitude_reason(x_seq: torch.Tensor, amplitude: torch.Tensor) -> str | None:
-    """None if the kernel can multiply by ``amplitude`` itself (one a, or one per channel at dim 2)."""
-    if amplitude.device != x_seq.device or amplitude.dtype != x_seq.dtype:
-        return f"amplitude is {amplitude.dtype} on {amplitude.device}, the input {x_seq.dtype} on {x_seq.device}"
+    """None if the kernel can multiply by ``amplitude`` itself (one a, or one per channel at dim 2).
+
+    The output must have the oracle's dtype: ``a`` of the input's dtype, or (bfloat16 input) a
+    scalar ``a`` of float32, which PyTorch multiplies in float32 and rounds to bfloat16.
+    """
+    if amplitude.device != x_seq.device:
+        return f"amplitude is on {amplitude.device}, the input on {x_seq.device}"
+    scalar_f32 = x_seq.dtype == torch.bfloat16 and amplitude.dim() == 0 and amplitude.dtype == torch.float32
+    if amplitude.dtype != x_seq.dtype and not scalar_f32:
+        return f"amplitude is {amplitude.dtype}, the input {x_seq.dtype}"
     if amplitude.dim() == 0:
         return None
     if amplitude.dim() == 1 and x_seq.dim() >= 3 and amplitude.shape[0] == x_seq.shape[2]:
         return None
     return f"amplitude must be a scalar or one value per channel (dim 2), got shape {tuple(amplitude.shape)}"
+
+
+def _compute_amp(amp: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The amplitude in the kernel's arithmetic type (float32 for bfloat16 storage)."""
+    if amp is None:
+        return None
+    return amp.detach().to(torch.float32 if dtype == torch.bfloat16 else dtype).contiguous()
 
 
 def _amp_index(steps: torch.Tensor, amp: torch.Tensor | None) -> tuple[int, int]:
@@ -515,9 +575,9 @@ def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool, a
     mem = empty_steps(x) if return_mem else None
     u = mem if return_mem else (empty_steps(x, rows) if rows else None)
     code = torch.empty((T, N), dtype=torch.uint8) if save else None
-    amp = None if amp is None else amp.detach().contiguous()
+    amp = _compute_amp(amp, x.dtype)
     a = _args(spec, T, N, x_stride, T if return_mem else rows, T * N, x.element_size(), _amp_index(b, amp))
-    fwd = lib.lif_fwd_f32 if x.dtype == torch.float32 else lib.lif_fwd_f64
+    fwd = getattr(lib, f"lif_fwd_{_SUFFIX[x.dtype]}")
     if T * N:
         fwd(_ptr(x), _ptr(b), _ptr(code), _ptr(u), _ptr(amp), ctypes.byref(a))
     saved_u = u[:rows] if (u is not None and rows) else None
@@ -535,12 +595,12 @@ def _backward(ctx, grad_out, amp: torch.Tensor | None, want_ga: bool):
     index = _amp_index(gx, amp)
     part = torch.zeros(((N + CHUNK - 1) // CHUNK, index[1]), dtype=torch.float64) if want_ga else None
     a = _args(spec, T, N, N, 0 if u is None else u.shape[0], T * N, gx.element_size(), index)
-    bwd = lib.lif_bwd_f32 if dtype == torch.float32 else lib.lif_bwd_f64
+    bwd = getattr(lib, f"lif_bwd_{_SUFFIX[dtype]}")
     if T * N:
         bwd(_ptr(g), _ptr(code), _ptr(u), _ptr(gx), _ptr(amp), _ptr(part), ctypes.byref(a))
     ga = None
     if want_ga:
-        ga = part.sum(0).to(amp.dtype).reshape(amp.shape)
+        ga = part.sum(0).to(ctx.amp_dtype).reshape(amp.shape)
     return gx, ga
 
 
@@ -570,8 +630,9 @@ class ScaledLIFSeqCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, amplitude, spec: LIFSpec):
-        amp = amplitude.detach().contiguous()
+        amp = _compute_amp(amplitude, x_seq.dtype)
         b, code, u, _ = _forward(x_seq, spec, save=True, return_mem=False, amp=amp)
+        ctx.amp_dtype = amplitude.dtype
         return save_forward(ctx, spec, b, code, u, None, False, extra=(amp,))
 
     @staticmethod
