@@ -402,8 +402,10 @@ def test_an_unusable_backend_fails_early_naming_the_value_and_the_reason():
         kernels.lif_seq(x, backend="cuda")
     with pytest.raises(ValueError, match="backend='triton' cannot run this input: the Triton kernels run CUDA"):
         kernels.lif_seq(x, backend="triton")
-    with pytest.raises(ValueError, match="backend='fused' cannot run this input: .*bfloat16"):
-        kernels.lif_seq(x.bfloat16(), backend="fused")
+    with pytest.raises(ValueError, match="backend='fused' cannot run this input: .*float16"):
+        kernels.lif_seq(x.half(), backend="fused")
+    with pytest.raises(ValueError, match="backend='fused' cannot run this input: .*bfloat16 with the STE surrogate only"):
+        kernels.lif_seq(x.bfloat16(), backend="fused", spike_grad="atan")
     with pytest.raises(ValueError, match="backend='fused_torch' cannot run .*spike_grad="):
         kernels.lif_seq(x, backend="fused_torch", spike_grad=snn_surrogate.atan())
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -4,13 +4,15 @@ One entry point, :func:`lif_seq`, with the oracle's arguments plus ``backend``:
 
 ===============  ==============================================================
 ``"auto"``       CUDA tensor and Triton importable: ``"triton"``; CPU float32/64
-                 tensor and the C kernel builds: ``"fused"``; any other
+                 (or bfloat16 with the STE) and the C kernel builds: ``"fused"``; any other
                  :class:`~tspike_lab.surrogate.Surrogate`: ``"fused_torch"``; an
                  arbitrary snnTorch-style callable: ``"torch"``.
 ``"torch"``      the oracle :func:`tspike_lab.functional.lif_seq` (autograd through
                  every step).
-``"fused"``      the C kernel (:mod:`.cpu`): CPU, float32/float64, surrogates STE,
-                 Triangle, ATan, Sigmoid.
+``"fused"``      the C kernel (:mod:`.cpu`): CPU, float32/float64 with surrogates STE,
+                 Triangle, ATan, Sigmoid; bfloat16 (bf16 autocast) with the STE, every
+                 operation rounded as PyTorch rounds it. It also multiplies by the
+                 amplitude ``a`` as it writes the spikes and reduces dL/da backward.
 ``"fused_torch"``  the same hand-written backward in PyTorch ops (:mod:`.eager`):
                  any device and dtype, any ``Surrogate`` (subclasses included).
 ``"triton"``     one Triton kernel per direction running the time loop

@@ -6,11 +6,16 @@ takes blocks of ``CHUNK`` neurons and runs the whole time loop on them with the 
 in registers / L1: forward reads ``x`` once and writes the spikes, a one-byte ``code``
 per element (spike and STE window) and, only where the backward needs it, the
 membrane (see :mod:`.spec`); backward reads ``grad`` and that state once and writes
-``grad_x``.
+``grad_x``. Given an amplitude ``a`` (one, or one per channel), forward writes ``a * b``
+and backward forms ``dL/db = dL/dout * a`` on the fly and sums ``dL/da`` per block in
+double: the layer's output needs no extra pass over memory.
 
 Floating point: compiled with ``-ffp-contract=off`` and without fast-math, so every
 operation rounds as PyTorch's eager ops do and the spikes equal the oracle's bit for
-bit (the tests check it, thresholds hit exactly included).
+bit (the tests check it, thresholds hit exactly included). bfloat16 (what bf16 autocast
+feeds the neurons) is stored as bfloat16 and computed in float, rounded to bfloat16 after
+every operation as PyTorch's CPU kernels do: spikes and dL/dx equal the oracle's bit for
+bit; the smooth surrogates run in float32/float64 only.
 
 The compiled library is cached under ``$TSPIKE_KERNEL_CACHE`` (default
 ``~/.cache/tspike_lab/kernels``), keyed by the source, the flags, the compiler and the
