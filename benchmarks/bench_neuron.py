@@ -28,6 +28,7 @@ OURS = "tspike MultiStepLIF (auto)"
 TRAINED = "tspike MultiStepLIF (auto; trainable a)"
 KERNEL = "tspike kernels.lif_seq (auto)"
 FLOOR = "memory-traffic floor"
+PREALLOCATED = "tspike C kernel (preallocated outputs)"
 
 
 def _ours(T):
@@ -112,6 +113,7 @@ PEERS = {
     OURS: (_ours, "ternary, STE, zero reset, fixed a = 1; the layer users build"),
     TRAINED: (_ours_trained, "the same with a trainable a (dL/da reduced in the kernel's backward)"),
     KERNEL: (_kernel, "ternary, kernels.lif_seq without an amplitude"),
+    PREALLOCATED: (None, "the same C kernel writing into buffers allocated once (no allocator, no autograd)"),
     "tspike MultiStepLIF (torch oracle)": (_oracle, "ternary, backend='torch': autograd through every step"),
     "tspike TernaryLeaky stepped": (_ternary_leaky, "ternary, our snnTorch-compatible neuron in a Python loop"),
     "snntorch Leaky stepped": (_snntorch, "binary, snnTorch default ATan surrogate, reset 'zero'"),
@@ -131,10 +133,34 @@ def floor_bytes_per_element(T: int) -> int:
     return 16 + 2 + (4 if T > 1 else 0)
 
 
+def _c_preallocated(x: torch.Tensor, g: torch.Tensor):
+    """The C kernel's forward and backward calls writing into buffers allocated once: its own speed."""
+    import ctypes
+
+    from tspike_lab.kernels import cpu, make_spec
+
+    spec = make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
+                     detach_reset=False)
+    lib = cpu.library()  # raises (reported as missing) where no C compiler works
+    x, g = x.detach().contiguous(), g.contiguous()
+    T, N = x.shape[0], x[0].numel()
+    b, gx = torch.empty_like(x), torch.empty_like(x)
+    code, u = torch.empty((T, N), dtype=torch.uint8), torch.empty((max(T - 1, 1), N))
+    args = cpu._args(spec, T, N, N, T - 1, T * N, 4)
+
+    def step():
+        lib.lif_fwd_f32(x.data_ptr(), b.data_ptr(), code.data_ptr(), u.data_ptr(), None, ctypes.byref(args))
+        lib.lif_bwd_f32(g.data_ptr(), code.data_ptr(), u.data_ptr(), gx.data_ptr(), None, None, ctypes.byref(args))
+
+    return step
+
+
 def _case_fn(peer: str, T: int, shape, seed: int = 0):
     torch.manual_seed(seed)
     x = (torch.randn(T, *shape) * 0.6).requires_grad_(True)
     g = torch.randn(T, *shape)
+    if peer == PREALLOCATED:
+        return _c_preallocated(x, g)
     fwd = PEERS[peer][0](T)
 
     def step():
@@ -228,8 +254,9 @@ def main(argv=None) -> int:
             del src, dst
             mem = {}
             if not args.no_memory:
-                cases = [{"peer": peer, "T": T, "shape": list(shape), "threads": threads} for peer in fns]
-                mem = dict(zip(fns, memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick,
+                cases = [{"peer": peer, "T": T, "shape": list(shape), "threads": threads} for peer in fns
+                         if peer != PREALLOCATED]  # its buffers exist before the measured step
+                mem = dict(zip([c["peer"] for c in cases], memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick,
                                                           repeats=1 if args.quick else args.memory_repeats)))
             ours_t = timings[OURS].best if OURS in timings else None
             ours_m = mem.get(OURS, {}).get("peak_mib")
@@ -249,11 +276,12 @@ def main(argv=None) -> int:
                 results.append({"size": size_name, "shape": shape, "T": T, "peer": peer, "best_s": t.best,
                                 "median_s": t.median, "peak_mib": peak})
             kernel_t = timings[KERNEL].best if KERNEL in timings else None
+            pre_t = timings[PREALLOCATED].best if PREALLOCATED in timings else None
             rate = floor_bytes_per_element(T) * n / floor / 1e9
             rows.append([f"memory-traffic floor ({floor_bytes_per_element(T)} B/elem)",
                          f"{ms(floor)} ({ms(timings[FLOOR].median)})", ratio(floor, ours_t), "-", "-",
                          f"a copy of those bytes, same rounds ({rate:.0f} GB/s): ours {ratio(ours_t, floor)}, "
-                         f"kernel alone {ratio(kernel_t, floor)}"])
+                         f"kernel alone {ratio(kernel_t, floor)}, preallocated {ratio(pre_t, floor)}"])
             results.append({"size": size_name, "shape": shape, "T": T, "peer": "floor", "best_s": floor})
             print(f"## {size_name}: B, C, H, W = {', '.join(map(str, shape))}; T = {T} ({n / 1e6:.1f} M elements)\n")
             print(markdown_table(["peer", "fwd+bwd ms", "x ours", "peak MiB", "x ours", "notes"], rows))
