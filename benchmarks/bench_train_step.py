@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown cases {sorted(unknown)}; allowed: {list(CASES)}")
 
-    print(f"# {arch} training step: forward + cross-entropy + backward + SGD, float32, CPU\n")
+    print(f"# {arch} training step: forward + cross-entropy + backward + SGD, CPU (float32; bf16 autocast where named)\n")
     for line in environment_lines():
         print(f"- {line}")
     print(f"- batch {batch}, {image}x{image} images, 10 classes; times: best of {rounds} interleaved rounds "
