@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from common import (copy_bandwidth, environment_lines, markdown_table, measure_peak, memory_in_subprocesses, ms,
-                    ratio, reexec_with_malloc_reuse, run_memory_cases, set_threads, time_interleaved)
+from common import (add_run_arguments, copy_bandwidth, environment_lines, markdown_table, measure_peak,
+                    memory_in_subprocesses, ms, ratio, start_run, time_interleaved)
 
 SIZES = {"cifar": (64, 128, 16, 16), "large": (32, 256, 32, 32), "tiny": (2, 4, 6, 6)}
 OURS = "tspike MultiStepLIF (auto)"
@@ -194,24 +194,11 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default=None, help="comma list of T (default 1,2,4,8)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per peer (default 10)")
     p.add_argument("--peers", default=None, help="comma list of peer names (default: all)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--memory-repeats", type=int, default=1,
-                   help="fresh processes per memory case, median kept (default 1; --quick: 1)")
-    p.add_argument("--jobs", type=int, default=2, help="memory subprocesses side by side")
-    p.add_argument("--malloc-reuse", action="store_true",
-                   help="time under a glibc allocator that reuses freed memory (see README); memory unaffected")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's; --quick: 1, robust on a loaded machine)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("--memory-cases", default=None, help=argparse.SUPPRESS)
+    add_run_arguments(p, memory_repeats=1, jobs=2)
     args = p.parse_args(argv)
-    if args.memory_cases:
-        run_memory_cases(json.loads(args.memory_cases), memory_case)
+    done, threads = start_run(args, memory_case)
+    if done:
         return 0
-    if args.malloc_reuse:
-        reexec_with_malloc_reuse()
-    threads = args.threads or (1 if args.quick else None)
-    set_threads(threads)
 
     sizes = [_parse_size(s) for s in (args.sizes or ("tiny" if args.quick else "cifar,large")).split(",")]
     steps = [int(t) for t in (args.steps or ("1,2" if args.quick else "1,2,4,8")).split(",")]
@@ -256,8 +243,9 @@ def main(argv=None) -> int:
             if not args.no_memory:
                 cases = [{"peer": peer, "T": T, "shape": list(shape), "threads": threads} for peer in fns
                          if peer != PREALLOCATED]  # its buffers exist before the measured step
-                mem = dict(zip([c["peer"] for c in cases], memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick,
-                                                          repeats=1 if args.quick else args.memory_repeats)))
+                peaks = memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick,
+                                               repeats=1 if args.quick else args.memory_repeats)
+                mem = dict(zip([c["peer"] for c in cases], peaks))
             ours_t = timings[OURS].best if OURS in timings else None
             ours_m = mem.get(OURS, {}).get("peak_mib")
             rows = []

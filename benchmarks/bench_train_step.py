@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import (environment_lines, markdown_table, measure_peak, memory_in_subprocesses, ms, ratio,
-                    reexec_with_malloc_reuse, run_memory_cases, set_threads, time_interleaved)
+from common import (add_run_arguments, environment_lines, markdown_table, measure_peak, memory_in_subprocesses, ms,
+                    ratio, start_run, time_interleaved)
 
 OURS = "tspike engine (auto)"
 OURS_BF16 = "tspike engine + bf16 autocast"
@@ -137,24 +137,11 @@ def main(argv=None) -> int:
     p.add_argument("--image", type=int, default=None, help="image side (default 32)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per case (default 5)")
     p.add_argument("--cases", default=None, help="comma list of case names (default: all)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--memory-repeats", type=int, default=3,
-                   help="fresh processes per memory case, median kept (default 3; --quick: 1)")
-    p.add_argument("--jobs", type=int, default=1, help="memory subprocesses side by side")
-    p.add_argument("--malloc-reuse", action="store_true",
-                   help="time under a glibc allocator that reuses freed memory (see README); memory unaffected")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's; --quick: 1, robust on a loaded machine)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("--memory-cases", default=None, help=argparse.SUPPRESS)
+    add_run_arguments(p, memory_repeats=3, jobs=1)
     args = p.parse_args(argv)
-    if args.memory_cases:
-        run_memory_cases(json.loads(args.memory_cases), memory_case)
+    done, threads = start_run(args, memory_case)
+    if done:
         return 0
-    if args.malloc_reuse:
-        reexec_with_malloc_reuse()
-    threads = args.threads or (1 if args.quick else None)
-    set_threads(threads)
 
     arch = args.arch or ("small" if args.quick else "resnet19")
     steps = [int(t) for t in (args.steps or ("2" if args.quick else "2,4")).split(",")]
@@ -166,7 +153,8 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown cases {sorted(unknown)}; allowed: {list(CASES)}")
 
-    print(f"# {arch} training step: forward + cross-entropy + backward + SGD, CPU (float32; bf16 autocast where named)\n")
+    print(f"# {arch} training step: forward + cross-entropy + backward + SGD, CPU "
+          "(float32; bf16 autocast where named)\n")
     for line in environment_lines():
         print(f"- {line}")
     print(f"- batch {batch}, {image}x{image} images, 10 classes; times: best of {rounds} interleaved rounds "

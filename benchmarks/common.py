@@ -15,6 +15,7 @@ includes setup). On CUDA the same harness would use ``torch.cuda.max_memory_allo
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
 import json
@@ -94,6 +95,35 @@ def reexec_with_malloc_reuse() -> None:
     env = dict(os.environ, **MALLOC_REUSE_ENV)
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+# -- command line shared by the scripts ---------------------------------------------------------------------
+
+def add_run_arguments(p, *, memory_repeats: int, jobs: int) -> None:
+    """The options every benchmark script takes besides its own sizes and cases."""
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--memory-repeats", type=int, default=memory_repeats,
+                   help=f"fresh processes per memory case, median kept (default {memory_repeats}; --quick: 1)")
+    p.add_argument("--jobs", type=int, default=jobs, help="memory subprocesses side by side")
+    p.add_argument("--malloc-reuse", action="store_true",
+                   help="time under a glibc allocator that reuses freed memory (see README); memory unaffected")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's; --quick: 1, robust on a loaded machine)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--memory-cases", default=None, help=argparse.SUPPRESS)
+
+
+def start_run(args, memory_case) -> tuple[bool, int | None]:
+    """``(done, threads)``: a ``--memory-cases`` child runs its cases and is done; otherwise restart
+    under the reusing allocator if asked, and set the torch threads."""
+    if args.memory_cases:
+        run_memory_cases(json.loads(args.memory_cases), memory_case)
+        return True, None
+    if args.malloc_reuse:
+        reexec_with_malloc_reuse()
+    threads = args.threads or (1 if args.quick else None)
+    set_threads(threads)
+    return False, threads
 
 
 # -- timing ---------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .layout import as_steps, empty_steps, match_steps
-from .spec import LIFSpec, save_forward
+from .spec import LIFSpec, run_fused, save_forward
 
 __all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "scaled_lif_seq_cpu", "amplitude_reason",
            "LIFSeqCPU", "ScaledLIFSeqCPU", "library"]
@@ -74,30 +74,6 @@ typedef struct {
 #define HAVE_STREAM 0
 #endif
 
-/* Copy a chunk from the L1 buffer to the output; with `stream`, non-temporal stores
-   (no read-for-ownership of lines that are only written: outputs larger than the cache). */
-static inline void store_f32(float *restrict dst, const float *restrict src, int64_t len, int stream) {
-    int64_t i = 0;
-#if HAVE_STREAM
-    if (stream) {
-        for (; i < len && ((uintptr_t)(dst + i) & 63); ++i) dst[i] = src[i];
-        for (; i + 16 <= len; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
-    }
-#endif
-    for (; i < len; ++i) dst[i] = src[i];
-}
-
-static inline void store_f64(double *restrict dst, const double *restrict src, int64_t len, int stream) {
-    int64_t i = 0;
-#if HAVE_STREAM
-    if (stream) {
-        for (; i < len && ((uintptr_t)(dst + i) & 63); ++i) dst[i] = src[i];
-        for (; i + 8 <= len; i += 8) _mm512_stream_pd(dst + i, _mm512_loadu_pd(src + i));
-    }
-#endif
-    for (; i < len; ++i) dst[i] = src[i];
-}
-
 static inline void store_u8(uint8_t *restrict dst, const uint8_t *restrict src, int64_t len, int stream) {
     int64_t i = 0;
 #if HAVE_STREAM
@@ -110,9 +86,11 @@ static inline void store_u8(uint8_t *restrict dst, const uint8_t *restrict src, 
     for (; i < len; ++i) dst[i] = src[i];
 }
 
-/* dst = src * a, a per element (av) or one value (A); the product of a spike and a is exact. */
-static inline void store_mul_f32(float *restrict dst, const float *restrict src, const float *restrict av,
-                                 float A, int64_t len, int stream) {
+/* Copy a chunk from the L1 buffer to the output times a, a per element (av) or one value (A;
+   1 for a plain store: exact). With `stream`, non-temporal stores (no read-for-ownership of
+   lines that are only written: outputs larger than the cache). */
+static inline void store_f32(float *restrict dst, const float *restrict src, const float *restrict av,
+                             float A, int64_t len, int stream) {
     int64_t i = 0;
 #if HAVE_STREAM
     if (stream) {
@@ -126,8 +104,8 @@ static inline void store_mul_f32(float *restrict dst, const float *restrict src,
     else for (; i < len; ++i) dst[i] = src[i] * A;
 }
 
-static inline void store_mul_f64(double *restrict dst, const double *restrict src, const double *restrict av,
-                                 double A, int64_t len, int stream) {
+static inline void store_f64(double *restrict dst, const double *restrict src, const double *restrict av,
+                             double A, int64_t len, int stream) {
     int64_t i = 0;
 #if HAVE_STREAM
     if (stream) {
@@ -159,13 +137,8 @@ static inline uint16_t f32_to_bf16(float f) {
 
 static inline float rnd_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
-static inline void store_bf16(uint16_t *restrict dst, const float *restrict src, int64_t len, int stream) {
-    (void)stream;
-    for (int64_t i = 0; i < len; ++i) dst[i] = f32_to_bf16(src[i]);
-}
-
-static inline void store_mul_bf16(uint16_t *restrict dst, const float *restrict src, const float *restrict av,
-                                  float A, int64_t len, int stream) {
+static inline void store_bf16(uint16_t *restrict dst, const float *restrict src, const float *restrict av,
+                              float A, int64_t len, int stream) {
     (void)stream;
     if (av) for (int64_t i = 0; i < len; ++i) dst[i] = f32_to_bf16(src[i] * av[i]);
     else for (int64_t i = 0; i < len; ++i) dst[i] = f32_to_bf16(src[i] * A);
@@ -255,7 +228,7 @@ static inline void chunk_amps_f64(double *restrict av, int32_t *restrict ch, con
     else { BWD_STEP(FT, FABS, LD, RND, RND(LD(G[i]) * A), SEXPR) }
 
 /* ds/dx of the smooth surrogates, x = u - th, in the operation order of surrogate.py. */
-#define DEFINE_KERNELS(ST, FT, SFX, FABS, EXP, STORE, SMUL, LD, RND)                                             \
+#define DEFINE_KERNELS(ST, FT, SFX, FABS, EXP, STORE, LD, RND)                                                   \
 static inline FT sg_##SFX(int sg, FT x, FT p, FT k, FT half_alpha) {                           \
     if (sg == SG_TRIANGLE) {                                                                   \
         FT v = (FT)1 - FABS(x) / p;                                                            \
@@ -303,8 +276,7 @@ void lif_fwd_##SFX(const ST *restrict x, ST *restrict b_out, uint8_t *restrict c
                     u[i] = v; b[i] = s;                                                        \
                 }                                                                              \
             }                                                                                  \
-            if (amp) SMUL(bt, b, per_channel ? av : 0, A, len, stream);                        \
-            else STORE(bt, b, len, stream);                                                    \
+            STORE(bt, b, per_channel ? av : 0, A, len, stream);  /* a * b, or b (A = 1) */      \
             if (code) {                                                                        \
                 uint8_t ct[CHUNK];                                                             \
                 if (ste && ternary) {                                                          \
@@ -319,7 +291,7 @@ void lif_fwd_##SFX(const ST *restrict x, ST *restrict b_out, uint8_t *restrict c
                 }                                                                              \
                 store_u8(code + t * N + n0, ct, len, stream);                                  \
             }                                                                                  \
-            if (u_out && t < ur) STORE(u_out + t * N + n0, u, len, stream);                    \
+            if (u_out && t < ur) STORE(u_out + t * N + n0, u, 0, (FT)1, len, stream);          \
         }                                                                                      \
         store_fence(stream);                                                                   \
     }                                                                                          \
@@ -366,7 +338,7 @@ void lif_bwd_##SFX(const ST *restrict g_out, const uint8_t *restrict code,      
                 }                                                                              \
                 BWD_STEP_AMP(FT, FABS, LD, RND, s[i])                                          \
             }                                                                                  \
-            STORE(gx, gn, len, stream);                                                        \
+            STORE(gx, gn, 0, (FT)1, len, stream);                                              \
         }                                                                                      \
         store_fence(stream);                                                                   \
         if (ga_part) {  /* this chunk's partial sums per amplitude, in double */               \
@@ -382,10 +354,10 @@ void lif_bwd_##SFX(const ST *restrict g_out, const uint8_t *restrict code,      
     }                                                                                          \
 }
 
-DEFINE_KERNELS(float, float, f32, fabsf, expf, store_f32, store_mul_f32, ID, ID)
-DEFINE_KERNELS(double, double, f64, fabs, exp, store_f64, store_mul_f64, ID, ID)
+DEFINE_KERNELS(float, float, f32, fabsf, expf, store_f32, ID, ID)
+DEFINE_KERNELS(double, double, f64, fabs, exp, store_f64, ID, ID)
 /* bfloat16: STE only (the smooth surrogates' chains of operations are not rounded here). */
-DEFINE_KERNELS(uint16_t, float, bf16, fabsf, expf, store_bf16, store_mul_bf16, bf16_to_f32, rnd_bf16)
+DEFINE_KERNELS(uint16_t, float, bf16, fabsf, expf, store_bf16, bf16_to_f32, rnd_bf16)
 """
 
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared",
@@ -650,11 +622,7 @@ class ScaledLIFSeqCPU(torch.autograd.Function):
 
 def lif_seq_cpu(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
     """``(b_seq, mem_seq or None)`` by the C kernel; saves state only where a gradient is wanted."""
-    if torch.is_grad_enabled() and x_seq.requires_grad:
-        out = LIFSeqCPU.apply(x_seq, spec, return_mem)
-        return (out[0], out[1]) if return_mem else (out, None)
-    b, _, _, mem = _forward(x_seq, spec, save=False, return_mem=return_mem)
-    return b, mem
+    return run_fused(LIFSeqCPU, _forward, x_seq, spec, return_mem)
 
 
 def scaled_lif_seq_cpu(x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec) -> torch.Tensor:

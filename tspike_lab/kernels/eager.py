@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .spec import LIFSpec, code_bits, save_forward
+from .spec import LIFSpec, code_bits, run_fused, save_forward
 
 __all__ = ["LIFSeqEager", "lif_seq_eager"]
 
@@ -90,8 +90,4 @@ class LIFSeqEager(torch.autograd.Function):
 
 def lif_seq_eager(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
     """``(b_seq, mem_seq or None)``; saves state only where a gradient is wanted."""
-    if torch.is_grad_enabled() and x_seq.requires_grad:
-        out = LIFSeqEager.apply(x_seq, spec, return_mem)
-        return (out[0], out[1]) if return_mem else (out, None)
-    b, _, _, mem = _forward(x_seq, spec, save=False, return_mem=return_mem)
-    return b, mem
+    return run_fused(LIFSeqEager, _forward, x_seq, spec, return_mem)

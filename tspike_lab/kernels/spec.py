@@ -35,7 +35,7 @@ import torch
 
 from .. import functional, surrogate
 
-__all__ = ["LIFSpec", "SURROGATE_CODES", "make_spec", "code_bits"]
+__all__ = ["LIFSpec", "SURROGATE_CODES", "make_spec", "code_bits", "save_forward", "run_fused"]
 
 # Surrogate classes the compiled kernels implement, with their parameter's name. Exact
 # types only: a subclass may override grad(), which a kernel cannot see.
@@ -125,3 +125,13 @@ def save_forward(ctx, spec: LIFSpec, b: torch.Tensor, code, u, mem, return_mem: 
         ctx.mark_non_differentiable(mem)
         return b, mem
     return b
+
+
+def run_fused(function, forward, x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool):
+    """``(b_seq, mem_seq or None)`` of a fused path: its autograd ``function`` where a gradient
+    is wanted, else its ``forward(x_seq, spec, save=False, return_mem=...)``, which saves nothing."""
+    if torch.is_grad_enabled() and x_seq.requires_grad:
+        out = function.apply(x_seq, spec, return_mem)
+        return (out[0], out[1]) if return_mem else (out, None)
+    b, _, _, mem = forward(x_seq, spec, save=False, return_mem=return_mem)
+    return b, mem

@@ -13,7 +13,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .layout import as_steps, empty_steps, match_steps
-from .spec import LIFSpec, save_forward
+from .spec import LIFSpec, run_fused, save_forward
 
 __all__ = ["available", "unavailable_reason", "supports", "lif_seq_triton", "LIFSeqTriton"]
 
@@ -129,8 +129,4 @@ class LIFSeqTriton(torch.autograd.Function):
 
 def lif_seq_triton(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
     """``(b_seq, mem_seq or None)`` by the Triton kernels; saves state only where a gradient is wanted."""
-    if torch.is_grad_enabled() and x_seq.requires_grad:
-        out = LIFSeqTriton.apply(x_seq, spec, return_mem)
-        return (out[0], out[1]) if return_mem else (out, None)
-    b, _, _, mem = _forward(x_seq, spec, save=False, return_mem=return_mem)
-    return b, mem
+    return run_fused(LIFSeqTriton, _forward, x_seq, spec, return_mem)
