@@ -187,10 +187,9 @@ class MultiStepLIF(SpikingLayer):
 
     def amplitude(self, ndim: int) -> torch.Tensor:
         """``a`` shaped to broadcast against a ``[T, B, C, ...]`` tensor of rank ``ndim``."""
-        a = self.graded_spikes_factor
-        if a.dim() == 0:
-            return a
-        return a.view(-1, *([1] * (ndim - 3)))
+        from .kernels import broadcast_amplitude
+
+        return broadcast_amplitude(self.graded_spikes_factor, ndim)
 
     def extra_repr(self) -> str:
         a = "per-channel" if self.num_channels else "per-layer"

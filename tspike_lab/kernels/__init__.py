@@ -31,7 +31,7 @@ from .. import functional, surrogate
 from . import cpu, eager, triton_lif
 from .spec import LIFSpec, make_spec
 
-__all__ = ["BACKENDS", "lif_seq", "select_backend", "backend_report", "make_spec", "LIFSpec"]
+__all__ = ["BACKENDS", "lif_seq", "select_backend", "backend_report", "make_spec", "LIFSpec", "broadcast_amplitude"]
 
 BACKENDS = ("auto", "torch", "fused", "fused_torch", "triton")
 
@@ -72,6 +72,12 @@ def backend_report() -> dict[str, str]:
         "fused": cpu.unavailable_reason() or "available",
         "triton": triton_lif.unavailable_reason() or "available",
     }
+
+
+def broadcast_amplitude(a: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``a`` (one value, or one per channel at dim 2) shaped to broadcast against a ``[T, B, C, ...]``
+    tensor of rank ``ndim``."""
+    return a if a.dim() == 0 else a.view(-1, *([1] * (ndim - 3)))
 
 
 def lif_seq(
@@ -131,7 +137,7 @@ def lif_seq(
     b_seq, mem_seq = _unscaled(chosen, x_seq, spec, beta, threshold, kind,
                                reset_mechanism, spike_grad, detach_reset, return_mem)
     if amplitude is not None:
-        b_seq = b_seq * (amplitude if amplitude.dim() == 0 else amplitude.view(-1, *([1] * (x_seq.dim() - 3))))
+        b_seq = b_seq * broadcast_amplitude(amplitude, x_seq.dim())
     return b_seq, mem_seq
 
 
