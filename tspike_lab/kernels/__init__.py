@@ -134,21 +134,14 @@ def lif_seq(
     if (chosen == "fused" and amplitude is not None and not return_mem
             and cpu.amplitude_reason(x_seq, amplitude) is None):
         return cpu.scaled_lif_seq_cpu(x_seq, amplitude, spec), None
-    b_seq, mem_seq = _unscaled(chosen, x_seq, spec, beta, threshold, kind,
-                               reset_mechanism, spike_grad, detach_reset, return_mem)
-    if amplitude is not None:
-        b_seq = b_seq * broadcast_amplitude(amplitude, x_seq.dim())
-    return b_seq, mem_seq
-
-
-def _unscaled(chosen, x_seq, spec, beta, threshold, kind, reset_mechanism, spike_grad, detach_reset, return_mem):
     if chosen == "torch":
         b_seq, mem_seq = functional.lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
                                             reset_mechanism=reset_mechanism, spike_grad=spike_grad,
                                             detach_reset=detach_reset)
-        return b_seq, (mem_seq if return_mem else None)
-    if chosen == "fused":
-        return cpu.lif_seq_cpu(x_seq, spec, return_mem)
-    if chosen == "triton":
-        return triton_lif.lif_seq_triton(x_seq, spec, return_mem)
-    return eager.lif_seq_eager(x_seq, spec, return_mem)
+        mem_seq = mem_seq if return_mem else None
+    else:
+        fused = {"fused": cpu.lif_seq_cpu, "triton": triton_lif.lif_seq_triton, "fused_torch": eager.lif_seq_eager}
+        b_seq, mem_seq = fused[chosen](x_seq, spec, return_mem)
+    if amplitude is not None:
+        b_seq = b_seq * broadcast_amplitude(amplitude, x_seq.dim())
+    return b_seq, mem_seq

@@ -154,45 +154,31 @@ static inline void store_fence(int stream) {
     (void)stream;
 #endif
 }
+
 /* The amplitude of each element of the chunk at step offset n0: av[i] = amp[c], c = ((n0 + i) / div) % mod,
    written in runs of constant c (no division per element). With ch, also the index c. */
-static inline void chunk_amps_f32(float *restrict av, int32_t *restrict ch, const float *restrict amp,
-                                  int64_t n0, int64_t len, int64_t div, int64_t mod) {
-    int64_t r = n0 % div, c = (n0 / div) % mod;
-    if (div == 1 && !ch) {  /* channels last: one period of mod values, then copies of it */
-        const int64_t period = mod < len ? mod : len;
-        for (int64_t i = 0; i < period; ++i) { av[i] = amp[c]; if (++c == mod) c = 0; }
-        for (int64_t i = period; i < len; i += period)
-            memcpy(av + i, av, (size_t)(len - i < period ? len - i : period) * sizeof(float));
-        return;
-    }
-    for (int64_t i = 0; i < len;) {
-        int64_t run = div - r < len - i ? div - r : len - i;
-        const float v = amp[c];
-        for (int64_t j = 0; j < run; ++j) av[i + j] = v;
-        if (ch) for (int64_t j = 0; j < run; ++j) ch[i + j] = (int32_t)c;
-        i += run; r = 0; if (++c == mod) c = 0;
-    }
+#define DEFINE_CHUNK_AMPS(FT, SFX)                                                                  \
+static inline void chunk_amps_##SFX(FT *restrict av, int32_t *restrict ch, const FT *restrict amp,  \
+                                    int64_t n0, int64_t len, int64_t div, int64_t mod) {           \
+    int64_t r = n0 % div, c = (n0 / div) % mod;                                                     \
+    if (div == 1 && !ch) {  /* channels last: one period of mod values, then copies of it */        \
+        const int64_t period = mod < len ? mod : len;                                               \
+        for (int64_t i = 0; i < period; ++i) { av[i] = amp[c]; if (++c == mod) c = 0; }             \
+        for (int64_t i = period; i < len; i += period)                                              \
+            memcpy(av + i, av, (size_t)(len - i < period ? len - i : period) * sizeof(FT));         \
+        return;                                                                                     \
+    }                                                                                               \
+    for (int64_t i = 0; i < len;) {                                                                 \
+        int64_t run = div - r < len - i ? div - r : len - i;                                        \
+        const FT v = amp[c];                                                                        \
+        for (int64_t j = 0; j < run; ++j) av[i + j] = v;                                            \
+        if (ch) for (int64_t j = 0; j < run; ++j) ch[i + j] = (int32_t)c;                           \
+        i += run; r = 0; if (++c == mod) c = 0;                                                     \
+    }                                                                                               \
 }
 
-static inline void chunk_amps_f64(double *restrict av, int32_t *restrict ch, const double *restrict amp,
-                                  int64_t n0, int64_t len, int64_t div, int64_t mod) {
-    int64_t r = n0 % div, c = (n0 / div) % mod;
-    if (div == 1 && !ch) {  /* channels last: one period of mod values, then copies of it */
-        const int64_t period = mod < len ? mod : len;
-        for (int64_t i = 0; i < period; ++i) { av[i] = amp[c]; if (++c == mod) c = 0; }
-        for (int64_t i = period; i < len; i += period)
-            memcpy(av + i, av, (size_t)(len - i < period ? len - i : period) * sizeof(double));
-        return;
-    }
-    for (int64_t i = 0; i < len;) {
-        int64_t run = div - r < len - i ? div - r : len - i;
-        const double v = amp[c];
-        for (int64_t j = 0; j < run; ++j) av[i + j] = v;
-        if (ch) for (int64_t j = 0; j < run; ++j) ch[i + j] = (int32_t)c;
-        i += run; r = 0; if (++c == mod) c = 0;
-    }
-}
+DEFINE_CHUNK_AMPS(float, f32)
+DEFINE_CHUNK_AMPS(double, f64)
 
 #define SG_STE 0
 #define SG_TRIANGLE 1
@@ -512,21 +498,18 @@ def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int,
 
 
 def amplitude_reason(x_seq: torch.Tensor, amplitude: torch.Tensor) -> str | None:
-    """None if the kernel can multiply by ``amplitude`` itself (one a, or one per channel at dim 2).
+    """None if the kernel can multiply by ``amplitude`` itself, else why not.
 
-    The output must have the oracle's dtype: ``a`` of the input's dtype, or (bfloat16 input) a
-    scalar ``a`` of float32, which PyTorch multiplies in float32 and rounds to bfloat16.
+    ``amplitude`` is one a or one per channel at dim 2 (:func:`tspike_lab.kernels.lif_seq` checks
+    the shape). The output must have the oracle's dtype: ``a`` of the input's dtype, or (bfloat16
+    input) a scalar ``a`` of float32, which PyTorch multiplies in float32 and rounds to bfloat16.
     """
     if amplitude.device != x_seq.device:
         return f"amplitude is on {amplitude.device}, the input on {x_seq.device}"
     scalar_f32 = x_seq.dtype == torch.bfloat16 and amplitude.dim() == 0 and amplitude.dtype == torch.float32
     if amplitude.dtype != x_seq.dtype and not scalar_f32:
         return f"amplitude is {amplitude.dtype}, the input {x_seq.dtype}"
-    if amplitude.dim() == 0:
-        return None
-    if amplitude.dim() == 1 and x_seq.dim() >= 3 and amplitude.shape[0] == x_seq.shape[2]:
-        return None
-    return f"amplitude must be a scalar or one value per channel (dim 2), got shape {tuple(amplitude.shape)}"
+    return None
 
 
 def _compute_amp(amp: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
