@@ -49,6 +49,9 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 # cache anyway, and streaming skips reading every line before overwriting it.
 STREAM_BYTES = int(os.environ.get("TSPIKE_STREAM_BYTES", 32 * 2**20))
 CHUNK = 4096  # neurons per block, as ``#define CHUNK`` in the C source
+# float32 on a CPU with AVX-512: the forward and the STE backward run as one vectorised pass per
+# step (same operations, same bits). False runs the portable loops (the tests compare the two).
+SIMD = True
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -62,7 +65,7 @@ typedef struct {
     int64_t u_rows;    /* leading steps of u written forward / read backward */
     int64_t a_div, a_mod;  /* amplitude index of step offset n: (n / a_div) % a_mod (mod 1: one a) */
     double beta, threshold, sg_param;
-    int32_t ternary, subtract, detach, sg, threads, stream;
+    int32_t ternary, subtract, detach, sg, threads, stream, simd;
 } lif_args;
 
 #define CHUNK 4096
@@ -340,10 +343,171 @@ void lif_bwd_##SFX(const ST *restrict g_out, const uint8_t *restrict code,      
     }                                                                                          \
 }
 
-DEFINE_KERNELS(float, float, f32, fabsf, expf, store_f32, ID, ID)
+#define chunk_amps_f32g chunk_amps_f32
+DEFINE_KERNELS(float, float, f32g, fabsf, expf, store_f32, ID, ID)
 DEFINE_KERNELS(double, double, f64, fabs, exp, store_f64, ID, ID)
 /* bfloat16: STE only (the smooth surrogates' chains of operations are not rounded here). */
 DEFINE_KERNELS(uint16_t, float, bf16, fabsf, expf, store_bf16, bf16_to_f32, rnd_bf16)
+
+/* float32 on AVX-512: the forward (every option) and the STE backward in one pass per step, the
+   same operations in the same order as the generic code above (so the same bits), with the
+   outputs written straight from registers (non-temporal where `stream` and aligned). */
+#if HAVE_STREAM
+#define ALIGNED(p, n) ((p) && !((uintptr_t)(p) & ((n) - 1)))
+
+static inline void put_ps(float *p, __m512 v, __mmask16 m, int full, int nt) {
+    if (!full) _mm512_mask_storeu_ps(p, m, v);
+    else if (nt) _mm512_stream_ps(p, v);
+    else _mm512_storeu_ps(p, v);
+}
+
+static inline __m512 get_ps(const float *p, __mmask16 m, int full) {
+    return full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+
+static void lif_fwd_f32_simd(const float *restrict x, float *restrict b_out, uint8_t *restrict code,
+                             float *restrict u_out, const float *restrict amp, const lif_args *a) {
+    const int64_t T = a->T, N = a->N, xs = a->x_stride, ur = a->u_rows;
+    const float th = (float)a->threshold, lim = (float)a->sg_param * th;
+    const int ternary = a->ternary, subtract = a->subtract, ste = a->sg == SG_STE, binary_win = ste && !ternary;
+    const int stream = a->stream, per_channel = amp && a->a_mod > 1;
+    const __m512 vbeta = _mm512_set1_ps((float)a->beta), vth = _mm512_set1_ps(th), vnth = _mm512_set1_ps(-th);
+    const __m512 vlim = _mm512_set1_ps(lim), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const __m512 vA = _mm512_set1_ps(amp ? amp[0] : 1.0f);
+    const __m512i i1 = _mm512_set1_epi32(1), i4 = _mm512_set1_epi32(4);
+    const int64_t nchunks = (N + CHUNK - 1) / CHUNK;
+    _Pragma("omp parallel for schedule(static) num_threads(a->threads)")
+    for (int64_t c = 0; c < nchunks; ++c) {
+        const int64_t n0 = c * CHUNK, len = N - n0 < CHUNK ? N - n0 : CHUNK;
+        float U[CHUNK] __attribute__((aligned(64))), B[CHUNK] __attribute__((aligned(64)));
+        float av[CHUNK] __attribute__((aligned(64)));
+        for (int64_t i = 0; i < CHUNK; ++i) { U[i] = 0; B[i] = 0; }
+        if (per_channel) chunk_amps_f32(av, 0, amp, n0, len, a->a_div, a->a_mod);
+        for (int64_t t = 0; t < T; ++t) {
+            const float *restrict xt = x + t * xs + n0;
+            float *restrict bt = b_out + t * N + n0;
+            uint8_t *restrict ct = code ? code + t * N + n0 : 0;
+            float *restrict ut = (u_out && t < ur) ? u_out + t * N + n0 : 0;
+            const int nt_b = stream && ALIGNED(bt, 64), nt_u = stream && ALIGNED(ut, 64);
+            const int nt_c = stream && ALIGNED(ct, 16);
+            for (int64_t i = 0; i < len; i += 16) {
+                const int full = len - i >= 16;
+                const __mmask16 m = full ? (__mmask16)0xFFFF : (__mmask16)((1u << (len - i)) - 1);
+                const __m512 u = _mm512_load_ps(U + i), b = _mm512_load_ps(B + i), xv = get_ps(xt + i, m, full);
+                const __m512 v = subtract
+                    ? _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(vbeta, u), _mm512_mul_ps(b, vth)), xv)
+                    : _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(vbeta, u), _mm512_sub_ps(one, _mm512_abs_ps(b))), xv);
+                const __mmask16 mp = _mm512_cmp_ps_mask(v, vth, _CMP_GE_OQ);
+                const __mmask16 mn = ternary ? _mm512_cmp_ps_mask(v, vnth, _CMP_LE_OQ) : 0;
+                const __m512 s = _mm512_sub_ps(_mm512_maskz_mov_ps(mp, one), _mm512_maskz_mov_ps(mn, one));
+                _mm512_store_ps(U + i, v);
+                _mm512_store_ps(B + i, s);
+                put_ps(bt + i, _mm512_mul_ps(s, per_channel ? _mm512_load_ps(av + i) : vA), m, full, nt_b);
+                if (ct) {
+                    __mmask16 win = 0;
+                    if (ternary && ste) win = _mm512_cmp_ps_mask(_mm512_abs_ps(v), vlim, _CMP_LE_OQ);
+                    else if (binary_win)
+                        win = _mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) & _mm512_cmp_ps_mask(v, vlim, _CMP_LE_OQ);
+                    __m512i ci = _mm512_mask_add_epi32(i1, mp, i1, i1);
+                    ci = _mm512_mask_sub_epi32(ci, mn, ci, i1);
+                    ci = _mm512_mask_or_epi32(ci, win, ci, i4);
+                    if (!full) _mm512_mask_cvtepi32_storeu_epi8(ct + i, m, ci);
+                    else if (nt_c) _mm_stream_si128((__m128i *)(ct + i), _mm512_cvtepi32_epi8(ci));
+                    else _mm_storeu_si128((__m128i *)(ct + i), _mm512_cvtepi32_epi8(ci));
+                }
+                if (ut) put_ps(ut + i, v, m, full, nt_u);
+            }
+        }
+        store_fence(stream);
+    }
+}
+
+static void lif_bwd_f32_ste_simd(const float *restrict g_out, const uint8_t *restrict code,
+                                 const float *restrict u_in, float *restrict g_x, const float *restrict amp,
+                                 double *restrict ga_part, const lif_args *a) {
+    const int64_t T = a->T, N = a->N, ur = a->u_rows;
+    const int subtract = a->subtract, detach = a->detach;
+    const int stream = a->stream, per_channel = amp && a->a_mod > 1;
+    const __m512 vbeta = _mm512_set1_ps((float)a->beta), vth = _mm512_set1_ps((float)a->threshold);
+    const __m512 one = _mm512_set1_ps(1.0f), keep = _mm512_set1_ps(detach ? 0.0f : 1.0f);
+    const __m512 vA = _mm512_set1_ps(amp ? amp[0] : 1.0f), sign = _mm512_set1_ps(-0.0f);
+    const __m512i i1 = _mm512_set1_epi32(1), i3 = _mm512_set1_epi32(3);
+    const int64_t nchunks = (N + CHUNK - 1) / CHUNK;
+    _Pragma("omp parallel for schedule(static) num_threads(a->threads)")
+    for (int64_t c = 0; c < nchunks; ++c) {
+        const int64_t n0 = c * CHUNK, len = N - n0 < CHUNK ? N - n0 : CHUNK;
+        float GN[CHUNK] __attribute__((aligned(64))), GA[CHUNK] __attribute__((aligned(64)));
+        float av[CHUNK] __attribute__((aligned(64)));
+        int32_t ch[CHUNK];
+        for (int64_t i = 0; i < CHUNK; ++i) GN[i] = 0;
+        if (ga_part) for (int64_t i = 0; i < CHUNK; ++i) GA[i] = 0;
+        if (per_channel) chunk_amps_f32(av, ga_part ? ch : 0, amp, n0, len, a->a_div, a->a_mod);
+        for (int64_t t = T - 1; t >= 0; --t) {
+            const uint8_t *restrict ct = code + t * N + n0;
+            const float *restrict G = g_out + t * N + n0;
+            const float *restrict ut = t < ur ? u_in + t * N + n0 : 0;
+            float *restrict gx = g_x + t * N + n0;
+            const int nt = stream && ALIGNED(gx, 64), reset_u = !subtract && !detach && ut;
+            for (int64_t i = 0; i < len; i += 16) {
+                const int full = len - i >= 16;
+                const __mmask16 m = full ? (__mmask16)0xFFFF : (__mmask16)((1u << (len - i)) - 1);
+                __m128i c8;
+                if (full) c8 = _mm_loadu_si128((const __m128i *)(ct + i));
+                else { uint8_t tmp[16] = {0}; memcpy(tmp, ct + i, (size_t)(len - i)); c8 = _mm_loadu_si128((const __m128i *)tmp); }
+                const __m512i ci = _mm512_cvtepu8_epi32(c8);
+                const __m512 b = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(ci, i3), i1));
+                const __m512 s = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(ci, 2), i1));
+                const __m512 G0 = get_ps(G + i, m, full), gn = _mm512_load_ps(GN + i);
+                if (ga_part) _mm512_store_ps(GA + i, _mm512_add_ps(_mm512_load_ps(GA + i), _mm512_mul_ps(G0, b)));
+                const __m512 gexpr = !amp ? G0 : _mm512_mul_ps(G0, per_channel ? _mm512_load_ps(av + i) : vA);
+                __m512 out;
+                if (subtract) {
+                    const __m512 gb = _mm512_add_ps(gexpr, _mm512_mul_ps(keep, _mm512_mul_ps(_mm512_xor_ps(gn, sign), vth)));
+                    out = _mm512_add_ps(_mm512_mul_ps(gb, s), _mm512_mul_ps(gn, vbeta));
+                } else {
+                    const __m512 decay = _mm512_mul_ps(_mm512_mul_ps(gn, _mm512_sub_ps(one, _mm512_abs_ps(b))), vbeta);
+                    __m512 gb = gexpr;
+                    if (reset_u) {
+                        const __m512 uv = get_ps(ut + i, m, full);
+                        const __m512 r = _mm512_xor_ps(_mm512_mul_ps(gn, _mm512_mul_ps(vbeta, uv)), sign);
+                        gb = _mm512_add_ps(gexpr, _mm512_mul_ps(r, b));
+                    }
+                    out = _mm512_add_ps(_mm512_mul_ps(gb, s), decay);
+                }
+                _mm512_store_ps(GN + i, out);
+                put_ps(gx + i, out, m, full, nt);
+            }
+        }
+        store_fence(stream);
+        if (ga_part) {
+            double *restrict part = ga_part + c * a->a_mod;
+            if (per_channel) {
+                for (int64_t i = 0; i < len; ++i) part[ch[i]] += (double)GA[i];
+            } else {
+                double sum = 0;
+                for (int64_t i = 0; i < len; ++i) sum += (double)GA[i];
+                part[0] = sum;
+            }
+        }
+    }
+}
+#endif
+
+void lif_fwd_f32(const float *restrict x, float *restrict b_out, uint8_t *restrict code, float *restrict u_out,
+                 const float *restrict amp, const lif_args *a) {
+#if HAVE_STREAM
+    if (a->simd) { lif_fwd_f32_simd(x, b_out, code, u_out, amp, a); return; }
+#endif
+    lif_fwd_f32g(x, b_out, code, u_out, amp, a);
+}
+
+void lif_bwd_f32(const float *restrict g_out, const uint8_t *restrict code, const float *restrict u_in,
+                 float *restrict g_x, const float *restrict amp, double *restrict ga_part, const lif_args *a) {
+#if HAVE_STREAM
+    if (a->simd && a->sg == SG_STE) { lif_bwd_f32_ste_simd(g_out, code, u_in, g_x, amp, ga_part, a); return; }
+#endif
+    lif_bwd_f32g(g_out, code, u_in, g_x, amp, ga_part, a);
+}
 """
 
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared",
@@ -356,7 +520,7 @@ class _Args(ctypes.Structure):
         ("a_div", ctypes.c_int64), ("a_mod", ctypes.c_int64),
         ("beta", ctypes.c_double), ("threshold", ctypes.c_double), ("sg_param", ctypes.c_double),
         ("ternary", ctypes.c_int32), ("subtract", ctypes.c_int32), ("detach", ctypes.c_int32),
-        ("sg", ctypes.c_int32), ("threads", ctypes.c_int32), ("stream", ctypes.c_int32),
+        ("sg", ctypes.c_int32), ("threads", ctypes.c_int32), ("stream", ctypes.c_int32), ("simd", ctypes.c_int32),
     ]
 
 
@@ -494,7 +658,7 @@ def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int,
           amp_index: tuple[int, int] = (1 << 62, 1)) -> _Args:
     return _Args(T, N, x_stride, u_rows, amp_index[0], amp_index[1], spec.beta, spec.threshold, spec.sg_param,
                  int(spec.ternary), int(not spec.zero_reset), int(spec.detach_reset), spec.sg_code,
-                 _threads(numel), int(numel * itemsize >= STREAM_BYTES))
+                 _threads(numel), int(numel * itemsize >= STREAM_BYTES), int(SIMD))
 
 
 def amplitude_reason(x_seq: torch.Tensor, amplitude: torch.Tensor) -> str | None:
