@@ -3,11 +3,13 @@
     python benchmarks/bench_neuron.py                   # CIFAR-sized and large layers, T in 1 2 4 8
     python benchmarks/bench_neuron.py --quick           # a tiny end-to-end run (the tests use it)
     python benchmarks/bench_neuron.py --sizes 64x128x16x16 --steps 4 --rounds 20
+    python benchmarks/bench_neuron.py --device cuda     # on a GPU: our Triton kernels, HBM floor
 
 Every peer gets the same input ``x [T, B, C, H, W]`` (float32, requires grad) and the same
 output gradient, in one process; a peer that does not import is listed as "missing".
 The memory-traffic floor is derived in benchmarks/README.md: the bytes a fused ternary
-neuron must move in forward+backward over the copy bandwidth measured here.
+neuron must move in forward+backward over the copy bandwidth measured here (on a GPU:
+device memory, a copy on the GPU; ours then runs the Triton kernels).
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from common import (add_run_arguments, copy_bandwidth, environment_lines, markdown_table, measure_peak,
-                    memory_in_subprocesses, ms, ratio, start_run, time_interleaved)
+from common import (add_run_arguments, copy_bandwidth, cuda_peak, environment_lines, markdown_table, measure_peak,
+                    memory_in_subprocesses, ms, ratio, resolve_device, start_run, synchronizer, time_interleaved)
 
 SIZES = {"cifar": (64, 128, 16, 16), "large": (32, 256, 32, 32), "tiny": (2, 4, 6, 6)}
 OURS = "tspike MultiStepLIF (auto)"
@@ -30,29 +32,31 @@ KERNEL = "tspike kernels.lif_seq (auto)"
 FLOOR = "memory-traffic floor"
 PREALLOCATED = "tspike C kernel (preallocated outputs)"
 
+# Every builder takes (T, device) and returns a function of x [T, B, C, H, W].
 
-def _ours(T):
+
+def _ours(T, device):
     from tspike_lab.neurons import MultiStepLIF
 
-    return MultiStepLIF("ternary")
+    return MultiStepLIF("ternary").to(device)
 
 
-def _ours_trained(T):
+def _ours_trained(T, device):
     from tspike_lab.neurons import MultiStepLIF
 
-    return MultiStepLIF("ternary", learn_graded_spikes_factor=True)
+    return MultiStepLIF("ternary", learn_graded_spikes_factor=True).to(device)
 
 
-def _kernel(T):
+def _kernel(T, device):
     from tspike_lab import kernels
 
     return lambda x: kernels.lif_seq(x)[0]
 
 
-def _oracle(T):
+def _oracle(T, device):
     from tspike_lab.neurons import MultiStepLIF
 
-    return MultiStepLIF("ternary", backend="torch")
+    return MultiStepLIF("ternary", backend="torch").to(device)
 
 
 def _stepped(neuron):
@@ -67,20 +71,20 @@ def _stepped(neuron):
     return run
 
 
-def _ternary_leaky(T):
+def _ternary_leaky(T, device):
     from tspike_lab import TernaryLeaky
 
-    return _stepped(TernaryLeaky())
+    return _stepped(TernaryLeaky().to(device))
 
 
-def _snntorch(T):
+def _snntorch(T, device):
     import snntorch as snn
 
-    return _stepped(snn.Leaky(beta=0.25, threshold=0.5, reset_mechanism="zero"))
+    return _stepped(snn.Leaky(beta=0.25, threshold=0.5, reset_mechanism="zero").to(device))
 
 
 def _sj_node(cls_name):
-    def make(T):
+    def make(T, device):
         from spikingjelly.activation_based import neuron
 
         if not hasattr(neuron, cls_name):
@@ -92,7 +96,7 @@ def _sj_node(cls_name):
         kw = dict(tau=4 / 3, decay_input=False, v_threshold=0.5, v_reset=0.0, step_mode="m")
         if "backend" in inspect.signature(cls.__init__).parameters:
             kw["backend"] = "torch"
-        node = cls(**kw)
+        node = cls(**kw).to(device)
 
         def run(x):
             node.reset()
@@ -103,10 +107,10 @@ def _sj_node(cls_name):
     return make
 
 
-def _lifact(T):
+def _lifact(T, device):
     from lifact import LIFAct
 
-    return LIFAct(T)
+    return LIFAct(T).to(device)
 
 
 PEERS = {
@@ -155,13 +159,15 @@ def _c_preallocated(x: torch.Tensor, g: torch.Tensor):
     return step
 
 
-def _case_fn(peer: str, T: int, shape, seed: int = 0):
+def _case_fn(peer: str, T: int, shape, seed: int = 0, device=torch.device("cpu")):
     torch.manual_seed(seed)
-    x = (torch.randn(T, *shape) * 0.6).requires_grad_(True)
-    g = torch.randn(T, *shape)
+    x = (torch.randn(T, *shape) * 0.6).to(device).requires_grad_(True)
+    g = torch.randn(T, *shape).to(device)
     if peer == PREALLOCATED:
+        if device.type != "cpu":
+            raise RuntimeError("the C kernel runs on the CPU (on CUDA, ours is the Triton kernels)")
         return _c_preallocated(x, g)
-    fwd = PEERS[peer][0](T)
+    fwd = PEERS[peer][0](T, device)
 
     def step():
         out = fwd(x)
@@ -199,6 +205,9 @@ def main(argv=None) -> int:
     done, threads = start_run(args, memory_case)
     if done:
         return 0
+    device = resolve_device(p, args.device)
+    sync = synchronizer(device)
+    where = "CPU" if device.type == "cpu" else f"CUDA ({torch.cuda.get_device_name(device)})"
 
     sizes = [_parse_size(s) for s in (args.sizes or ("tiny" if args.quick else "cifar,large")).split(",")]
     steps = [int(t) for t in (args.steps or ("1,2" if args.quick else "1,2,4,8")).split(",")]
@@ -209,13 +218,13 @@ def main(argv=None) -> int:
         p.error(f"unknown peers {sorted(unknown)}; allowed: {list(PEERS)}")
 
     copy_sizes = (16 * 2**20,) if args.quick else (256 * 2**20, 2**30)
-    bw = copy_bandwidth(copy_sizes)
-    print("# Multi-step LIF layer: forward+backward, float32, CPU\n")
+    bw = copy_bandwidth(copy_sizes, device=device)
+    print(f"# Multi-step LIF layer: forward+backward, float32, {where}\n")
     for line in environment_lines(["spikingjelly"]):
         print(f"- {line}")
     print(f"- copy bandwidth (read+write, best of {' and '.join(f'{n // 2**20} MiB' for n in copy_sizes)} copies): "
           f"{bw['warm'] / 1e9:.1f} GB/s into an existing tensor, {bw['fresh'] / 1e9:.1f} GB/s into a new one "
-          "(page faults included)")
+          + ("(page faults included)" if device.type == "cpu" else "(from the caching allocator)"))
     print(f"- times: best of {rounds} interleaved rounds (median in brackets), ms; "
           "'x ours' = peer / ours (above 1: ours is faster or smaller)\n")
 
@@ -225,7 +234,7 @@ def main(argv=None) -> int:
             fns, missing = {}, {}
             for peer in peers:
                 try:
-                    fns[peer] = _case_fn(peer, T, shape)
+                    fns[peer] = _case_fn(peer, T, shape, device=device)
                 except Exception as e:  # noqa: BLE001 - not installed, or fails to build: reported, not dropped
                     missing[peer] = f"{type(e).__name__}: {e}"
             n = T * shape[0] * shape[1] * shape[2] * shape[3]
@@ -233,14 +242,18 @@ def main(argv=None) -> int:
             # that reads and writes the floor's bytes, so the machine's state at that moment
             # (other tenants, frequency) falls on the floor and the peers alike.
             half = floor_bytes_per_element(T) * n // 8  # float32 elements read = written
-            src, dst = torch.ones(half), torch.empty(half)
+            src, dst = torch.ones(half, device=device), torch.empty(half, device=device)
             fns[FLOOR] = lambda: dst.copy_(src)
-            timings = time_interleaved(fns, rounds=rounds, warmup=1)
+            timings = time_interleaved(fns, rounds=rounds, warmup=1, sync=sync)
             del fns[FLOOR]
             floor = timings[FLOOR].best
             del src, dst
             mem = {}
-            if not args.no_memory:
+            if not args.no_memory and device.type == "cuda":
+                for peer in fns:  # the caching allocator's peak, in this process
+                    if peer != PREALLOCATED:
+                        mem[peer] = cuda_peak(_case_fn(peer, T, shape, device=device), device)
+            elif not args.no_memory:
                 cases = [{"peer": peer, "T": T, "shape": list(shape), "threads": threads} for peer in fns
                          if peer != PREALLOCATED]  # its buffers exist before the measured step
                 peaks = memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick,
@@ -277,7 +290,7 @@ def main(argv=None) -> int:
             sys.stdout.flush()
     print("- load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if args.json:
-        args.json.write_text(json.dumps({"bandwidth": bw, "results": results}, indent=1))
+        args.json.write_text(json.dumps({"device": str(device), "bandwidth": bw, "results": results}, indent=1))
     return 0
 
 

@@ -11,7 +11,9 @@ reads ``VmRSS``; after one forward+backward (or training step) it reads ``VmHWM`
 difference is the extra resident memory the step needed at its peak: everything the
 step allocated and touched, PyTorch's and Python's alike, and nothing that existed
 before it. Without ``clear_refs`` it falls back to ``ru_maxrss`` (an upper bound that
-includes setup). On CUDA the same harness would use ``torch.cuda.max_memory_allocated``.
+includes setup). On CUDA (``--device cuda``) every case runs in this process: the peak
+is ``torch.cuda.max_memory_allocated`` over one step minus what was allocated before it,
+and every timed call ends with ``torch.cuda.synchronize()``.
 """
 from __future__ import annotations
 
@@ -110,7 +112,37 @@ def add_run_arguments(p, *, memory_repeats: int, jobs: int) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's; --quick: 1, robust on a loaded machine)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--device", default="auto",
+                   help="'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--memory-cases", default=None, help=argparse.SUPPRESS)
+
+
+def resolve_device(p, value: str):
+    """The torch device for ``--device``; a bad value or an absent GPU is a usage error naming both."""
+    import torch
+
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(value)
+    except RuntimeError:
+        p.error(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+    if dev.type not in ("cpu", "cuda"):
+        p.error(f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {value!r}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        p.error(f"--device {value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def synchronizer(device):
+    """A function that waits for ``device`` (CUDA kernels run asynchronously), or None on the CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return lambda: torch.cuda.synchronize(device)
 
 
 def start_run(args, memory_case) -> tuple[bool, int | None]:
@@ -141,21 +173,28 @@ class Timing:
         return statistics.median(self.times)
 
 
-def time_interleaved(fns: dict, *, rounds: int, warmup: int = 1) -> dict[str, Timing]:
-    """Seconds per call of each ``fns[name]()``, peers interleaved within every round."""
+def time_interleaved(fns: dict, *, rounds: int, warmup: int = 1, sync=None) -> dict[str, Timing]:
+    """Seconds per call of each ``fns[name]()``, peers interleaved within every round.
+
+    ``sync`` (CUDA: :func:`synchronizer`) runs before the clock starts and inside the timed span
+    after the call, so a call's time is the time until its kernels have finished.
+    """
+    sync = sync or (lambda: None)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     out = {name: Timing() for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             out[name].times.append(time.perf_counter() - t0)
     return out
 
 
-def copy_bandwidth(sizes=(256 * 2**20, 2**30), rounds: int = 10) -> dict[str, float]:
+def copy_bandwidth(sizes=(256 * 2**20, 2**30), rounds: int = 10, device=None) -> dict[str, float]:
     """Bytes per second of a large float32 tensor copy, counting the read and the write.
 
     ``warm``: into an existing tensor (``dst.copy_(src)``), the memory system's rate;
@@ -164,12 +203,13 @@ def copy_bandwidth(sizes=(256 * 2**20, 2**30), rounds: int = 10) -> dict[str, fl
     """
     import torch
 
+    device = device or torch.device("cpu")
     best = {"warm": 0.0, "fresh": 0.0}
     for nbytes in sizes:
-        src = torch.ones(nbytes // 4)
+        src = torch.ones(nbytes // 4, device=device)
         dst = torch.empty_like(src)
         t = time_interleaved({"warm": lambda: dst.copy_(src), "fresh": lambda: src.clone()}, rounds=rounds,
-                             warmup=2)
+                             warmup=2, sync=synchronizer(device))
         for k, v in t.items():
             best[k] = max(best[k], 2 * nbytes / v.best)
         del src, dst
@@ -201,6 +241,19 @@ def measure_peak(run) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         method = "ru_maxrss (upper bound)"
     return {"peak_mib": max(peak - before, 0) / 1024, "method": method}
+
+
+def cuda_peak(run, device) -> dict:
+    """On CUDA, in this process: MiB allocated at the peak of ``run()`` beyond what existed before."""
+    import torch
+
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    run()
+    torch.cuda.synchronize(device)
+    return {"peak_mib": (torch.cuda.max_memory_allocated(device) - before) / 2**20,
+            "method": "torch.cuda.max_memory_allocated"}
 
 
 def memory_in_subprocesses(script: Path, cases: list[dict], *, jobs: int = 2, batch: bool = False,

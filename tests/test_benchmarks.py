@@ -109,3 +109,56 @@ def test_a_bf16_case_on_a_cpu_without_native_bf16_is_refused_with_the_reason(mon
     with pytest.raises(RuntimeError, match="AVX512-BF16"):
         bench_train_step._case_fn(bench_train_step.OURS_BF16, "small", 2, 2, 8)
     assert callable(bench_train_step._case_fn(bench_train_step.OURS, "small", 2, 2, 8))
+
+
+def test_the_train_step_benchmark_times_one_epoch_per_case_from_a_cifar10_folder(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_data import make_cifar_archive
+
+    from tspike_lab.data import load
+
+    monkeypatch.setenv("TSPIKE_DATA", str(tmp_path / "cache"))
+    archive, md5, _ = make_cifar_archive(tmp_path, n=3)  # 15 training images in the canonical layout
+    load("cifar10", root=archive, md5=md5)  # verified and extracted next to the archive
+    cases = [bench_train_step.OURS, bench_train_step.RELEASED]
+    out = _run_script("bench_train_step.py", "--quick", "--epoch", "--no-memory", "--device", "cpu",
+                      "--cases", ",".join(cases), "--data-dir", str(tmp_path / "cifar-10-batches-py"))
+    assert "## T = 2: one epoch, 8 images in batches of 2" in out
+    assert "data: cifar10 from" in out and "(15 training images)" in out
+    epoch_rows = [line for line in out.split("one epoch", 1)[1].splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[1].strip() for row in epoch_rows] == cases
+    for row in epoch_rows:
+        seconds, per_s = (float(c) for c in row.split("|")[2:4])
+        assert seconds > 0 and per_s > 0
+    assert "- epoch, float32: released / ours = " in out
+
+
+@pytest.mark.parametrize("script", ["bench_neuron.py", "bench_train_step.py"])
+def test_a_bad_device_is_refused_before_any_work_naming_the_value(script, capsys):
+    module = bench_neuron if script == "bench_neuron.py" else bench_train_step
+    with pytest.raises(SystemExit) as e:
+        module.main(["--quick", "--device", "tpu"])
+    assert e.value.code == 2 and "--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            module.main(["--quick", "--device", "cuda"])
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_both_benchmarks_run_on_a_gpu_with_ours_on_the_triton_kernels():
+    from tspike_lab.kernels import triton_lif
+
+    out = _run_script("bench_neuron.py", "--quick", "--device", "cuda")
+    assert "float32, CUDA (" in out
+    rows = _rows(out)
+    assert float(rows[bench_neuron.OURS][0].split()[0]) > 0 and float(rows[bench_neuron.OURS][2]) >= 0
+    assert rows[bench_neuron.PREALLOCATED][0] == "missing"
+    if triton_lif.available():
+        from tspike_lab import kernels
+
+        spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
+                                 detach_reset=False)
+        assert kernels.select_backend(torch.zeros(2, 2, device="cuda"), spec) == "triton"
+    out = _run_script("bench_train_step.py", "--quick", "--device", "cuda", "--epoch")
+    assert "CUDA (" in out and "one epoch" in out and "- epoch, bf16 autocast: released / ours = " in out
