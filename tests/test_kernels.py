@@ -547,6 +547,47 @@ def test_triton_kernels_equal_the_oracle_in_triton_s_cpu_interpreter():
                         (g,) = torch.autograd.grad(b.sum(), x)
                         assert torch.equal(b, b_ref) and torch.equal(m, m_ref), (dtype, kind, reset, sg)
                         assert torch.equal(g, g_ref), (dtype, kind, reset, sg)
+        # the amplitude inside the kernels: one trainable a (float32, as under autocast) or one per channel,
+        # contiguous and channels_last steps
+        from tspike_lab.kernels import spec as spec_mod
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            for per in ("layer", "channel"):
+                for channels_last in (False, True):
+                    T, B, C = 3, 2, 5
+                    x0 = (torch.randint(-96, 97, (T * B, C, 4, 3)) / 64).to(dtype)
+                    if channels_last:
+                        x0 = x0.contiguous(memory_format=torch.channels_last)
+                    a0 = (0.5 + torch.rand(()) if per == "layer" else 0.5 + torch.rand(C))
+                    a0 = a0 if per == "layer" else a0.to(dtype)
+                    g = torch.randn(T, B, C, 4, 3).to(dtype)
+                    spec = make_spec(beta=0.3, threshold=0.5, kind="ternary", reset_mechanism="zero",
+                                     spike_grad=None, detach_reset=False)
+                    res = []
+                    for fused in (False, True):
+                        x = x0.clone().requires_grad_(True)
+                        a = a0.clone().requires_grad_(True)
+                        xs = x.unflatten(0, (T, B))
+                        assert spec_mod.amplitude_reason(xs, a) is None
+                        if fused:
+                            out = triton_lif.scaled_lif_seq_triton(xs, a, spec)
+                            assert type(out.grad_fn).__name__ == "ScaledLIFSeqTritonBackward"
+                        else:
+                            b, _ = functional.lif_seq(xs, beta=0.3)
+                            out = b * (a if per == "layer" else a.view(-1, 1, 1))
+                        out.backward(g)
+                        res.append((out, x.grad, a.grad))
+                    (o_ref, gx_ref, ga_ref), (o, gx, ga) = res
+                    key = (dtype, per, channels_last)
+                    assert o.dtype == o_ref.dtype and torch.equal(o, o_ref), key
+                    assert torch.equal(gx, gx_ref), key
+                    # dL/da: the oracle sums in a's dtype, the kernel per neuron in float32 then in float64
+                    exact = (g.double() * o_ref.double().sign()).sum(
+                        dim=tuple(d for d in range(5) if per == "layer" or d != 2))
+                    assert ga.dtype == a0.dtype, key
+                    if a0.dtype == torch.float32:
+                        assert torch.allclose(ga.double(), exact, rtol=1e-6, atol=1e-5), key
+                    else:  # exact up to the amplitude's own rounding
+                        assert torch.equal(ga, exact.to(a0.dtype)), key
         print("ok")
     """)
     env = dict(os.environ, TRITON_INTERPRET="1")

@@ -17,7 +17,7 @@ One entry point, :func:`lif_seq`, with the oracle's arguments plus ``backend``:
                  any device and dtype, any ``Surrogate`` (subclasses included).
 ``"triton"``     one Triton kernel per direction running the time loop
                  (:mod:`.triton_lif`): CUDA, float32/float16/bfloat16, the four
-                 surrogates.
+                 surrogates; it multiplies by the amplitude as the C kernel does.
 ===============  ==============================================================
 
 An explicit backend that cannot run the input raises ``ValueError`` saying why.
@@ -29,7 +29,7 @@ import torch
 
 from .. import functional, surrogate
 from . import cpu, eager, triton_lif
-from .spec import LIFSpec, make_spec
+from .spec import LIFSpec, amplitude_reason, make_spec
 
 __all__ = ["BACKENDS", "lif_seq", "select_backend", "backend_report", "make_spec", "LIFSpec", "broadcast_amplitude"]
 
@@ -103,8 +103,8 @@ def lif_seq(
         return_mem: also return the membranes (without gradient on the fast paths).
         amplitude: optional ``a``, a scalar tensor or one value per channel (dim 2): the
             output is then ``a * b_seq`` (``b_seq * a`` rounded as the oracle's multiply),
-            differentiable in ``a``. The C kernel multiplies while it writes the spikes and
-            reduces dL/da in its backward; the other paths multiply afterwards.
+            differentiable in ``a``. The C and Triton kernels multiply while they write the
+            spikes and reduce dL/da in their backward; the other paths multiply afterwards.
     Returns:
         ``(out_seq, mem_seq)``: spikes ``[T, B, ...]`` (times ``amplitude`` if given), and the
         membranes or None.
@@ -131,9 +131,10 @@ def lif_seq(
         spec = make_spec(beta=beta, threshold=threshold, kind=kind, reset_mechanism=reset_mechanism,
                          spike_grad=spike_grad, detach_reset=detach_reset)
         chosen = select_backend(x_seq, spec, backend)
-    if (chosen == "fused" and amplitude is not None and not return_mem
-            and cpu.amplitude_reason(x_seq, amplitude) is None):
-        return cpu.scaled_lif_seq_cpu(x_seq, amplitude, spec), None
+    if (chosen in ("fused", "triton") and amplitude is not None and not return_mem
+            and amplitude_reason(x_seq, amplitude) is None):
+        scaled = cpu.scaled_lif_seq_cpu if chosen == "fused" else triton_lif.scaled_lif_seq_triton
+        return scaled(x_seq, amplitude, spec), None
     if chosen == "torch":
         b_seq, mem_seq = functional.lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
                                             reset_mechanism=reset_mechanism, spike_grad=spike_grad,

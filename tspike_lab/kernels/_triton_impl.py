@@ -3,6 +3,10 @@
 One program owns ``BLOCK`` neurons and runs the whole time loop on them with the state
 in registers: the forward reads ``x`` once and writes spikes, the one-byte code and the
 membrane rows the backward needs (:mod:`.spec`); the backward walks t = T-1 .. 0 once.
+With an amplitude (``AMP``: 1 one value, 2 one per channel ``a[(n // a_div) % a_mod]``) the
+forward writes ``a * b`` and the backward forms ``dL/db = dL/dout * a`` as it reads
+``dL/dout``; with ``GRAD_A`` it also writes each neuron's ``sum_t dL/dout_t * b_t`` (float32),
+which the caller reduces to dL/da.
 
 Rounding follows the oracle's eager ops: arithmetic runs in float32 and, for float16 /
 bfloat16 storage, every intermediate is rounded to the storage type where an eager op
@@ -49,16 +53,28 @@ def _sg(x, p, k, half_alpha, SG: tl.constexpr, LOWP: tl.constexpr):
 
 
 @triton.jit
+def _amplitude(a_ptr, offs, m, a_div, a_mod, AMP: tl.constexpr):
+    # AMP 1: one value; 2: one per channel, a[(n // a_div) % a_mod] for offset n within a step.
+    if AMP == 1:
+        a = tl.load(a_ptr).to(tl.float32)
+    else:
+        a = tl.load(a_ptr + (offs // a_div) % a_mod, mask=m, other=0.0).to(tl.float32)
+    return a
+
+
+@triton.jit
 def lif_fwd_kernel(
-    x_ptr, b_ptr, code_ptr, u_ptr,
-    T, N, x_stride, u_rows,
+    x_ptr, b_ptr, code_ptr, u_ptr, a_ptr,
+    T, N, x_stride, u_rows, a_div, a_mod,
     beta, th, th_sub, lim,
     TERNARY: tl.constexpr, SUBTRACT: tl.constexpr, STE: tl.constexpr,
-    SAVE_CODE: tl.constexpr, SAVE_U: tl.constexpr, LOWP: tl.constexpr, BLOCK: tl.constexpr,
+    SAVE_CODE: tl.constexpr, SAVE_U: tl.constexpr, AMP: tl.constexpr, LOWP: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < N
+    if AMP != 0:
+        a = _amplitude(a_ptr, offs, m, a_div, a_mod, AMP)
     xp = x_ptr + offs
     bp = b_ptr + offs
     cp = code_ptr + offs
@@ -77,7 +93,10 @@ def lif_fwd_kernel(
             s = s - (v <= -th).to(tl.float32)
         u = v
         b = s
-        tl.store(bp, s.to(b_ptr.dtype.element_ty), mask=m)
+        if AMP != 0:
+            tl.store(bp, _rnd(s * a, LOWP).to(b_ptr.dtype.element_ty), mask=m)  # a * b, rounded as b * a
+        else:
+            tl.store(bp, s.to(b_ptr.dtype.element_ty), mask=m)
         if SAVE_CODE:
             c = (s + 1.0).to(tl.int32)
             if STE:
@@ -97,15 +116,19 @@ def lif_fwd_kernel(
 
 @triton.jit
 def lif_bwd_kernel(
-    g_ptr, code_ptr, u_ptr, gx_ptr,
-    T, N, u_rows,
+    g_ptr, code_ptr, u_ptr, gx_ptr, a_ptr, ga_ptr,
+    T, N, u_rows, a_div, a_mod,
     beta, th, th_sub, p, k, half_alpha,
     TERNARY: tl.constexpr, SUBTRACT: tl.constexpr, DETACH: tl.constexpr, SG: tl.constexpr,
-    LOWP: tl.constexpr, BLOCK: tl.constexpr,
+    AMP: tl.constexpr, GRAD_A: tl.constexpr, LOWP: tl.constexpr, BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < N
+    if AMP != 0:
+        a = _amplitude(a_ptr, offs, m, a_div, a_mod, AMP)
+    if GRAD_A:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
     gp = g_ptr + offs
     cp = code_ptr + offs
     up = u_ptr + offs
@@ -129,6 +152,10 @@ def lif_bwd_kernel(
             if TERNARY:
                 s = _rnd(s + _sg(_rnd(-uu - th, LOWP), p, k, half_alpha, SG, LOWP), LOWP)
         G = tl.load(gp, mask=m, other=0.0).to(tl.float32)
+        if GRAD_A:
+            acc += G * b  # out = a * b: dL/da gets dL/dout * b
+        if AMP != 0:
+            G = _rnd(G * a, LOWP)  # dL/db = dL/dout * a, as autograd's product
         if SUBTRACT:
             ga = _rnd(gn * beta, LOWP)
             if DETACH:
@@ -148,3 +175,5 @@ def lif_bwd_kernel(
         cp -= N
         up -= N
         xp -= N
+    if GRAD_A:
+        tl.store(ga_ptr + offs, acc, mask=m)

@@ -38,7 +38,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .layout import as_steps, empty_steps, match_steps
-from .spec import LIFSpec, run_fused, save_forward
+from .spec import LIFSpec, amplitude_index, amplitude_reason, compute_amplitude, run_fused, save_forward
 
 __all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "scaled_lif_seq_cpu", "amplitude_reason",
            "LIFSeqCPU", "ScaledLIFSeqCPU", "library"]
@@ -661,35 +661,6 @@ def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int,
                  _threads(numel), int(numel * itemsize >= STREAM_BYTES), int(SIMD))
 
 
-def amplitude_reason(x_seq: torch.Tensor, amplitude: torch.Tensor) -> str | None:
-    """None if the kernel can multiply by ``amplitude`` itself, else why not.
-
-    ``amplitude`` is one a or one per channel at dim 2 (:func:`tspike_lab.kernels.lif_seq` checks
-    the shape). The output must have the oracle's dtype: ``a`` of the input's dtype, or (bfloat16
-    input) a scalar ``a`` of float32, which PyTorch multiplies in float32 and rounds to bfloat16.
-    """
-    if amplitude.device != x_seq.device:
-        return f"amplitude is on {amplitude.device}, the input on {x_seq.device}"
-    scalar_f32 = x_seq.dtype == torch.bfloat16 and amplitude.dim() == 0 and amplitude.dtype == torch.float32
-    if amplitude.dtype != x_seq.dtype and not scalar_f32:
-        return f"amplitude is {amplitude.dtype}, the input {x_seq.dtype}"
-    return None
-
-
-def _compute_amp(amp: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """The amplitude in the kernel's arithmetic type (float32 for bfloat16 storage)."""
-    if amp is None:
-        return None
-    return amp.detach().to(torch.float32 if dtype == torch.bfloat16 else dtype).contiguous()
-
-
-def _amp_index(steps: torch.Tensor, amp: torch.Tensor | None) -> tuple[int, int]:
-    """``(div, mod)``: the amplitude of the element at offset n of a step is ``amp[(n // div) % mod]``."""
-    if amp is None or amp.dim() == 0 or amp.shape[0] == 1:
-        return 1 << 62, 1  # one run over the whole step: a single value
-    return steps.stride(2), amp.shape[0]  # a dense step: the index along dim c is (n // stride_c) % size_c
-
-
 def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool, amp: torch.Tensor | None = None):
     lib = library()
     x, x_stride = as_steps(x_seq)
@@ -699,8 +670,8 @@ def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool, a
     mem = empty_steps(x) if return_mem else None
     u = mem if return_mem else (empty_steps(x, rows) if rows else None)
     code = torch.empty((T, N), dtype=torch.uint8) if save else None
-    amp = _compute_amp(amp, x.dtype)
-    a = _args(spec, T, N, x_stride, T if return_mem else rows, T * N, x.element_size(), _amp_index(b, amp))
+    amp = compute_amplitude(amp, x.dtype)
+    a = _args(spec, T, N, x_stride, T if return_mem else rows, T * N, x.element_size(), amplitude_index(b, amp))
     fwd = getattr(lib, f"lif_fwd_{_SUFFIX[x.dtype]}")
     if T * N:
         fwd(_ptr(x), _ptr(b), _ptr(code), _ptr(u), _ptr(amp), ctypes.byref(a))
@@ -716,7 +687,7 @@ def _backward(ctx, grad_out, amp: torch.Tensor | None, want_ga: bool):
     gx = torch.empty_strided(shape, stride, dtype=dtype)
     g = match_steps(grad_out, gx)
     T, N = shape[0], gx[0].numel()
-    index = _amp_index(gx, amp)
+    index = amplitude_index(gx, amp)
     part = torch.zeros(((N + CHUNK - 1) // CHUNK, index[1]), dtype=torch.float64) if want_ga else None
     a = _args(spec, T, N, N, 0 if u is None else u.shape[0], T * N, gx.element_size(), index)
     bwd = getattr(lib, f"lif_bwd_{_SUFFIX[dtype]}")
@@ -754,7 +725,7 @@ class ScaledLIFSeqCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, amplitude, spec: LIFSpec):
-        amp = _compute_amp(amplitude, x_seq.dtype)
+        amp = compute_amplitude(amplitude, x_seq.dtype)
         b, code, u, _ = _forward(x_seq, spec, save=True, return_mem=False, amp=amp)
         ctx.amp_dtype = amplitude.dtype
         return save_forward(ctx, spec, b, code, u, None, False, extra=(amp,))

@@ -135,3 +135,36 @@ def run_fused(function, forward, x_seq: torch.Tensor, spec: LIFSpec, return_mem:
         return (out[0], out[1]) if return_mem else (out, None)
     b, _, _, mem = forward(x_seq, spec, save=False, return_mem=return_mem)
     return b, mem
+
+
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def amplitude_reason(x_seq: torch.Tensor, amplitude: torch.Tensor) -> str | None:
+    """None if a fused kernel can multiply by ``amplitude`` itself, else why not.
+
+    ``amplitude`` is one a or one per channel at dim 2 (:func:`tspike_lab.kernels.lif_seq` checks
+    the shape). The output must have the oracle's dtype: ``a`` of the input's dtype, or (float16 /
+    bfloat16 input, as under autocast) a scalar ``a`` of float32, which PyTorch multiplies in
+    float32 and rounds to the input's dtype.
+    """
+    if amplitude.device != x_seq.device:
+        return f"amplitude is on {amplitude.device}, the input on {x_seq.device}"
+    scalar_f32 = x_seq.dtype in _LOW and amplitude.dim() == 0 and amplitude.dtype == torch.float32
+    if amplitude.dtype != x_seq.dtype and not scalar_f32:
+        return f"amplitude is {amplitude.dtype}, the input {x_seq.dtype}"
+    return None
+
+
+def compute_amplitude(amp: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """The amplitude in the kernels' arithmetic type (float32 for float16 / bfloat16 storage)."""
+    if amp is None:
+        return None
+    return amp.detach().to(torch.float32 if dtype in _LOW else dtype).contiguous()
+
+
+def amplitude_index(steps: torch.Tensor, amp: torch.Tensor | None) -> tuple[int, int]:
+    """``(div, mod)``: the amplitude of the element at offset n of a step is ``amp[(n // div) % mod]``."""
+    if amp is None or amp.dim() == 0 or amp.shape[0] == 1:
+        return 1 << 62, 1  # one run over the whole step: a single value
+    return steps.stride(2), amp.shape[0]  # a dense step: the index along dim c is (n // stride_c) % size_c

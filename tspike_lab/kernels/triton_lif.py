@@ -13,9 +13,10 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .layout import as_steps, empty_steps, match_steps
-from .spec import LIFSpec, run_fused, save_forward
+from .spec import LIFSpec, amplitude_index, compute_amplitude, run_fused, save_forward
 
-__all__ = ["available", "unavailable_reason", "supports", "lif_seq_triton", "LIFSeqTriton"]
+__all__ = ["available", "unavailable_reason", "supports", "lif_seq_triton", "scaled_lif_seq_triton", "LIFSeqTriton",
+           "ScaledLIFSeqTriton"]
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _LOWP = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -72,7 +73,11 @@ def _dummy(x: torch.Tensor) -> torch.Tensor:
     return torch.empty(1, dtype=x.dtype, device=x.device)
 
 
-def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool):
+def _amp_mode(amp: torch.Tensor | None, index: tuple[int, int]) -> int:
+    return 0 if amp is None else (1 if index[1] == 1 else 2)
+
+
+def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool, amp: torch.Tensor | None = None):
     impl = _impl()
     x, x_stride = as_steps(x_seq)
     T, N = x.shape[0], x[0].numel()
@@ -82,17 +87,52 @@ def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool):
     u = mem if return_mem else (empty_steps(x, rows) if rows else None)
     code = torch.empty((T, N), dtype=torch.uint8, device=x.device) if save else None
     c = _constants(spec, x.dtype)
+    amp = compute_amplitude(amp, x.dtype)
+    div, mod = amplitude_index(b, amp)
     if T * N:
         impl.lif_fwd_kernel[_grid(N)](
             x, b, code if save else _dummy(b).to(torch.uint8), u if u is not None else _dummy(b),
-            T, N, x_stride, T if return_mem else rows,
+            amp if amp is not None else _dummy(b),
+            T, N, x_stride, T if return_mem else rows, div, mod,
             c["beta"], c["th"], c["th_sub"], c["lim"],
             TERNARY=spec.ternary, SUBTRACT=not spec.zero_reset, STE=spec.ste,
-            SAVE_CODE=save, SAVE_U=u is not None, LOWP=_LOWP[x.dtype], BLOCK=BLOCK,
+            SAVE_CODE=save, SAVE_U=u is not None, AMP=_amp_mode(amp, (div, mod)), LOWP=_LOWP[x.dtype], BLOCK=BLOCK,
             enable_fp_fusion=False,
         )
     saved_u = u[:rows] if (u is not None and rows) else None
     return b, code, saved_u, mem
+
+
+def _backward(ctx, grad_out, amp: torch.Tensor | None, want_ga: bool):
+    """``(dL/dx, dL/da or None)`` by the backward kernel from the saved codes and membranes."""
+    code, u = ctx.saved_tensors[:2]
+    spec = ctx.spec
+    shape, stride, dtype = ctx.geometry
+    gx = torch.empty_strided(shape, stride, dtype=dtype, device=code.device)
+    g = match_steps(grad_out, gx)
+    T, N = shape[0], gx[0].numel()
+    c = _constants(spec, dtype)
+    div, mod = amplitude_index(gx, amp)
+    # every neuron's sum_t dL/dout_t * b_t (zeros where no kernel runs: T = 0)
+    ga_elem = (torch.empty if T * N else torch.zeros)(N, dtype=torch.float32, device=gx.device) if want_ga else None
+    if T * N:
+        _impl().lif_bwd_kernel[_grid(N)](
+            g, code, u if u is not None else _dummy(gx), gx,
+            amp if amp is not None else _dummy(gx), ga_elem if want_ga else _dummy(gx).float(),
+            T, N, 0 if u is None else u.shape[0], div, mod,
+            c["beta"], c["th"], c["th_sub"], spec.sg_param,
+            float(torch.tensor(1.5707963267948966 * spec.sg_param, dtype=torch.float32)),
+            float(torch.tensor(spec.sg_param / 2, dtype=torch.float32)),
+            TERNARY=spec.ternary, SUBTRACT=not spec.zero_reset, DETACH=spec.detach_reset,
+            SG=spec.sg_code, AMP=_amp_mode(amp, (div, mod)), GRAD_A=want_ga, LOWP=_LOWP[dtype], BLOCK=BLOCK,
+            enable_fp_fusion=False,
+        )
+    ga = None
+    if want_ga:
+        # per neuron sums grouped by channel: offset n = (q * mod + c) * div + r (a dense step)
+        ga = ga_elem.view(-1, mod, div).sum((0, 2), dtype=torch.float64) if mod > 1 else ga_elem.sum(dtype=torch.float64)
+        ga = ga.to(ctx.amp_dtype).reshape(ctx.amp_shape)
+    return gx, ga
 
 
 class LIFSeqTriton(torch.autograd.Function):
@@ -106,27 +146,40 @@ class LIFSeqTriton(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_b, *_):
-        code, u = ctx.saved_tensors
-        spec = ctx.spec
-        shape, stride, dtype = ctx.geometry
-        gx = torch.empty_strided(shape, stride, dtype=dtype, device=code.device)
-        g = match_steps(grad_b, gx)
-        T, N = shape[0], gx[0].numel()
-        c = _constants(spec, dtype)
-        if T * N:
-            _impl().lif_bwd_kernel[_grid(N)](
-                g, code, u if u is not None else _dummy(gx), gx,
-                T, N, 0 if u is None else u.shape[0],
-                c["beta"], c["th"], c["th_sub"], spec.sg_param,
-                float(torch.tensor(1.5707963267948966 * spec.sg_param, dtype=torch.float32)),
-                float(torch.tensor(spec.sg_param / 2, dtype=torch.float32)),
-                TERNARY=spec.ternary, SUBTRACT=not spec.zero_reset, DETACH=spec.detach_reset,
-                SG=spec.sg_code, LOWP=_LOWP[dtype], BLOCK=BLOCK,
-                enable_fp_fusion=False,
-            )
+        gx, _ = _backward(ctx, grad_b, None, False)
         return gx, None, None
+
+
+class ScaledLIFSeqTriton(torch.autograd.Function):
+    """``a * b_seq`` from ``x_seq`` and the amplitude ``a`` in one pass; backward gives dL/dx and dL/da.
+
+    ``out = b * a`` rounded as the oracle's multiply; dL/db = dL/dout * a (autograd's product);
+    dL/da = sum(dL/dout * b): per neuron over T in the kernel (float32), then per channel (or
+    over all) in float64.
+    """
+
+    @staticmethod
+    def forward(ctx, x_seq, amplitude, spec: LIFSpec):
+        amp = compute_amplitude(amplitude, x_seq.dtype)
+        b, code, u, _ = _forward(x_seq, spec, save=True, return_mem=False, amp=amp)
+        ctx.amp_dtype, ctx.amp_shape = amplitude.dtype, amplitude.shape
+        return save_forward(ctx, spec, b, code, u, None, False, extra=(amp,))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        amp = ctx.saved_tensors[2]
+        gx, ga = _backward(ctx, grad_out, amp, ctx.needs_input_grad[1])
+        return gx, ga, None
 
 
 def lif_seq_triton(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
     """``(b_seq, mem_seq or None)`` by the Triton kernels; saves state only where a gradient is wanted."""
     return run_fused(LIFSeqTriton, _forward, x_seq, spec, return_mem)
+
+
+def scaled_lif_seq_triton(x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
+    """``amplitude * b_seq`` by the Triton kernels (``amplitude``: see :func:`.spec.amplitude_reason`)."""
+    if torch.is_grad_enabled() and (x_seq.requires_grad or amplitude.requires_grad):
+        return ScaledLIFSeqTriton.apply(x_seq, amplitude, spec)
+    return _forward(x_seq, spec, save=False, return_mem=False, amp=amplitude)[0]
