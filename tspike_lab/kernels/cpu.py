@@ -361,6 +361,9 @@ static inline void put_ps(float *p, __m512 v, __mmask16 m, int full, int nt) {
     else _mm512_storeu_ps(p, v);
 }
 
+/* A hint only: never faults, so addresses past the end of an array are harmless. */
+static inline void prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
+
 static inline __m512 get_ps(const float *p, __mmask16 m, int full) {
     return full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
 }
@@ -390,10 +393,14 @@ static void lif_fwd_f32_simd(const float *restrict x, float *restrict b_out, uin
             float *restrict ut = (u_out && t < ur) ? u_out + t * N + n0 : 0;
             const int nt_b = stream && ALIGNED(bt, 64), nt_u = stream && ALIGNED(ut, 64);
             const int nt_c = stream && ALIGNED(ct, 16);
+            /* the segment the next step reads (the next block's x_0 after the last step): the
+               hardware prefetchers restart at every 16 KiB segment, so the loads are issued ahead */
+            const float *xt_next = t + 1 < T ? xt + xs : x + n0 + CHUNK;
             for (int64_t i = 0; i < len; i += 16) {
                 const int full = len - i >= 16;
                 const __mmask16 m = full ? (__mmask16)0xFFFF : (__mmask16)((1u << (len - i)) - 1);
                 const __m512 u = _mm512_load_ps(U + i), b = _mm512_load_ps(B + i), xv = get_ps(xt + i, m, full);
+                prefetch(xt_next + i);
                 const __m512 v = subtract
                     ? _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(vbeta, u), _mm512_mul_ps(b, vth)), xv)
                     : _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(vbeta, u), _mm512_sub_ps(one, _mm512_abs_ps(b))), xv);
@@ -448,6 +455,10 @@ static void lif_bwd_f32_ste_simd(const float *restrict g_out, const uint8_t *res
             const float *restrict ut = t < ur ? u_in + t * N + n0 : 0;
             float *restrict gx = g_x + t * N + n0;
             const int nt = stream && ALIGNED(gx, 64), reset_u = !subtract && !detach && ut;
+            /* what step t - 1 reads (the next block's step T - 1 after step 0), loaded ahead */
+            const int64_t tn = t > 0 ? t - 1 : T - 1, nn = t > 0 ? n0 : n0 + CHUNK;
+            const float *G_next = g_out + tn * N + nn, *u_next = tn < ur ? u_in + tn * N + nn : 0;
+            const uint8_t *c_next = code + tn * N + nn;
             for (int64_t i = 0; i < len; i += 16) {
                 const int full = len - i >= 16;
                 const __mmask16 m = full ? (__mmask16)0xFFFF : (__mmask16)((1u << (len - i)) - 1);
@@ -458,6 +469,9 @@ static void lif_bwd_f32_ste_simd(const float *restrict g_out, const uint8_t *res
                 const __m512 b = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(ci, i3), i1));
                 const __m512 s = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(ci, 2), i1));
                 const __m512 G0 = get_ps(G + i, m, full), gn = _mm512_load_ps(GN + i);
+                prefetch(G_next + i);
+                if (!(i & 63)) prefetch(c_next + i);
+                if (u_next) prefetch(u_next + i);
                 if (ga_part) _mm512_store_ps(GA + i, _mm512_add_ps(_mm512_load_ps(GA + i), _mm512_mul_ps(G0, b)));
                 const __m512 gexpr = !amp ? G0 : _mm512_mul_ps(G0, per_channel ? _mm512_load_ps(av + i) : vA);
                 __m512 out;
