@@ -1,6 +1,6 @@
 """One ResNet19 training step (forward, loss, backward, SGD), our engine against the released structure.
 
-    python benchmarks/bench_train_step.py               # T in 2 4, batch 16, 32x32 (CPU-sized)
+    python benchmarks/bench_train_step.py               # T in 2 4, batch 64 (CPU; 128 on a GPU), 32x32
     python benchmarks/bench_train_step.py --quick       # tiny end-to-end run (the tests use it)
     python benchmarks/bench_train_step.py --steps 2 --batch 32 --rounds 5
     python benchmarks/bench_train_step.py --device cuda --steps 2 --epoch --data-dir DIR   # GPU: a CIFAR-10 epoch
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
                    help="the small ResNet (width 8), batch 2, 8x8 images, T=2, 2 rounds: an end-to-end check")
     p.add_argument("--arch", choices=ARCHS, default=None, help="network (default resnet19)")
     p.add_argument("--steps", default=None, help="comma list of T (default 2,4)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 16)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 64 on a CPU, 128 on a GPU)")
     p.add_argument("--image", type=int, default=None, help="image side (default 32)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per case (default 5)")
     p.add_argument("--cases", default=None, help="comma list of case names (default: all)")
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
 
     arch = args.arch or ("small" if args.quick else "resnet19")
     steps = [int(t) for t in (args.steps or ("2" if args.quick else "2,4")).split(",")]
-    batch = args.batch or (2 if args.quick else 16 if device.type == "cpu" else 128)
+    batch = args.batch or (2 if args.quick else 64 if device.type == "cpu" else 128)
     if batch < 1:
         p.error(f"--batch must be >= 1, got {batch}")
     image = args.image or (8 if args.quick else 32)

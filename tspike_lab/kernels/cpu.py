@@ -183,6 +183,24 @@ static inline void chunk_amps_##SFX(FT *restrict av, int32_t *restrict ch, const
 DEFINE_CHUNK_AMPS(float, f32)
 DEFINE_CHUNK_AMPS(double, f64)
 
+/* A block's partial sums of dL/da in double: per channel (ch[i] = channel of element i) or all. */
+#define DEFINE_PARTIALS(FT, SFX)                                                                    \
+static inline void partials_##SFX(double *restrict part, const FT *restrict ga, const int32_t *restrict ch, \
+                                  int64_t len, int per_channel) {                                   \
+    if (per_channel) {                                                                              \
+        for (int64_t i = 0; i < len; ++i) part[ch[i]] += (double)ga[i];                            \
+    } else {                                                                                        \
+        double sum = 0;                                                                             \
+        for (int64_t i = 0; i < len; ++i) sum += (double)ga[i];                                    \
+        part[0] = sum;                                                                              \
+    }                                                                                               \
+}
+
+DEFINE_PARTIALS(float, f32)
+DEFINE_PARTIALS(double, f64)
+#define partials_f32g partials_f32
+#define partials_bf16 partials_f32
+
 #define SG_STE 0
 #define SG_TRIANGLE 1
 #define SG_ATAN 2
@@ -330,16 +348,7 @@ void lif_bwd_##SFX(const ST *restrict g_out, const uint8_t *restrict code,      
             STORE(gx, gn, 0, (FT)1, len, stream);                                              \
         }                                                                                      \
         store_fence(stream);                                                                   \
-        if (ga_part) {  /* this chunk's partial sums per amplitude, in double */               \
-            double *restrict part = ga_part + c * a->a_mod;                                    \
-            if (per_channel) {                                                                 \
-                for (int64_t i = 0; i < len; ++i) part[ch[i]] += (double)ga[i];               \
-            } else {                                                                           \
-                double sum = 0;                                                                \
-                for (int64_t i = 0; i < len; ++i) sum += (double)ga[i];                       \
-                part[0] = sum;                                                                 \
-            }                                                                                  \
-        }                                                                                      \
+        if (ga_part) partials_##SFX(ga_part + c * a->a_mod, ga, ch, len, per_channel);          \
     }                                                                                          \
 }
 
@@ -493,16 +502,7 @@ static void lif_bwd_f32_ste_simd(const float *restrict g_out, const uint8_t *res
             }
         }
         store_fence(stream);
-        if (ga_part) {
-            double *restrict part = ga_part + c * a->a_mod;
-            if (per_channel) {
-                for (int64_t i = 0; i < len; ++i) part[ch[i]] += (double)GA[i];
-            } else {
-                double sum = 0;
-                for (int64_t i = 0; i < len; ++i) sum += (double)GA[i];
-                part[0] = sum;
-            }
-        }
+        if (ga_part) partials_f32(ga_part + c * a->a_mod, GA, ch, len, per_channel);
     }
 }
 #endif
