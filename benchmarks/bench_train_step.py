@@ -204,7 +204,7 @@ def _epoch_table(args, cases, arch, T, batch, image, device, sync) -> list[dict]
             rows.append([case, f"{e['seconds']:.2f}", f"{e['images_per_s']:.0f}", ratio(e["seconds"], ours),
                          CASES[case][3]])
             out.append({"T": T, "case": case, "epoch": e})
-    print(f"## T = {T}: one epoch, {images // batch * batch} images in batches of {batch}\n")
+    print(f"## T = {T}: one epoch, {max(1, images // batch) * batch} images in batches of {batch}\n")
     print(f"- data: {what}; the engine's loader for every case (random crop 4 + flip on the device)\n")
     print(markdown_table(["case", "epoch s", "images/s", "x ours", "notes"], rows))
     print()

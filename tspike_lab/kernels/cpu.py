@@ -38,7 +38,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .layout import as_steps, empty_steps, match_steps
-from .spec import LIFSpec, amplitude_index, amplitude_reason, compute_amplitude, run_fused, save_forward
+from .spec import (LIFSpec, amplitude_index, amplitude_reason, compute_amplitude, run_fused, run_scaled,
+                   save_forward, scaled_function)
 
 __all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "scaled_lif_seq_cpu", "amplitude_reason",
            "LIFSeqCPU", "ScaledLIFSeqCPU", "library"]
@@ -729,27 +730,13 @@ class LIFSeqCPU(torch.autograd.Function):
         return gx, None, None
 
 
-class ScaledLIFSeqCPU(torch.autograd.Function):
-    """``a * b_seq`` from ``x_seq`` and the amplitude ``a`` in one pass; backward gives dL/dx and dL/da.
+ScaledLIFSeqCPU = scaled_function("ScaledLIFSeqCPU", _forward, _backward, """
+    ``a * b_seq`` from ``x_seq`` and the amplitude ``a`` in one pass; backward gives dL/dx and dL/da.
 
     ``out = b * a`` is rounded as the oracle's multiply; dL/db = dL/dout * a (the same product
     autograd forms), and dL/da = sum(dL/dout * b) over the broadcast dims, summed per
     4096-neuron block in double (the oracle's float sum may differ by rounding).
-    """
-
-    @staticmethod
-    def forward(ctx, x_seq, amplitude, spec: LIFSpec):
-        amp = compute_amplitude(amplitude, x_seq.dtype)
-        b, code, u, _ = _forward(x_seq, spec, save=True, return_mem=False, amp=amp)
-        ctx.amp_dtype = amplitude.dtype
-        return save_forward(ctx, spec, b, code, u, None, False, extra=(amp,))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        amp = ctx.saved_tensors[2]
-        gx, ga = _backward(ctx, grad_out, amp, ctx.needs_input_grad[1])
-        return gx, ga, None
+    """)
 
 
 def lif_seq_cpu(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
@@ -758,7 +745,5 @@ def lif_seq_cpu(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
 
 
 def scaled_lif_seq_cpu(x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
-    """``amplitude * b_seq`` by the C kernel (``amplitude``: see :func:`amplitude_reason`)."""
-    if torch.is_grad_enabled() and (x_seq.requires_grad or amplitude.requires_grad):
-        return ScaledLIFSeqCPU.apply(x_seq, amplitude, spec)
-    return _forward(x_seq, spec, save=False, return_mem=False, amp=amplitude)[0]
+    """``amplitude * b_seq`` by the C kernel (``amplitude``: see :func:`.spec.amplitude_reason`)."""
+    return run_scaled(ScaledLIFSeqCPU, _forward, x_seq, amplitude, spec)

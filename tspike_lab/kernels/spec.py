@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .. import functional, surrogate
 
@@ -168,3 +169,33 @@ def amplitude_index(steps: torch.Tensor, amp: torch.Tensor | None) -> tuple[int,
     if amp is None or amp.dim() == 0 or amp.shape[0] == 1:
         return 1 << 62, 1  # one run over the whole step: a single value
     return steps.stride(2), amp.shape[0]  # a dense step: the index along dim c is (n // stride_c) % size_c
+
+
+def scaled_function(name: str, forward, backward, doc: str):
+    """The autograd Function of one backend's ``a * b_seq``, from that backend's two passes.
+
+    ``forward(x_seq, spec, save, return_mem, amp)`` returns ``(out, code, u, mem)`` with ``out = a * b``;
+    ``backward(ctx, grad_out, amp, want_ga)`` returns ``(dL/dx, dL/da or None)``.
+    """
+
+    def fwd(ctx, x_seq, amplitude, spec: LIFSpec):
+        amp = compute_amplitude(amplitude, x_seq.dtype)
+        out, code, u, _ = forward(x_seq, spec, save=True, return_mem=False, amp=amp)
+        ctx.amp_dtype, ctx.amp_shape = amplitude.dtype, amplitude.shape
+        return save_forward(ctx, spec, out, code, u, None, False, extra=(amp,))
+
+    @once_differentiable
+    def bwd(ctx, grad_out):
+        gx, ga = backward(ctx, grad_out, ctx.saved_tensors[2], ctx.needs_input_grad[1])
+        return gx, ga, None
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd),
+                                                   "__doc__": doc, "__module__": forward.__module__})
+
+
+def run_scaled(function, forward, x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
+    """``a * b_seq`` of a fused path: its scaled autograd ``function`` where a gradient is wanted,
+    else its ``forward``, which saves nothing."""
+    if torch.is_grad_enabled() and (x_seq.requires_grad or amplitude.requires_grad):
+        return function.apply(x_seq, amplitude, spec)
+    return forward(x_seq, spec, save=False, return_mem=False, amp=amplitude)[0]

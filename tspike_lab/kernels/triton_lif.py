@@ -13,7 +13,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .layout import as_steps, empty_steps, match_steps
-from .spec import LIFSpec, amplitude_index, compute_amplitude, run_fused, save_forward
+from .spec import LIFSpec, amplitude_index, compute_amplitude, run_fused, run_scaled, save_forward, scaled_function
 
 __all__ = ["available", "unavailable_reason", "supports", "lif_seq_triton", "scaled_lif_seq_triton", "LIFSeqTriton",
            "ScaledLIFSeqTriton"]
@@ -150,27 +150,13 @@ class LIFSeqTriton(torch.autograd.Function):
         return gx, None, None
 
 
-class ScaledLIFSeqTriton(torch.autograd.Function):
-    """``a * b_seq`` from ``x_seq`` and the amplitude ``a`` in one pass; backward gives dL/dx and dL/da.
+ScaledLIFSeqTriton = scaled_function("ScaledLIFSeqTriton", _forward, _backward, """
+    ``a * b_seq`` from ``x_seq`` and the amplitude ``a`` in one pass; backward gives dL/dx and dL/da.
 
     ``out = b * a`` rounded as the oracle's multiply; dL/db = dL/dout * a (autograd's product);
     dL/da = sum(dL/dout * b): per neuron over T in the kernel (float32), then per channel (or
     over all) in float64.
-    """
-
-    @staticmethod
-    def forward(ctx, x_seq, amplitude, spec: LIFSpec):
-        amp = compute_amplitude(amplitude, x_seq.dtype)
-        b, code, u, _ = _forward(x_seq, spec, save=True, return_mem=False, amp=amp)
-        ctx.amp_dtype, ctx.amp_shape = amplitude.dtype, amplitude.shape
-        return save_forward(ctx, spec, b, code, u, None, False, extra=(amp,))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        amp = ctx.saved_tensors[2]
-        gx, ga = _backward(ctx, grad_out, amp, ctx.needs_input_grad[1])
-        return gx, ga, None
+    """)
 
 
 def lif_seq_triton(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
@@ -180,6 +166,4 @@ def lif_seq_triton(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False)
 
 def scaled_lif_seq_triton(x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
     """``amplitude * b_seq`` by the Triton kernels (``amplitude``: see :func:`.spec.amplitude_reason`)."""
-    if torch.is_grad_enabled() and (x_seq.requires_grad or amplitude.requires_grad):
-        return ScaledLIFSeqTriton.apply(x_seq, amplitude, spec)
-    return _forward(x_seq, spec, save=False, return_mem=False, amp=amplitude)[0]
+    return run_scaled(ScaledLIFSeqTriton, _forward, x_seq, amplitude, spec)
