@@ -322,6 +322,7 @@ def test_the_vectorised_and_the_streaming_c_paths_give_the_portable_loops_bits(m
         for a0 in (None, torch.tensor(0.8125), a_channel):
             results = {}
             for simd, stream in ((False, False), (True, False), (False, True), (True, True)):
+                monkeypatch.setattr(cpu, "RECYCLE_MIN_BYTES", 1)  # every output in a reused block: no stale data
                 monkeypatch.setattr(cpu, "SIMD", simd)
                 monkeypatch.setattr(cpu, "STREAM_BYTES", 0 if stream else 1 << 62)
                 x = base.detach().clone().requires_grad_(True)
@@ -335,6 +336,61 @@ def test_the_vectorised_and_the_streaming_c_paths_give_the_portable_loops_bits(m
             for key, got in results.items():
                 for r, v in zip(ref, got):
                     assert (r is None and v is None) or torch.equal(r, v), (layout, a0, key)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_large_outputs_live_in_blocks_that_come_back_when_their_tensors_die(monkeypatch, dtype):
+    import gc
+
+    monkeypatch.setattr(cpu, "RECYCLE_MIN_BYTES", 1)  # recycle every output (normally >= 32 MiB only)
+    monkeypatch.setattr(cpu, "RECYCLE_CAP_BYTES", 1 << 30)
+    cpu.recycler.clear()
+    try:
+        ptrs = set()
+        for seed in (1, 2, 3):
+            x = _inputs((4, 3, 8, 5, 5), torch.float32, seed=seed).to(dtype).requires_grad_(True)
+            g = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+            out, _ = kernels.lif_seq(x, backend="fused", amplitude=torch.tensor(0.75, dtype=dtype))
+            (gx,) = torch.autograd.grad(out, x, g)
+            x_ref = x.detach().clone().requires_grad_(True)
+            b_ref, _ = functional.lif_seq(x_ref)
+            out_ref = b_ref * torch.tensor(0.75, dtype=dtype)
+            (gx_ref,) = torch.autograd.grad(out_ref, x_ref, g)
+            assert torch.equal(out, out_ref) and torch.equal(gx, gx_ref), seed
+            assert (out != 0).any() and gx.abs().sum() > 0
+            new = {out.data_ptr(), gx.data_ptr()}
+            if seed > 1:
+                assert new & ptrs, "a block of the previous call was not reused"
+            ptrs |= new
+            del x, g, out, gx, x_ref, b_ref, out_ref, gx_ref
+            gc.collect()
+            assert cpu.recycler.held_bytes > 0  # the dead outputs' blocks wait for the next call
+    finally:
+        cpu.recycler.clear()
+    assert cpu.recycler.held_bytes == 0
+
+
+@needs_c
+def test_recycled_blocks_are_held_only_up_to_the_cap(monkeypatch):
+    import gc
+
+    monkeypatch.setattr(cpu, "RECYCLE_MIN_BYTES", 1)
+    cpu.recycler.clear()
+    x = torch.randn(2, 4, 1000)
+    block = 2 * 4 * 1000 * 4  # one float32 output
+    monkeypatch.setattr(cpu, "RECYCLE_CAP_BYTES", block)
+    try:
+        outs = [kernels.lif_seq(x, backend="fused")[0] for _ in range(3)]  # three live outputs
+        assert len({o.data_ptr() for o in outs}) == 3
+        del outs
+        gc.collect()
+        assert cpu.recycler.held_bytes == block  # one kept, two unmapped
+        monkeypatch.setattr(cpu, "RECYCLE_CAP_BYTES", 0)  # off: plain torch allocations, nothing held
+        out = kernels.lif_seq(x, backend="fused")[0]
+        assert torch.equal(out, functional.lif_seq(x)[0])
+    finally:
+        cpu.recycler.clear()
 
 
 @pytest.mark.parametrize("dtype, sg, threshold, expected", [

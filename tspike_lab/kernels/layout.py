@@ -34,14 +34,18 @@ def as_steps(x_seq: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x_seq.contiguous(), n
 
 
-def empty_steps(like: torch.Tensor, num_steps: int | None = None, dtype=None) -> torch.Tensor:
-    """An uninitialised ``[T, ...]`` tensor whose steps have the layout of ``like[0]``, steps dense."""
+def empty_steps(like: torch.Tensor, num_steps: int | None = None, dtype=None, empty=None) -> torch.Tensor:
+    """An uninitialised ``[T, ...]`` tensor whose steps have the layout of ``like[0]``, steps dense.
+
+    ``empty(size, stride, dtype)`` allocates it (default ``torch.empty_strided`` on ``like``'s device).
+    """
     step = like[0]
     t = like.shape[0] if num_steps is None else num_steps
-    return torch.empty_strided(
-        (t, *step.shape), (step.numel(), *step.stride()),
-        dtype=like.dtype if dtype is None else dtype, device=like.device,
-    )
+    size, stride = (t, *step.shape), (step.numel(), *step.stride())
+    dtype = like.dtype if dtype is None else dtype
+    if empty is not None:
+        return empty(size, stride, dtype)
+    return torch.empty_strided(size, stride, dtype=dtype, device=like.device)
 
 
 def match_steps(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
