@@ -162,10 +162,17 @@ def _c_preallocated(x: torch.Tensor, g: torch.Tensor):
     return step
 
 
-def _case_fn(peer: str, T: int, shape, seed: int = 0, device=torch.device("cpu")):
+def _inputs(T: int, shape, seed: int = 0, device=torch.device("cpu")):
+    """``(x, g)``: the input (requires grad) and the output gradient every peer gets."""
     torch.manual_seed(seed)
     x = (torch.randn(T, *shape) * 0.6).to(device).requires_grad_(True)
-    g = torch.randn(T, *shape).to(device)
+    return x, torch.randn(T, *shape).to(device)
+
+
+def _case_fn(peer: str, T: int, shape, seed: int = 0, device=torch.device("cpu"), inputs=None):
+    # The same tensors for every peer in a run (``inputs``): on a VM, two copies of the same values
+    # can sit in memory that streams at different rates.
+    x, g = inputs if inputs is not None else _inputs(T, shape, seed, device)
     if peer == PREALLOCATED:
         if device.type != "cpu":
             raise RuntimeError("the C kernel runs on the CPU (on CUDA, ours is the Triton kernels)")
@@ -238,9 +245,10 @@ def main(argv=None) -> int:
     for size_name, shape in sizes:
         for T in steps:
             fns, missing = {}, {}
+            inputs = _inputs(T, shape, device=device)
             for peer in peers:
                 try:
-                    fns[peer] = _case_fn(peer, T, shape, device=device)
+                    fns[peer] = _case_fn(peer, T, shape, device=device, inputs=inputs)
                 except Exception as e:  # noqa: BLE001 - not installed, or fails to build: reported, not dropped
                     missing[peer] = f"{type(e).__name__}: {e}"
             n = T * shape[0] * shape[1] * shape[2] * shape[3]
@@ -266,7 +274,7 @@ def main(argv=None) -> int:
             if not args.no_memory and device.type == "cuda":
                 for peer in fns:  # the caching allocator's peak, in this process
                     if peer != PREALLOCATED:
-                        mem[peer] = cuda_peak(_case_fn(peer, T, shape, device=device), device)
+                        mem[peer] = cuda_peak(_case_fn(peer, T, shape, device=device, inputs=inputs), device)
             elif not args.no_memory:
                 cases = [{"peer": peer, "T": T, "shape": list(shape), "threads": threads} for peer in fns
                          if peer != PREALLOCATED]  # its buffers exist before the measured step
