@@ -1,8 +1,8 @@
 """Shared benchmark plumbing: timing, peak memory in fresh processes, environment, tables.
 
 Timing: every case runs ``warmup`` times, then ``rounds`` rounds in which every peer runs
-once, interleaved (round r starting at peer r), so load from other processes falls on all
-peers alike and no peer always follows the same one; we report the best (min) and the
+once, interleaved in a new (seeded) order each round, so load from other processes falls on
+all peers alike and no peer always follows the same one; we report the best (min) and the
 median of the rounds. Ratios use the min.
 
 Peak memory (CPU): each case runs in a fresh Python process (``python <script>
@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -175,7 +176,7 @@ class Timing:
 
 
 def time_interleaved(fns: dict, *, rounds: int, warmup: int = 1, sync=None) -> dict[str, Timing]:
-    """Seconds per call of each ``fns[name]()``, peers interleaved within every round, the order rotated.
+    """Seconds per call of each ``fns[name]()``, peers interleaved within every round, in a new order each round.
 
     ``sync`` (CUDA: :func:`synchronizer`) runs before the clock starts and inside the timed span
     after the call, so a call's time is the time until its kernels have finished.
@@ -185,11 +186,11 @@ def time_interleaved(fns: dict, *, rounds: int, warmup: int = 1, sync=None) -> d
         for _ in range(warmup):
             fn()
     out = {name: Timing() for name in fns}
-    names = list(fns)
-    for r in range(rounds):
-        # Round r starts at peer r (mod the number of peers): no peer always runs right after the
-        # same one (on this VM, the first call after a large copy paid up to 30 % more for fresh pages).
-        for name in names[r % len(names):] + names[:r % len(names)]:
+    names, rng = list(fns), random.Random(0)
+    for _ in range(rounds):
+        # A new order every round (seeded): no peer always runs right after the same one. On this VM
+        # the call after a large copy paid up to 30 % more (caches and TLB refilled).
+        for name in rng.sample(names, len(names)):
             fn = fns[name]
             sync()
             t0 = time.perf_counter()
