@@ -385,7 +385,11 @@ def test_recycled_blocks_are_held_only_up_to_the_cap(monkeypatch):
         assert len({o.data_ptr() for o in outs}) == 3
         del outs
         gc.collect()
-        assert cpu.recycler.held_bytes == block  # one kept, two unmapped
+        assert cpu.recycler.held_bytes == block  # one kept (the newest), two unmapped
+        smaller = kernels.lif_seq(x[:, :, :500].contiguous(), backend="fused")[0]
+        del smaller
+        gc.collect()
+        assert cpu.recycler.held_bytes == block // 2  # the older block made room for the newer size
         monkeypatch.setattr(cpu, "RECYCLE_CAP_BYTES", 0)  # off: plain torch allocations, nothing held
         out = kernels.lif_seq(x, backend="fused")[0]
         assert torch.equal(out, functional.lif_seq(x)[0])

@@ -17,6 +17,11 @@ feeds the neurons) is stored as bfloat16 and computed in float, rounded to bfloa
 every operation as PyTorch's CPU kernels do: spikes and dL/dx equal the oracle's bit for
 bit; the smooth surrogates run in float32/float64 only.
 
+Outputs of 32 MiB and more (spikes, codes, membranes, dL/dx) live in page-aligned blocks that
+return to a small pool when their last tensor dies (:data:`recycler`, at most
+``$TSPIKE_RECYCLE_MB`` MiB held, default 1024; 0 turns it off): glibc maps such blocks afresh on
+every allocation, and touching fresh pages can cost several times writing them.
+
 The compiled library is cached under ``$TSPIKE_KERNEL_CACHE`` (default
 ``~/.cache/tspike_lab/kernels``), keyed by the source, the flags, the compiler and the
 CPU. Where no compiler works, :func:`available` is False and ``backend="auto"`` uses
@@ -686,10 +691,14 @@ def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int,
 
 
 class _Recycler:
-    """Page-aligned blocks for large outputs, taken back when the last tensor on a block dies."""
+    """Page-aligned blocks for large outputs, taken back when the last tensor on a block dies.
+
+    Free blocks wait oldest first; past the cap the oldest are unmapped, so blocks of sizes no
+    longer asked for (another T, another batch) make room for the current ones.
+    """
 
     def __init__(self):
-        self._free: dict[int, list[mmap.mmap]] = {}
+        self._free: list[tuple[int, mmap.mmap]] = []  # (bytes, block), oldest first
         self._held = 0
         self._lock = threading.Lock()
 
@@ -703,11 +712,13 @@ class _Recycler:
         nbytes = extent * torch.empty((), dtype=dtype).element_size()
         if RECYCLE_CAP_BYTES <= 0 or nbytes < max(RECYCLE_MIN_BYTES, 1):
             return torch.empty_strided(size, stride, dtype=dtype)
+        block = None
         with self._lock:
-            stack = self._free.get(nbytes)
-            block = stack.pop() if stack else None
-            if block is not None:
-                self._held -= nbytes
+            for i in range(len(self._free) - 1, -1, -1):  # the most recently freed block of this size
+                if self._free[i][0] == nbytes:
+                    block = self._free.pop(i)[1]
+                    self._held -= nbytes
+                    break
         if block is None:
             block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
         view = memoryview(block)
@@ -716,17 +727,21 @@ class _Recycler:
         return base.as_strided(size, stride)
 
     def _give_back(self, block: mmap.mmap, nbytes: int) -> None:
+        evicted = []
         with self._lock:
-            if self._held + nbytes <= RECYCLE_CAP_BYTES:
-                self._free.setdefault(nbytes, []).append(block)
-                self._held += nbytes
-                return
-        block.close()
+            self._free.append((nbytes, block))
+            self._held += nbytes
+            while self._held > RECYCLE_CAP_BYTES and self._free:
+                n, old = self._free.pop(0)
+                self._held -= n
+                evicted.append(old)
+        for old in evicted:
+            old.close()
 
     def clear(self) -> None:
         """Unmap every block held for reuse."""
         with self._lock:
-            blocks = [b for stack in self._free.values() for b in stack]
+            blocks = [b for _, b in self._free]
             self._free.clear()
             self._held = 0
         for block in blocks:
