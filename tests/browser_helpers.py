@@ -134,6 +134,9 @@ def jupyter_env(tmp: Path) -> dict:
         path.mkdir(parents=True, exist_ok=True)
         env[key] = str(path)
     env.pop("JUPYTER_PATH", None)  # only sys.prefix/share/jupyter (the venv) + tmp
+    # Another venv activated in the calling shell must not lend its kernelspecs or executables.
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), env.get("PATH", "")) if p)
     env["JUPYTER_PLATFORM_DIRS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
