@@ -44,6 +44,9 @@ OURS = "tspike engine (auto)"
 OURS_BF16 = "tspike engine + bf16 autocast"
 RELEASED = "released structure + LIFAct"
 RELEASED_BF16 = "released structure + LIFAct + bf16 autocast"
+# The ratio lines under each table: (ours, released) at matched precision, then ours bf16 vs released float32.
+PAIRS = {"float32": (OURS, RELEASED), "bf16 autocast": (OURS_BF16, RELEASED_BF16),
+         "ours bf16 vs released float32": (OURS_BF16, RELEASED)}
 
 
 ARCHS = ("resnet19", "small")  # small: width 8, for --quick
@@ -167,7 +170,8 @@ def _time_epoch(case, arch, T, batch, source, images, device, sync) -> dict:
         if i == 2:
             break
     steps = max(1, images // batch)
-    (sync or (lambda: None))()
+    sync = sync or (lambda: None)
+    sync()
     t0 = time.perf_counter()
     done = 0
     for x, y in loader:
@@ -175,7 +179,7 @@ def _time_epoch(case, arch, T, batch, source, images, device, sync) -> dict:
         done += x.shape[0]
         if done >= steps * batch:
             break
-    (sync or (lambda: None))()
+    sync()
     seconds = time.perf_counter() - t0
     if not torch.isfinite(loss):
         raise RuntimeError(f"the loss became {loss.item()} during the timed epoch")
@@ -185,11 +189,8 @@ def _time_epoch(case, arch, T, batch, source, images, device, sync) -> dict:
 def _epoch_table(args, cases, arch, T, batch, image, device, sync) -> list[dict]:
     """Time one epoch per case, print the table and the matched-precision ratios; the JSON rows."""
     images = args.epoch_images or (8 if args.quick else 50000)
-    if args.data_dir is None:
-        source, what = _epoch_source(None, images, image)
-    else:
-        source, what = _epoch_source(args.data_dir, images, image)
-        images = min(images, source.train_x.shape[0])
+    source, what = _epoch_source(args.data_dir, images, image)
+    images = min(images, source.train_x.shape[0])
     epochs, rows, out = {}, [], []
     for case in cases:
         try:
@@ -208,8 +209,7 @@ def _epoch_table(args, cases, arch, T, batch, image, device, sync) -> list[dict]
     print(f"- data: {what}; the engine's loader for every case (random crop 4 + flip on the device)\n")
     print(markdown_table(["case", "epoch s", "images/s", "x ours", "notes"], rows))
     print()
-    for name, (mine, theirs) in {"float32": (OURS, RELEASED), "bf16 autocast": (OURS_BF16, RELEASED_BF16),
-                                 "ours bf16 vs released float32": (OURS_BF16, RELEASED)}.items():
+    for name, (mine, theirs) in PAIRS.items():
         if mine in epochs and theirs in epochs:
             print(f"- epoch, {name}: released / ours = {ratio(epochs[theirs]['seconds'], epochs[mine]['seconds'])}")
     print()
@@ -304,8 +304,7 @@ def main(argv=None) -> int:
         print(f"## T = {T}\n")
         print(markdown_table(["case", "step ms", "x ours", "peak MiB", "x ours", "notes"], rows))
         print()
-        for name, (mine, theirs) in {"float32": (OURS, RELEASED), "bf16 autocast": (OURS_BF16, RELEASED_BF16),
-                                     "ours bf16 vs released float32": (OURS_BF16, RELEASED)}.items():
+        for name, (mine, theirs) in PAIRS.items():
             if mine in timings and theirs in timings:
                 line = f"- {name}: released / ours = {ratio(timings[theirs].best, timings[mine].best)} time"
                 pm, pt = mem.get(mine, {}).get("peak_mib"), mem.get(theirs, {}).get("peak_mib")

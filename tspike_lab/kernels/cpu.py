@@ -709,7 +709,7 @@ class _Recycler:
     def empty_strided(self, size, stride, dtype) -> torch.Tensor:
         """``torch.empty_strided(size, stride, dtype=dtype)`` on the CPU, recycled where large."""
         extent = 1 + sum((n - 1) * st for n, st in zip(size, stride)) if all(size) else 0
-        nbytes = extent * torch.empty((), dtype=dtype).element_size()
+        nbytes = extent * dtype.itemsize
         if RECYCLE_CAP_BYTES <= 0 or nbytes < max(RECYCLE_MIN_BYTES, 1):
             return torch.empty_strided(size, stride, dtype=dtype)
         block = None
