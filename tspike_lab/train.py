@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.sources import DATASETS
+from .errors import TrainingDiverged
 from .models import ARCHS, NEURONS, build_model, spiking_layers
 from .models.layers import AMPLITUDES
 from .results import _fsync_dir, read_jsonl, write_text_atomic
@@ -82,10 +83,6 @@ AUGMENT_RECIPES: dict[str, dict[str, Any] | None] = {
 # Fields that do not change what a run computes: a checkpoint written under other values
 # of these may be resumed.
 _RESUME_FREE = ("data_dir", "device", "out_dir", "resume", "progress", "num_workers")
-
-
-class TrainingDiverged(FloatingPointError):
-    """The training loss became NaN or infinite; no checkpoint was written after it."""
 
 
 @dataclass

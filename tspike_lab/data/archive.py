@@ -16,14 +16,12 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from ..errors import DataUnavailableError  # re-exported as tspike_lab.data.DataUnavailableError
+
 logger = logging.getLogger(__name__)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ZIP_SUFFIXES = (".zip",)
-
-
-class DataUnavailableError(RuntimeError):
-    """A data set is neither on disk nor downloadable; the message says what to fetch and where."""
 
 
 def archive_kind(path: str | os.PathLike) -> str | None:

@@ -7,9 +7,9 @@ from torch import nn
 
 from ..neurons import SpikingLayer
 from . import resnet, vgg
-from .layers import AMPLITUDES, NEURONS, ConvBN, ScaledIdentity, SpikingNet, TimeFold, make_neuron
+from .layers import AMPLITUDES, NEURONS, ConvBN, NeuronKind, ScaledIdentity, SpikingNet, TimeFold
 
-__all__ = ["ARCHS", "NEURONS", "build_model", "spiking_layers", "SpikingNet", "ConvBN", "ScaledIdentity"]
+__all__ = ["ARCHS", "NEURONS", "NeuronKind", "build_model", "spiking_layers", "SpikingNet", "ConvBN", "ScaledIdentity"]
 
 ARCHS = {
     "resnet19": resnet.resnet19,
@@ -49,7 +49,7 @@ def build_model(
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
     if neuron not in NEURONS:
-        raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
+        raise ValueError(f"neuron must be one of {list(NEURONS)}, got {neuron!r}")
     if amplitude not in AMPLITUDES:
         raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
     for name, value, low in (("num_classes", num_classes, 2), ("num_steps", num_steps, 1),
@@ -61,7 +61,7 @@ def build_model(
         raise ValueError(f"unknown options for arch {arch!r}: {sorted(kwargs)}")
     if set(kwargs) - {"width"}:
         raise ValueError(f"unknown options for arch 'small': {sorted(set(kwargs) - {'width'})}; allowed: ['width']")
-    factory = partial(make_neuron, neuron, amplitude=amplitude, **lif_kwargs)
+    factory = partial(NEURONS[neuron], amplitude=amplitude, **lif_kwargs)
     model = ARCHS[arch](neuron=factory, num_classes=num_classes, num_steps=num_steps,
                         in_channels=in_channels, **kwargs)
     model.arch, model.neuron = arch, neuron

@@ -6,35 +6,52 @@ over T*B); only the neurons loop over time.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import MappingProxyType
+
 import torch
 from torch import nn
 
 from ..neurons import MultiStepLIF
 
-__all__ = ["NEURONS", "AMPLITUDES", "make_neuron", "ConvBN", "TimeFold", "ScaledIdentity", "SpikingNet"]
+__all__ = ["NEURONS", "NeuronKind", "AMPLITUDES", "ConvBN", "TimeFold", "ScaledIdentity", "SpikingNet"]
 
-NEURONS = ("binary", "ternary", "trainable_binary", "trainable_ternary")
 AMPLITUDES = ("layer", "channel")
 
 
-def check_neuron(neuron: str) -> str:
-    if neuron not in NEURONS:
-        raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
-    return neuron
+@dataclass(frozen=True)
+class NeuronKind:
+    """A network's neuron: its spike (binary {0, 1} or ternary {-1, 0, 1}), whether a is learned, how it is shown.
+
+    Calling it builds one spiking layer: ``NEURONS["trainable_ternary"](num_channels)``.
+    """
+
+    name: str
+    spike: str  # "binary" | "ternary" (tspike_lab.functional.KINDS)
+    trainable: bool  # learned amplitude a (Eq. 13-14)
+    label: str  # display name
+    color: str  # one colour per neuron across every figure (tspike_lab.viz reads it here)
+
+    def __call__(self, num_channels: int, *, amplitude: str = "layer", **lif_kwargs) -> MultiStepLIF:
+        """One :class:`MultiStepLIF` of this kind; ``amplitude="channel"`` learns one a per channel."""
+        if amplitude not in AMPLITUDES:
+            raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+        return MultiStepLIF(
+            self.spike,
+            learn_graded_spikes_factor=self.trainable,
+            num_channels=num_channels if (self.trainable and amplitude == "channel") else None,
+            **lif_kwargs,
+        )
 
 
-def make_neuron(neuron: str, num_channels: int, *, amplitude: str = "layer", **lif_kwargs) -> MultiStepLIF:
-    """One spiking layer of kind ``neuron`` (one of :data:`NEURONS`)."""
-    check_neuron(neuron)
-    if amplitude not in AMPLITUDES:
-        raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
-    trainable = neuron.startswith("trainable_")
-    return MultiStepLIF(
-        neuron.removeprefix("trainable_"),
-        learn_graded_spikes_factor=trainable,
-        num_channels=num_channels if (trainable and amplitude == "channel") else None,
-        **lif_kwargs,
-    )
+# The registry of neurons, in the order tables show them: the paper's three columns
+# (binary, ternary, trainable ternary), then our extra control.
+NEURONS = MappingProxyType({n.name: n for n in (
+    NeuronKind("binary", "binary", False, "binary", "#1f77b4"),
+    NeuronKind("ternary", "ternary", False, "ternary", "#d62728"),
+    NeuronKind("trainable_ternary", "ternary", True, "trainable ternary", "#2ca02c"),
+    NeuronKind("trainable_binary", "binary", True, "trainable binary", "#9467bd"),
+)})
 
 
 class TimeFold(nn.Module):

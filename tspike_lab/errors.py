@@ -1,0 +1,72 @@
+"""The project's error types: one per failure kind, each rendered as one line by the CLI and notebooks.
+
+Every error a user can cause derives from :class:`TspikeError`; its message names the
+parameter or file, what was found and what to do. ``tspike`` prints ``str(error)`` and
+exits 2 (3 for a diverged run); notebooks show the same line.
+
+    TspikeError
+    ├── ConfigError          a bad parameter (also a ValueError)
+    ├── DataError            data that cannot be used
+    │   ├── DataUnavailableError   not on disk and not downloadable
+    │   └── DataIntegrityError     on disk but wrong: checksum, truncated, unsafe, other data
+    ├── RunFolderError       an out_dir or run folder that cannot be used (another run's, a file, locked)
+    ├── CheckpointError      a checkpoint that cannot be read
+    └── TrainingDiverged     NaN or inf in the loss, gradients, weights or evaluation
+"""
+from __future__ import annotations
+
+__all__ = [
+    "TspikeError",
+    "ConfigError",
+    "DataError",
+    "DataUnavailableError",
+    "DataIntegrityError",
+    "RunFolderError",
+    "CheckpointError",
+    "TrainingDiverged",
+    "EXIT_CODES",
+    "exit_code",
+]
+
+
+class TspikeError(Exception):
+    """Base of every error a user of tspike_lab can cause; ``str(e)`` is the one-line message."""
+
+
+class ConfigError(TspikeError, ValueError):
+    """A parameter outside what is allowed (names the parameter, the value and what is allowed)."""
+
+
+class DataError(TspikeError):
+    """Data that cannot be used."""
+
+
+class DataUnavailableError(DataError, RuntimeError):
+    """A data set is neither on disk nor downloadable; the message says what to fetch and where."""
+
+
+class DataIntegrityError(DataError, ValueError):
+    """Data on disk that is not what it claims: a checksum mismatch, a truncated or unsafe file, other data."""
+
+
+class RunFolderError(TspikeError, ValueError):
+    """An output or run folder that cannot be used (another run's folder, a file, in use by another process)."""
+
+
+class CheckpointError(TspikeError, ValueError):
+    """A checkpoint that is missing, truncated or not a tspike_lab checkpoint."""
+
+
+class TrainingDiverged(TspikeError, FloatingPointError):
+    """The loss, gradients, weights or evaluation became NaN or infinite; no checkpoint was written after it."""
+
+
+EXIT_CODES = {TrainingDiverged: 3, TspikeError: 2}
+
+
+def exit_code(error: BaseException) -> int:
+    """The process exit status for ``error``: 3 diverged, 2 any other TspikeError, 1 otherwise."""
+    for kind, code in EXIT_CODES.items():
+        if isinstance(error, kind):
+            return code
+    return 1
