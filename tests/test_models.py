@@ -7,7 +7,7 @@ import tspike_lab as tl
 from tspike_lab.models.resnet import BasicBlock
 from tspike_lab.neurons import MultiStepLIF
 
-SIZES = {"small": 8, "resnet19": 16, "resnet20": 16, "vgg16": 32, "resnet18": 32, "resnet34": 32}
+SIZES = {"small": 8, "resnet19": 16, "resnet20": 16, "resnet20_wide": 16, "vgg16": 32, "resnet18": 32, "resnet34": 32}
 
 
 @pytest.mark.parametrize("arch", sorted(SIZES))
@@ -33,9 +33,34 @@ def test_resnet19_has_the_released_structure():
     assert down == [(1, 1), (1, 1)]
 
 
-def test_resnet20_has_three_blocks_per_stage_and_imagenet_resnets_a_7x7_stem():
+def test_resnet20_is_the_released_modified_network_with_a_three_conv_stem_and_avgdown_shortcuts():
+    from tspike_lab.models.resnet import AvgDown
+
     r20 = tl.build_model("resnet20", neuron="ternary", num_classes=10, num_steps=1)
-    assert len(r20.layers) == 9
+    stem_convs = [r20.stem.conv] + [m.conv for m in r20.stem_rest if hasattr(m, "conv")]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in stem_convs] == \
+        [(3, 64, (3, 3)), (64, 64, (3, 3)), (64, 64, (3, 3))]
+    assert isinstance(r20.pool.module, nn.AvgPool2d) and r20.pool.module.kernel_size == 2
+    assert [b.cb1.conv.out_channels for b in r20.layers] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [type(b.shortcut).__name__ for b in r20.layers] == \
+        ["ScaledIdentity", "ScaledIdentity"] + ["AvgDown", "ScaledIdentity"] * 3
+    assert all(isinstance(b.shortcut.pool.module, nn.AvgPool2d) for b in r20.layers if isinstance(b.shortcut, AvgDown))
+    assert all(not b.cb2.bn.weight.detach().any() for b in r20.layers)  # zero_init_residual
+    assert len(tl.spiking_layers(r20)) == 3 + 2 * 8
+    wide = tl.build_model("resnet20_wide", neuron="ternary", num_classes=10, num_steps=1)
+    assert len(wide.layers) == 9 and wide.stem.conv.out_channels == 128
+
+
+def test_parameter_counts_match_the_released_cifar_definitions():
+    # counted on the released models/resnet.py definitions (10 classes); our amplitudes a excluded
+    released = {"resnet19": 12_569_226, "resnet20": 11_247_946, "resnet20_wide": 17_289_866}
+    for arch, count in released.items():
+        m = tl.build_model(arch, neuron="ternary", num_classes=10, num_steps=1)
+        ours = sum(p.numel() for name, p in m.named_parameters() if not name.endswith("graded_spikes_factor"))
+        assert ours == count, arch
+
+
+def test_imagenet_resnets_have_a_7x7_stem():
     r34 = tl.build_model("resnet34", neuron="ternary", num_classes=1000, num_steps=1)
     assert r34.stem.conv.kernel_size == (7, 7) and r34.stem.conv.stride == (2, 2)
     assert isinstance(r34.pool.module, nn.AvgPool2d)

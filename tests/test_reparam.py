@@ -6,7 +6,7 @@ from torch import nn
 import tspike_lab as tl
 from tspike_lab.reparam import compare
 
-SIZES = {"small": 8, "resnet19": 8, "resnet20": 8, "vgg16": 32, "resnet18": 32, "resnet34": 32}
+SIZES = {"small": 8, "resnet19": 8, "resnet20": 8, "resnet20_wide": 8, "vgg16": 32, "resnet18": 32, "resnet34": 32}
 
 
 def _randomize(model, seed):

@@ -14,6 +14,7 @@ __all__ = ["ARCHS", "NEURONS", "NeuronKind", "build_model", "spiking_layers", "S
 ARCHS = {
     "resnet19": resnet.resnet19,
     "resnet20": resnet.resnet20,
+    "resnet20_wide": resnet.resnet20_wide,
     "vgg16": vgg.vgg16,
     "resnet18": resnet.resnet18,
     "resnet34": resnet.resnet34,
@@ -37,7 +38,8 @@ def build_model(
     """Build a spiking network.
 
     Args:
-        arch: one of ``ARCHS`` (resnet19, resnet20, vgg16, resnet18, resnet34, small).
+        arch: one of ``ARCHS`` (resnet19, resnet20, resnet20_wide, vgg16, resnet18, resnet34, small);
+            ``resnet20`` is the released ``resnet20_cifar_modified`` (see :mod:`tspike_lab.models.resnet`).
         neuron: one of ``NEURONS`` (binary, ternary, trainable_binary, trainable_ternary).
         num_classes, num_steps (T), in_channels: as named.
         amplitude: "layer" (one a per layer, the paper) or "channel" (one a per channel).
