@@ -6,8 +6,12 @@ Every :class:`tspike_lab.train.TrainConfig` field is an option (``num_steps`` ->
 ``env`` prints :func:`tspike_lab.results.environment`.
 
     tspike train --dataset digits --neuron ternary --epochs 10
-    torchrun --standalone --nproc_per_node 8 -m tspike_lab.train --dataset cifar10 --arch resnet19 \\
+    torchrun --standalone --nproc_per_node 8 -m tspike_lab train --dataset cifar10 --arch resnet19 \\
         --epochs 300 --out-dir runs/c10-r19
+
+Choices are not checked here: :func:`tspike_lab.config.validate` owns what is allowed and the
+command line prints its message. Every error a user can cause (:class:`tspike_lab.errors.TspikeError`)
+ends in one line on stderr and exit status 2 (3: the run diverged).
 """
 from __future__ import annotations
 
@@ -22,7 +26,12 @@ import types
 import typing
 from typing import Any, Sequence
 
-__all__ = ["main", "build_parser", "config_from_args"]
+from .config import CHOICES, TrainConfig
+from .errors import ConfigError, TspikeError, exit_code
+from .results import environment, new_run_dir
+from .train import train
+
+__all__ = ["main", "build_parser", "config_from_args", "config_to_args"]
 
 _HELP = {
     "dataset": "data set",
@@ -69,13 +78,6 @@ def _optional(conv):
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    from .train import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
-    from .data.sources import DATASETS
-    from .models import ARCHS, NEURONS
-    from .models.layers import AMPLITUDES
-
-    choices = {"dataset": DATASETS, "arch": tuple(ARCHS), "neuron": NEURONS, "amplitude": AMPLITUDES,
-               "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         hint = hints[f.name]
@@ -91,9 +93,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             continue
         conv = {int: int, float: float, str: str}[base]
         kw["type"] = _optional(conv) if optional else conv
-        if f.name in choices:
-            kw["choices"] = list(choices[f.name])
-        kw["metavar"] = None if f.name in choices else base.__name__.upper()
+        kw["metavar"] = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else base.__name__.upper()
         parser.add_argument(flag, help=f"{help_} (default: {f.default})".strip(), **kw)
 
 
@@ -110,11 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(ns: argparse.Namespace):
+def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     """The TrainConfig named by parsed ``train`` options."""
-    from .train import TrainConfig
-
     return TrainConfig(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def config_to_args(config: TrainConfig) -> list[str]:
+    """``tspike train`` options that rebuild ``config``: the inverse of :func:`config_from_args` (for torchrun)."""
+    args: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif value is None:
+            if f.default is not None:  # optional booleans (flip, autoaugment) have no "none": their default is None
+                args += [flag, "none"]
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return args
 
 
 def _json_safe(obj: Any) -> Any:
@@ -127,40 +141,41 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _flag(field: str | None) -> str:
+    return "--" + field.replace("_", "-") if field else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tspike`` and ``python -m tspike_lab.train``; returns the exit status."""
+    """Entry point of ``tspike`` and ``python -m tspike_lab``; returns the exit status."""
     parser = build_parser()
     ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if ns.command == "env":
-        from .results import environment
-
         print(json.dumps(environment(), indent=2))
         return 0
-
-    from .train import TrainingDiverged, train, validate
-    from .results import new_run_dir
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
     logging.basicConfig(level=getattr(logging, ns.log_level), format="%(levelname)s %(name)s: %(message)s")
     config = config_from_args(ns)
     try:
-        validate(config)
-    except ValueError as e:
-        parser.error(str(e))
-    if ns.new_run_in is not None:
-        if config.out_dir is not None:
-            parser.error("give --out-dir or --new-run-in, not both")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            parser.error("--new-run-in cannot be used under torchrun (each process would make a folder); use --out-dir")
-        config.out_dir = str(new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}"))
-    try:
+        if ns.new_run_in is not None:
+            if config.out_dir is not None:
+                raise ConfigError("give --out-dir or --new-run-in, not both")
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ConfigError("--new-run-in cannot be used under torchrun (each process would make a folder); "
+                                  "use --out-dir")
+            from .config import validate
+
+            validate(config)  # before a folder is made
+            config.out_dir = str(new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}"))
         history = train(config)
-    except TrainingDiverged as e:
-        print(f"tspike train: {e}", file=sys.stderr)
-        return 3
-    except ValueError as e:
-        print(f"tspike train: error: {e}", file=sys.stderr)
-        return 2
+    except TspikeError as e:
+        if isinstance(e, ConfigError) and e.field is not None and e.allowed is not None:
+            message = f"{_flag(e.field)} must be {e.allowed}, got {e.value!r}"
+        else:
+            message = str(e)
+        if rank0:
+            print(f"tspike train: error: {message}", file=sys.stderr)
+        return exit_code(e)
     if rank0:
         final = dict(history.final)
         if history.run_dir is not None:

@@ -34,7 +34,21 @@ class TspikeError(Exception):
 
 
 class ConfigError(TspikeError, ValueError):
-    """A parameter outside what is allowed (names the parameter, the value and what is allowed)."""
+    """A parameter outside what is allowed (names the parameter, the value and what is allowed).
+
+    ``field``, ``value`` and ``allowed`` keep the parts, so a front end can name the parameter
+    its own way (``--num-steps`` on the command line, ``num_steps`` in a notebook).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, value=None, allowed: str | None = None):
+        super().__init__(message)
+        self.field, self.value, self.allowed = field, value, allowed
+
+    @classmethod
+    def bad(cls, owner: str, field: str, value, allowed: str) -> "ConfigError":
+        """``"{owner}.{field} must be {allowed}, got {value!r}"`` (owner e.g. "TrainConfig")."""
+        prefix = f"{owner}.{field}" if owner else field
+        return cls(f"{prefix} must be {allowed}, got {value!r}", field=field, value=value, allowed=allowed)
 
 
 class DataError(TspikeError):

@@ -1,7 +1,10 @@
 """The paper's networks and a registry: ``build_model(arch, neuron=..., ...)``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
+from typing import Callable
 
 from torch import nn
 
@@ -9,17 +12,30 @@ from ..neurons import SpikingLayer
 from . import resnet, vgg
 from .layers import AMPLITUDES, NEURONS, ConvBN, NeuronKind, ScaledIdentity, SpikingNet, TimeFold
 
-__all__ = ["ARCHS", "NEURONS", "NeuronKind", "build_model", "spiking_layers", "SpikingNet", "ConvBN", "ScaledIdentity"]
+__all__ = ["ARCHS", "ArchSpec", "NEURONS", "NeuronKind", "build_model", "spiking_layers", "SpikingNet", "ConvBN", "ScaledIdentity"]
 
-ARCHS = {
-    "resnet19": resnet.resnet19,
-    "resnet20": resnet.resnet20,
-    "resnet20_wide": resnet.resnet20_wide,
-    "vgg16": vgg.vgg16,
-    "resnet18": resnet.resnet18,
-    "resnet34": resnet.resnet34,
-    "small": resnet.small,
-}
+@dataclass(frozen=True)
+class ArchSpec:
+    """A network of the registry: its builder, and the smallest image side it can take."""
+
+    name: str
+    build: Callable[..., SpikingNet]
+    min_size: int = 1  # pooling and strides must leave at least one pixel
+    label: str = ""
+
+    def __call__(self, **kwargs) -> SpikingNet:
+        return self.build(**kwargs)
+
+
+ARCHS = MappingProxyType({a.name: a for a in (
+    ArchSpec("resnet19", resnet.resnet19, 1, "ResNet19"),
+    ArchSpec("resnet20", resnet.resnet20, 2, "ResNet20"),  # AvgPool2d(2) after the stem
+    ArchSpec("resnet20_wide", resnet.resnet20_wide, 1, "ResNet20 (wide, released resnet20_cifar)"),
+    ArchSpec("vgg16", vgg.vgg16, 32, "VGG16"),  # five AvgPool2d(2)
+    ArchSpec("resnet18", resnet.resnet18, 1, "ResNet18"),
+    ArchSpec("resnet34", resnet.resnet34, 1, "ResNet34"),
+    ArchSpec("small", resnet.small, 1, "small"),
+)})
 
 _LIF_KWARGS = ("beta", "threshold", "spike_grad", "reset_mechanism", "detach_reset", "backend",
                "graded_spikes_factor")

@@ -1,0 +1,251 @@
+"""What a training run may be: :class:`TrainConfig` and its one :func:`validate`.
+
+Every choice field is backed by a registry (``CHOICES``): ``dataset`` by
+:data:`tspike_lab.data.DATASETS`, ``arch`` by :data:`tspike_lab.models.ARCHS`, ``neuron`` by
+:data:`tspike_lab.models.NEURONS`, and so on. The command line (:mod:`tspike_lab.cli`) and the
+reproduction pipeline (:mod:`tspike_lab.reproduce`) translate their parameters into a
+TrainConfig and let :func:`validate` decide; a bad value raises
+:class:`tspike_lab.errors.ConfigError` naming the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import torch
+
+from .data import DATASETS
+from .errors import ConfigError
+from .models import ARCHS, NEURONS
+from .models.layers import AMPLITUDES
+
+__all__ = ["TrainConfig", "validate", "CHOICES", "OPTIMIZERS", "SCHEDULES", "LOSSES", "RESUME_FREE",
+           "resolve_device"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "constant")
+LOSSES = ("ce", "tet")
+
+# Fields that do not change what a run computes: a checkpoint written under other values
+# of these may be resumed.
+RESUME_FREE = ("data_dir", "device", "out_dir", "resume", "progress", "num_workers")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; plain typed defaults (the paper's recipe).
+
+    Data and model:
+        dataset: one of ``tspike_lab.data.DATASETS``. data_dir: its folder (None: the data default).
+        arch: one of ``ARCHS``. neuron: one of ``NEURONS``. num_steps: T (time steps; for
+        cifar10-dvs also the number of event frames). width: channels of arch "small" only.
+        amplitude: "layer" (one trainable a per layer, Eq. 13-14) or "channel".
+    Optimization:
+        epochs, batch_size (per process; global batch = batch_size * world size),
+        optimizer ("sgd" | "adamw"), lr, momentum (SGD), weight_decay (conv/linear weights only;
+        BatchNorm, biases and amplitudes a are exempt, as the paper's code), warmup_epochs
+        (linear warm-up), schedule ("cosine" per step to 0 | "constant"), label_smoothing,
+        loss ("ce": cross-entropy on T-averaged logits, the paper; "tet": Deng et al. 2022,
+        ``(1 - tet_lambda) * mean_t CE(logits_t, y) + tet_lambda * MSE(logits_t, tet_phi)``),
+        grad_clip (max global grad norm; None: off).
+    Augmentation (training only; None: the data set's recipe, ``DATASETS[dataset].augment``):
+        augment (False: none at all), crop_padding, flip, autoaugment, cutout, roll.
+    Hardware:
+        amp (bf16 autocast on CUDA), cpu_amp (bf16 autocast on a CPU with native bf16,
+        AVX512-BF16 or AMX; off by default: it changes float32 results), channels_last
+        (image input, CUDA and CPU: faster convolutions on both), device
+        ("auto": cuda:LOCAL_RANK if available, else cpu), sync_bn (SyncBatchNorm when
+        distributed on GPUs; a no-op in one process), num_workers (DataLoader workers, file-based data only).
+    Bookkeeping:
+        seed, out_dir (run folder; None: no files), resume (continue from out_dir's
+        checkpoint), max_steps_per_epoch and max_eval_steps (truncate epochs, for smoke
+        tests), eval_every (test every k epochs and at the last), progress (tqdm bar).
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    arch: str = "small"
+    neuron: str = "trainable_ternary"
+    num_steps: int = 2
+    width: int | None = None
+    amplitude: str = "layer"
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    loss: str = "ce"
+    tet_lambda: float = 0.0
+    tet_phi: float = 1.0
+    grad_clip: float | None = None
+
+    augment: bool = True
+    crop_padding: int | None = None
+    flip: bool | None = None
+    autoaugment: bool | None = None
+    cutout: int | None = None
+    roll: int | None = None
+
+    amp: bool = True
+    cpu_amp: bool = False
+    channels_last: bool = True
+    device: str = "auto"
+    sync_bn: bool = False
+    num_workers: int = 4
+
+    seed: int = 0
+    out_dir: str | None = None
+    resume: bool = True
+    max_steps_per_epoch: int | None = None
+    max_eval_steps: int | None = None
+    eval_every: int = 1
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+
+# The registry behind every choice field: validate() checks against it, the CLI lists it.
+CHOICES: Mapping[str, Mapping | tuple] = MappingProxyType({
+    "dataset": DATASETS,
+    "arch": ARCHS,
+    "neuron": NEURONS,
+    "amplitude": AMPLITUDES,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "loss": LOSSES,
+})
+
+_DEVICE_HELP = "'auto' or a torch device string such as 'cpu', 'cuda', 'cuda:1'"
+
+
+def _fail(name: str, value: Any, allowed: str):
+    raise ConfigError.bad("TrainConfig", name, value, allowed)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_ranges(c: TrainConfig) -> None:
+    for name in ("epochs", "batch_size", "num_steps", "eval_every"):
+        value = getattr(c, name)
+        if not _is_int(value) or value < 1:
+            _fail(name, value, "an int >= 1")
+    for name in ("width", "max_steps_per_epoch", "max_eval_steps"):
+        value = getattr(c, name)
+        if value is not None and (not _is_int(value) or value < 1):
+            _fail(name, value, "None or an int >= 1")
+    for name in ("num_workers", "seed"):
+        value = getattr(c, name)
+        if not _is_int(value) or value < 0:
+            _fail(name, value, "an int >= 0")
+    if not _is_int(c.warmup_epochs) or not (c.warmup_epochs == 0 or 0 <= c.warmup_epochs < c.epochs):
+        _fail("warmup_epochs", c.warmup_epochs, f"an int in [0, epochs={c.epochs})")
+    for name, ok, allowed in (
+        ("lr", _is_real(c.lr) and c.lr > 0, "a finite number > 0"),
+        ("momentum", _is_real(c.momentum) and 0 <= c.momentum < 1, "a number in [0, 1)"),
+        ("weight_decay", _is_real(c.weight_decay) and c.weight_decay >= 0, "a finite number >= 0"),
+        ("label_smoothing", _is_real(c.label_smoothing) and 0 <= c.label_smoothing < 1, "a number in [0, 1)"),
+        ("tet_lambda", _is_real(c.tet_lambda) and 0 <= c.tet_lambda <= 1, "a number in [0, 1]"),
+        ("tet_phi", _is_real(c.tet_phi), "a finite number"),
+        ("grad_clip", c.grad_clip is None or (_is_real(c.grad_clip) and c.grad_clip > 0),
+         "None or a finite number > 0"),
+    ):
+        if not ok:
+            _fail(name, getattr(c, name), allowed)
+    if c.tet_lambda and c.loss != "tet":
+        _fail("tet_lambda", c.tet_lambda, "0 unless loss='tet'")
+    for name in ("crop_padding", "cutout", "roll"):
+        value = getattr(c, name)
+        if value is not None and (not _is_int(value) or value < 0):
+            _fail(name, value, "None (the data set's recipe) or an int >= 0")
+    for name in ("flip", "autoaugment"):
+        value = getattr(c, name)
+        if value is not None and not isinstance(value, bool):
+            _fail(name, value, "None (the data set's recipe), True or False")
+    for name in ("augment", "amp", "cpu_amp", "channels_last", "sync_bn", "resume", "progress"):
+        if not isinstance(getattr(c, name), bool):
+            _fail(name, getattr(c, name), "True or False")
+
+
+def _check_paths_and_device(c: TrainConfig) -> None:
+    if not isinstance(c.device, str):
+        _fail("device", c.device, _DEVICE_HELP)
+    if c.device != "auto":
+        try:
+            torch.device(c.device)
+        except (RuntimeError, ValueError):
+            _fail("device", c.device, _DEVICE_HELP)
+    for name in ("data_dir", "out_dir"):
+        value = getattr(c, name)
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or str(value) == ""):
+            _fail(name, value, "None or a non-empty path")
+
+
+def _check_pairing(c: TrainConfig) -> None:
+    """Choices that must agree with each other: width with arch, the data's image size with the arch."""
+    if c.width is not None and c.arch != "small":
+        _fail("width", c.width, f"None for arch {c.arch!r} (width applies to arch 'small' only)")
+    spec = DATASETS[c.dataset] if isinstance(DATASETS, Mapping) else None  # TODO(data registry): always a Mapping
+    side = getattr(spec, "image_size", None)
+    side = min(side) if isinstance(side, tuple) else side
+    need = ARCHS[c.arch].min_size
+    if side is not None and side < need:
+        _fail("arch", c.arch, f"a network that takes {side}x{side} images ({c.dataset!r}); {c.arch!r} needs "
+                              f"at least {need}x{need}")
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Check every field against its registry or range; raise ConfigError naming field, value and what is allowed.
+
+    Touches no data and no device. Returns ``config`` unchanged.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    for name, registry in CHOICES.items():
+        value = getattr(config, name)
+        if not isinstance(value, str) or value not in registry:
+            _fail(name, value, f"one of {list(registry)}")
+    _check_ranges(config)
+    _check_paths_and_device(config)
+    _check_pairing(config)
+    return config
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """The torch device a ``device`` string names: "auto" is cuda:local_rank where CUDA is present, else cpu.
+
+    Raises ConfigError for a CUDA device on a machine without CUDA.
+    """
+    if device == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device is {device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'",
+                              field="device", value=device, allowed="'auto' or 'cpu' (no CUDA here)")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+    return dev
