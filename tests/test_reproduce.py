@@ -1,4 +1,4 @@
-"""The reproduction pipeline: parameters, data-source choice, table runs, metrics.json, aggregation, notebooks.
+"""The reproduction pipeline: the paper's tables, plans, parameters, table runs, metrics.json, aggregation, notebooks.
 
 Tests named ``test_papermill_*`` execute the notebooks of reproduce/ in a kernel (a few seconds each).
 """
@@ -14,15 +14,58 @@ import numpy as np
 import pytest
 import torch
 
-from tspike_lab import cli, reproduce
-from tspike_lab.data import DataUnavailableError
-from tspike_lab.train import TrainConfig
+from tspike_lab import cli, reproduce, viz
+from tspike_lab.config import TrainConfig
+from tspike_lab.errors import ConfigError, DataUnavailableError, RunFolderError, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = {t: ROOT / "reproduce" / f"{t}.ipynb" for t in ("table1", "table2", "table3", "table4")}
-AGGREGATE_NB = ROOT / "reproduce" / "aggregate.ipynb"
+TABLE_NOTEBOOKS = {t: ROOT / "reproduce" / f"{t}.ipynb" for t in ("table1", "table2", "table3", "table4")}
+OTHER_NOTEBOOKS = {n: ROOT / "reproduce" / f"{n}.ipynb" for n in ("table5", "figure2", "aggregate")}
 # a digits table run of a second or two: 2 neurons x 2 seeds, 2 optimizer steps each
 TINY = dict(profile="smoke", dataset="digits", neurons=["binary", "ternary"], seeds=[0, 1], max_steps_per_epoch=2)
+
+# The paper's own cells, transcribed again here from the typeset tables (Guo et al. 2024):
+# (table, dataset, arch, T, neuron, top1, std). The library's copy must match every one.
+TRANSCRIPTION = [
+    ("table1", "imagenet", "resnet18", 2, "binary", 58.30, None),
+    ("table1", "imagenet", "resnet18", 2, "ternary", 65.87, None),
+    ("table1", "imagenet", "resnet18", 2, "trainable_ternary", 66.40, None),
+    ("table1", "imagenet", "resnet18", 4, "binary", 61.07, None),
+    ("table1", "imagenet", "resnet18", 4, "ternary", 66.90, None),
+    ("table1", "imagenet", "resnet18", 4, "trainable_ternary", 67.68, None),
+    ("table1", "imagenet", "resnet34", 2, "binary", 62.81, None),
+    ("table1", "imagenet", "resnet34", 2, "ternary", 69.48, None),
+    ("table1", "imagenet", "resnet34", 2, "trainable_ternary", 69.51, None),
+    ("table1", "imagenet", "resnet34", 4, "binary", 63.82, None),
+    ("table1", "imagenet", "resnet34", 4, "ternary", 70.12, None),
+    ("table1", "imagenet", "resnet34", 4, "trainable_ternary", 70.74, None),
+    ("table2", "cifar10", "resnet19", 1, "ternary", 95.28, 0.10),
+    ("table2", "cifar10", "resnet19", 2, "ternary", 95.60, 0.09),
+    ("table2", "cifar10", "resnet20", 2, "ternary", 94.29, 0.08),
+    ("table2", "cifar10", "resnet20", 4, "ternary", 94.46, 0.08),
+    ("table2", "cifar10", "resnet19", 1, "trainable_ternary", 95.58, 0.08),
+    ("table2", "cifar10", "resnet19", 2, "trainable_ternary", 95.80, 0.10),
+    ("table2", "cifar10", "resnet20", 2, "trainable_ternary", 94.48, 0.09),
+    ("table2", "cifar10", "resnet20", 4, "trainable_ternary", 94.96, 0.10),
+    ("table2", "cifar100", "resnet19", 1, "ternary", 78.13, 0.11),
+    ("table2", "cifar100", "resnet19", 2, "ternary", 79.66, 0.08),
+    ("table2", "cifar100", "resnet20", 2, "ternary", 73.00, 0.08),
+    ("table2", "cifar100", "resnet20", 4, "ternary", 73.85, 0.11),
+    ("table2", "cifar100", "resnet19", 1, "trainable_ternary", 78.45, 0.08),
+    ("table2", "cifar100", "resnet19", 2, "trainable_ternary", 80.20, 0.10),
+    ("table2", "cifar100", "resnet20", 2, "trainable_ternary", 73.41, 0.12),
+    ("table2", "cifar100", "resnet20", 4, "trainable_ternary", 74.02, 0.08),
+    ("table3", "imagenet", "resnet18", 4, "ternary", 66.90, 0.19),
+    ("table3", "imagenet", "resnet34", 4, "ternary", 70.12, 0.15),
+    ("table3", "imagenet", "resnet18", 4, "trainable_ternary", 67.68, 0.13),
+    ("table3", "imagenet", "resnet34", 4, "trainable_ternary", 70.74, 0.11),
+    ("table4", "cifar10-dvs", "resnet19", 10, "ternary", 78.40, 0.21),
+    ("table4", "cifar10-dvs", "resnet20", 10, "ternary", 78.70, 0.17),
+    ("table4", "cifar10-dvs", "resnet19", 10, "trainable_ternary", 79.80, 0.16),
+    ("table4", "cifar10-dvs", "resnet20", 10, "trainable_ternary", 79.80, 0.19),
+]
+# Table 5: (neuron, #Flops, #Sops, #Sign, energy µJ)
+TRANSCRIPTION_T5 = [("binary", 3.54e6, 71.20e6, 0.11e6, 50.14), ("ternary", 3.54e6, 79.21e6, 0.23e6, 51.20)]
 
 
 @pytest.fixture(autouse=True)
@@ -39,71 +82,183 @@ def _folders(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.iterdir() if p.is_dir()) if out_dir.exists() else []
 
 
+# --------------------------------------------------------------------------- the paper's numbers
+
+
+def test_every_paper_number_matches_the_transcription_kept_in_this_test():
+    numbers = reproduce.paper_numbers()
+    accuracy = [n for n in numbers if n["table"] != "table5"]
+    assert {(n["table"], n["dataset"], n["arch"], n["num_steps"], n["neuron"], n["top1"], n["std"])
+            for n in accuracy} == set(TRANSCRIPTION)
+    assert len(accuracy) == len(TRANSCRIPTION)
+    energy = [n for n in numbers if n["table"] == "table5"]
+    assert [(n["neuron"], n["flops"], n["sops"], n["sign"], n["energy_uj"]) for n in energy] == TRANSCRIPTION_T5
+    for n in numbers:
+        assert set(n) >= {"table", "dataset", "arch", "num_steps", "neuron", "top1", "std", "source"}
+        assert n["source"] == f"Guo et al. 2024, Table {n['table'][-1]}"
+
+
+def test_nothing_the_package_ships_points_outside_the_repository():
+    for path in (ROOT / "tspike_lab").rglob("*"):
+        if path.suffix in (".py", ".json", ".c", ".h"):
+            text = path.read_text(encoding="utf-8")
+            assert "shared/PAPER.md" not in text and "/work/" not in text, path
+    assert not (ROOT / "tspike_lab" / "paper_numbers.json").exists()
+
+
+def test_a_binary_cell_of_table3_is_taken_from_table1_with_its_source():
+    cell = reproduce.paper_cell("table3", "imagenet", "resnet34", 4, "binary")
+    assert cell == {"top1": 63.82, "std": None, "source": "Guo et al. 2024, Table 1"}
+    assert reproduce.paper_cell("table2", "cifar10", "resnet19", 2, "binary") is None  # never invented
+    assert reproduce.paper_cell("table2", "cifar10", "resnet19", 4, "ternary") is None
+
+
+def test_the_paper_markdown_prints_each_table_in_its_own_layout():
+    text = reproduce.paper_markdown("table2")
+    assert "| cifar100 | resnet19 | 2 | 79.66 ± 0.08 | 80.20 ± 0.10 |" in text and "Guo et al. 2024, Table 2" in text
+    assert "| imagenet | resnet34 | 4 | 63.82 | 70.12 | 70.74 |" in reproduce.paper_markdown("table1")
+    assert "| ternary spike | 3.54M | 79.21M | 0.23M | 51.20 µJ |" in reproduce.paper_markdown("table5")
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4"])
+def test_the_paper_profile_plans_every_arch_t_and_variant_of_the_paper_table(table):
+    runs = reproduce.plan(table, profile="paper")
+    planned = {(r["dataset"], r["arch"], r["num_steps"], r["neuron"]) for r in runs}
+    wanted = {(d, a, t, n) for (tb, d, a, t, n, _, _) in TRANSCRIPTION if tb == table}
+    assert wanted <= planned
+    t = reproduce.TABLES[table]
+    assert planned == {(row.dataset, row.arch, row.num_steps, n) for row in t.rows for n in t.neurons}
+    assert len(runs) == len(planned) * len({r["seed"] for r in runs})
+    for r in runs:
+        assert set(r) >= {"dataset", "arch", "neuron", "num_steps", "seed", "epochs", "batch_size"}
+
+
+def test_table2_has_our_binary_control_as_an_extra_column_and_the_cpu_profile_is_real_cifar_with_three_seeds():
+    t = reproduce.TABLES["table2"]
+    assert t.variants == ("ternary", "trainable_ternary") and t.extra == ("binary",)
+    cpu = reproduce.plan("table2", profile="cpu")
+    assert {r["dataset"] for r in cpu} == {"cifar10"} and {r["arch"] for r in cpu} == {"small"}
+    assert {r["seed"] for r in cpu} == {0, 1, 2}
+    assert {r["neuron"] for r in cpu} == {"binary", "ternary", "trainable_ternary"}
+    assert {r["num_steps"] for r in cpu} == {1, 2}
+    quick = reproduce.plan("table2", profile="quick")
+    assert {(r["dataset"], r["arch"], r["num_steps"]) for r in quick} == {("cifar10", "resnet19", 2)}
+
+
+def test_overrides_select_rows_data_sets_and_stand_ins():
+    rows = {(r["dataset"], r["arch"], r["num_steps"]) for r in reproduce.plan("table2", dataset="cifar100")}
+    assert rows == {("cifar100", "resnet19", 1), ("cifar100", "resnet19", 2), ("cifar100", "resnet20", 2),
+                    ("cifar100", "resnet20", 4)}
+    r19 = {(r["arch"], r["num_steps"]) for r in reproduce.plan("table2", dataset="cifar10", archs=["resnet19"])}
+    assert r19 == {("resnet19", 1), ("resnet19", 2)}  # each arch keeps the T the table gives it
+    t4 = {(r["arch"], r["num_steps"]) for r in reproduce.plan("table2", dataset="cifar10", num_steps=[4])}
+    assert t4 == {("resnet19", 4), ("resnet20", 4)}
+    smoke = reproduce.plan("table2", profile="smoke")
+    assert {(r["dataset"], r["arch"], r["width"]) for r in smoke} == {("digits", "small", 8)}
+    real = reproduce.plan("table2", profile="smoke", dataset="cifar10")
+    assert {r["arch"] for r in real} == {"resnet19"}  # smoke on the real data set keeps the paper's network
+    runs = reproduce.plan("table2", profile="cpu", seeds=[0, 1])
+    assert [r["seed"] for r in runs[:6]] == [0] * 6  # seeds outermost: a killed table has every row at n=1 first
+
+
 # --------------------------------------------------------------------------- parameters
 
 
 @pytest.mark.parametrize("table", list(reproduce.TABLES))
 def test_every_profile_of_every_table_resolves_to_valid_train_configs(table):
     for profile in reproduce.PROFILES[table]:
+        if profile in ("paper", "quick") and table != "capacity":
+            continue  # those need their data sets' folders only at run time: validate without data_dir below
         p = reproduce.validate_params(table, profile=profile)
         assert set(p) == set(reproduce.PARAMS)
-        assert p["profile"] == profile and p["epochs"] >= 1 and p["seeds"] and p["archs"] and p["neurons"]
+        assert p["profile"] == profile and p["seeds"] and p["neurons"]
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4"])
+def test_paper_and_quick_profiles_validate_without_reading_data(table):
+    for profile in ("paper", "quick"):
+        p = reproduce.validate_params(table, profile=profile)
+        assert p["epochs"] >= 1 and p["batch_size"] >= 1
 
 
 @pytest.mark.parametrize("name, value, allowed", [
-    ("dataset", "mnist", r"dataset must be one of \['cifar10', 'cifar100', 'digits'\]"),
+    ("dataset", "mnist", r"dataset must be None or one of \['cifar10', 'cifar100', 'digits'\]"),
     ("archs", ["resnet50"], r"archs must be a list drawn from \[.*'resnet19'.*\] \(unknown arch 'resnet50'\)"),
-    ("epochs", -3, r"epochs must be None \(the profile's value\) or an int >= 1, got -3"),
-    ("profile", "full", r"profile must be one of \['paper', 'quick', 'smoke'\], got 'full'"),
-    ("neurons", ["lif"], r"neurons must be a list drawn from \['binary', 'ternary', 'trainable_binary', "
-                         r"'trainable_ternary'\]"),
+    ("epochs", -3, r"epochs must be an int >= 1, got -3"),
+    ("profile", "full", r"profile must be one of \['paper', 'quick', 'smoke', 'cpu'\], got 'full'"),
+    ("neurons", ["lif"], r"neurons must be a list drawn from \['binary', 'ternary', 'trainable_ternary', "
+                         r"'trainable_binary'\]"),
     ("seeds", [0, 0], r"seeds must be a list without repeats"),
     ("num_steps", [0], r"num_steps must be None or a list of ints >= 1"),
-    ("lr", -0.1, r"lr must be None \(the profile's value\) or a finite number > 0"),
-    ("widths", [4], r"widths must be None unless archs include 'small'"),
+    ("lr", -0.1, r"lr must be a finite number > 0, got -0.1"),
+    ("widths", [0], r"widths must be None or a list of ints >= 1"),
     ("data_dir", "/no/such/folder", r"data_dir must be None or an existing folder or archive"),
     ("train_options", {"epochs": 3}, r"train_options must be a dict of TrainConfig fields other than"),
+    ("workers", 0, r"workers must be None \(the profile's value\) or an int >= 1"),
 ])
 def test_a_bad_parameter_fails_naming_it_the_value_and_what_is_allowed(name, value, allowed):
     params = {"dataset": "cifar10", "archs": ["resnet19"]}
     params[name] = value
-    with pytest.raises(ValueError, match=r"^table2: parameter " + allowed):
+    with pytest.raises(ConfigError, match=r"^table2: parameter " + allowed):
         reproduce.validate_params("table2", **params)
 
 
+def test_an_arch_that_cannot_take_the_data_is_refused_before_anything_runs():
+    with pytest.raises(ConfigError, match=r"table2: parameter archs must be a network that takes 8x8 images "
+                                          r"\('digits'\); 'vgg16' needs at least 32x32"):
+        reproduce.validate_params("table2", profile="smoke", archs=["vgg16"])
+
+
 def test_an_unknown_parameter_or_table_is_refused_with_the_allowed_names():
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epoch'\]; allowed: \['profile', 'dataset'"):
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['epoch'\]; allowed: \['profile', 'dataset'"):
         reproduce.validate_params("table1", epoch=3)
-    with pytest.raises(ValueError, match=r"table must be one of \['table1', 'table2', 'table3', 'table4'\]"):
+    with pytest.raises(ConfigError, match=r"table must be one of \['table1', 'table2', 'table3', 'table4', "
+                                          r"'capacity'\]"):
         reproduce.validate_params("table5")
 
 
-def test_parameters_left_none_take_the_profile_and_digits_swaps_in_the_small_network():
+def test_a_mistyped_parameter_papermill_injected_is_refused_naming_the_likely_one():
+    namespace = {"In": ["", "# Parameters\nseed = 5\nprofile = \"smoke\"\n"], "seed": 5, "profile": "smoke"}
+    with pytest.raises(ConfigError, match=r"table2: unknown parameter\(s\) 'seed' \(did you mean 'seeds'\?\)"):
+        reproduce.params_from(namespace, "table2")
+    ok = {"In": ["# Parameters\nseeds = [5]\n"], "seeds": [5], "runs": [1], "params": {}}
+    assert reproduce.params_from(ok, "table2") == {"seeds": [5]}  # the notebook's own variables are not parameters
+
+
+def test_parameters_left_none_take_the_profile():
     paper = reproduce.validate_params("table2", dataset="cifar100")
-    assert (paper["archs"], paper["num_steps"], paper["epochs"], paper["batch_size"]) == (["resnet19"], [2], 300, 128)
+    assert (paper["epochs"], paper["batch_size"], paper["seeds"]) == (300, 128, [0, 1, 2])
     smoke = reproduce.validate_params("table2", profile="smoke")
-    assert smoke["dataset"] == "digits" and smoke["archs"] == ["small"]
-    assert smoke["epochs"] == 1 and smoke["max_steps_per_epoch"] == 2
-    real = reproduce.validate_params("table2", profile="smoke", dataset="cifar10")
-    assert real["archs"] == ["resnet19"]  # smoke on the real data set keeps the paper's network
+    assert smoke["dataset"] == "digits" and smoke["epochs"] == 1 and smoke["max_steps_per_epoch"] == 2
     imagenet = reproduce.validate_params("table3")
-    assert imagenet["archs"] == ["resnet34"] and imagenet["num_steps"] == [4] and imagenet["seeds"] == [1000]
-    assert imagenet["train_options"]["sync_bn"] is True
+    assert imagenet["seeds"] == [1000] and imagenet["train_options"]["sync_bn"] is True
+    assert reproduce.validate_params("table2", profile="cpu")["workers"] == 2
 
 
 def test_list_parameters_accept_what_papermill_passes():
-    p = reproduce.validate_params("table1", profile="smoke", seeds="0,1,2", num_steps=4, archs="small",
+    p = reproduce.validate_params("capacity", profile="smoke", seeds="0,1,2", num_steps=4, archs="small",
                                   widths="[1, 2]", neurons="ternary,binary", lr=1)
     assert (p["seeds"], p["num_steps"], p["archs"], p["widths"]) == ([0, 1, 2], [4], ["small"], [1, 2])
     assert p["neurons"] == ["ternary", "binary"] and p["lr"] == 1.0 and isinstance(p["lr"], float)
-    with pytest.raises(ValueError, match="seeds must be None, a list of int or a comma-separated string"):
-        reproduce.validate_params("table1", seeds="zero")
+    with pytest.raises(ConfigError, match="seeds must be None, a list of int or a comma-separated string"):
+        reproduce.validate_params("capacity", seeds="zero")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_a_cuda_device_is_refused_early_where_there_is_none():
-    with pytest.raises(ValueError, match=r"device must be .*CUDA is not available on this machine, got 'cuda'"):
-        reproduce.validate_params("table1", device="cuda")
+    with pytest.raises(ConfigError, match=r"device must be .*no CUDA here.*got 'cuda'"):
+        reproduce.validate_params("capacity", profile="smoke", device="cuda")
+
+
+def test_the_estimate_times_a_step_here_and_scales_it_to_the_profile():
+    cost = reproduce.estimate("capacity", profile="smoke")
+    assert cost["runs"] == 3 and cost["epochs"] == [1] and cost["device"] == "cpu"
+    assert all(r["step_s"] > 0 and r["run_s"] == pytest.approx(r["epoch_s"]) for r in cost["per_run"])
+    assert cost["total_s"] == pytest.approx(sum(r["run_s"] for r in cost["per_run"]))
+    assert reproduce.fmt_duration(30) == "30 s" and reproduce.fmt_duration(4000) == "66.7 min"
 
 
 # --------------------------------------------------------------------------- data sources
@@ -128,42 +283,15 @@ def _image_copy(root: Path, classes: int = 10, per_class: int = 2) -> Path:
     return root
 
 
-def test_a_cifar_layout_is_read_as_cifar_and_a_class_folder_copy_as_an_image_folder(tmp_path):
-    canonical = tmp_path / "canon" / "cifar-10-batches-py"
-    canonical.mkdir(parents=True)
-    assert reproduce.resolve_data("cifar10", str(canonical.parent)).source == "cifar10"
-    assert reproduce.resolve_data("cifar10", str(canonical)).source == "cifar10"
-    archive = tmp_path / "dl" / "cifar-10-python.tar.gz"
-    archive.parent.mkdir()
-    archive.write_bytes(b"")
-    assert reproduce.resolve_data("cifar10", str(archive)).source == "cifar10"
-    assert reproduce.resolve_data("cifar10", None).source == "cifar10"
-
-    folder = _image_copy(tmp_path / "jpeg", classes=2, per_class=1)
-    plan = reproduce.resolve_data("cifar10", str(folder))
-    assert (plan.source, plan.label) == ("imagefolder", "CIFAR-10 (JPEG copy)")
-    assert dict(plan.options) == dict(crop_padding=4, flip=True, autoaugment=True, cutout=16)  # the CIFAR recipe
-    packed = tmp_path / "copy.tar.xz"
-    with tarfile.open(packed, "w:xz") as tar:
-        tar.add(folder / "train", arcname="train")
-        tar.add(folder / "test", arcname="test")
-    plan = reproduce.resolve_data("cifar100", str(packed))
-    assert (plan.source, plan.label) == ("imagefolder", "CIFAR-100 (JPEG copy)")
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ValueError, match=r"table2: parameter data_dir '.*empty' is neither a CIFAR layout "
-                                         r"\(cifar-10-batches-py/, cifar-10-python.tar.gz\) nor an image folder"):
-        reproduce.validate_params("table2", dataset="cifar10", data_dir=str(empty))
-
-
 def test_missing_cifar_fails_before_any_folder_naming_the_url_and_data_dir(tmp_path, monkeypatch):
-    from tspike_lab.data import sources
+    import tspike_lab.data as data
 
-    def offline(url, dest, md5=None, timeout=60.0):
+    def offline(*args, **kwargs):
         raise OSError("offline")
 
-    monkeypatch.setattr(sources, "_download", offline)
+    for module in list(vars(data).values()) + [data]:
+        if hasattr(module, "_download"):
+            monkeypatch.setattr(module, "_download", offline)
     with pytest.raises(DataUnavailableError, match=r"https://www\.cs\.toronto\.edu/~kriz/cifar-10-python\.tar\.gz"
                                                    r".*data_dir"):
         reproduce.run_table("table2", dataset="cifar10", out_dir=str(tmp_path / "out"))
@@ -176,24 +304,26 @@ def test_an_image_folder_copy_of_cifar10_trains_resnet19_and_sits_beside_the_pap
                               neurons=["trainable_ternary"], batch_size=4, max_steps_per_epoch=1,
                               max_eval_steps=1, out_dir=str(tmp_path / "out"))
     record = reproduce.load_run(run)
-    assert record["data_source"] == "imagefolder" and record["dataset_label"] == "CIFAR-10 (JPEG copy)"
+    assert record["datasets"]["cifar10"]["source"] == "imagefolder"
+    assert record["datasets"]["cifar10"]["label"] == "CIFAR-10 (JPEG copy)"
     assert record["train_config"]["autoaugment"] is True and record["train_config"]["cutout"] == 16
     [row] = reproduce.aggregate(run)
     assert (row["arch"], row["num_steps"], row["neuron"], row["n_seeds"]) == ("resnet19", 2, "trainable_ternary", 1)
-    assert row["paper"] == 95.80 and row["paper_provenance"] == "secondary, confidence medium"
-    assert row["diff"] == pytest.approx(row["mean"] - 95.80)
+    assert (row["paper"], row["paper_std"], row["paper_source"]) == (95.80, 0.10, "Guo et al. 2024, Table 2")
+    assert row["diff"] == pytest.approx(row["mean"] - 95.80) and row["within_2std"] is False
     assert row["std"] is None  # one seed: the spread is unknown, not 0
     text = reproduce.paper_table([row])
-    assert "CIFAR-10 (JPEG copy)" in text and "95.80" in text and "smoke profile: plumbing only" in text
+    assert "CIFAR-10 (JPEG copy)" in text and "95.80 ± 0.10" in text and "plumbing only" in text
+    assert "batch 4" in reproduce.describe_setup(record)  # the setup actually used, not the paper's batch 128
 
 
 # --------------------------------------------------------------------------- table runs
 
 
 def test_two_runs_into_one_out_dir_make_two_folders_that_aggregate_reads(tmp_path):
-    out = tmp_path / "out"
-    first = reproduce.run_table("table1", out_dir=str(out), **TINY)
-    second = reproduce.run_table("table1", out_dir=str(out), **TINY)
+    out = tmp_path / "runs"  # a folder named "runs": aggregate finds table runs by content, not by name
+    first = reproduce.run_table("capacity", out_dir=str(out), **TINY)
+    second = reproduce.run_table("capacity", out_dir=str(out), **TINY)
     assert first != second and _folders(out) == sorted([first, second])
     for run in (first, second):
         record = reproduce.load_run(run)
@@ -211,13 +341,16 @@ def test_two_runs_into_one_out_dir_make_two_folders_that_aggregate_reads(tmp_pat
         assert r["n_seeds"] == 2 and r["seeds"] == [0, 1] and r["std"] is not None
         runs = [x["top1"] for x in reproduce.load_run(r["run_dir"])["runs"] if x["neuron"] == r["neuron"]]
         assert r["mean"] == pytest.approx(sum(runs) / 2)
-        assert r["paper"] is None and r["paper_provenance"] is None  # table1's numbers are unknown: empty
+        assert r["paper"] is None and r["paper_source"] is None  # our experiment: no paper cell
     assert reproduce.aggregate([first]) == [r for r in rows if r["run"] == first.name]
 
 
 def test_the_metrics_file_records_each_finished_run_and_a_killed_table_resumes(tmp_path, monkeypatch):
+    import sys
+
+    run_module = sys.modules["tspike_lab.reproduce.run"]
     calls = []
-    real = reproduce._train_in_process
+    real = run_module._train_in_process
 
     def dies_on_the_third(config):
         calls.append(Path(config.out_dir).name)
@@ -225,19 +358,19 @@ def test_the_metrics_file_records_each_finished_run_and_a_killed_table_resumes(t
             raise RuntimeError("killed")
         return real(config)
 
-    monkeypatch.setattr(reproduce, "_train_in_process", dies_on_the_third)
+    monkeypatch.setattr(run_module, "_train_in_process", dies_on_the_third)
     with pytest.raises(RuntimeError, match="killed"):
-        reproduce.run_table("table1", out_dir=str(tmp_path), **TINY)
+        reproduce.run_table("capacity", out_dir=str(tmp_path), **TINY)
     [run] = _folders(tmp_path)
     partial = reproduce.load_run(run)
     assert partial["status"] == "failed" and partial["error"] == "RuntimeError: killed"
     assert [r["key"] for r in partial["runs"]] == ["small-w8-binary-T2-s0", "small-w8-ternary-T2-s0"]
     assert all(r["n_seeds"] == 1 for r in partial["aggregate"])  # seeds outermost: every row has n=1 already
 
-    with pytest.raises(ValueError, match=r"resume: parameter\(s\) \['epochs'\] differ"):
-        reproduce.run_table("table1", resume=run, epochs=5)
+    with pytest.raises(ConfigError, match=r"resume: parameter\(s\) \['epochs'\] differ"):
+        reproduce.run_table("capacity", resume=run, epochs=5)
     calls.clear()
-    assert reproduce.run_table("table1", resume=run) == run
+    assert reproduce.run_table("capacity", resume=run) == run
     assert calls == ["small-w8-binary-T2-s1", "small-w8-ternary-T2-s1"]  # finished runs are not trained again
     done = reproduce.load_run(run)
     assert done["status"] == "complete" and len(done["runs"]) == 4 and "error" not in done
@@ -245,8 +378,30 @@ def test_the_metrics_file_records_each_finished_run_and_a_killed_table_resumes(t
     assert _folders(tmp_path) == [run]
 
 
+def test_a_second_process_on_a_running_table_is_refused_and_writes_nothing(tmp_path):
+    import fcntl
+
+    run = reproduce.run_table("capacity", out_dir=str(tmp_path), **{**TINY, "seeds": [0], "neurons": ["ternary"]})
+    before = (run / "metrics.json").read_bytes()
+    with open(run / ".lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process holds the table
+        with pytest.raises(RunFolderError, match="another process is running table run"):
+            reproduce.run_table("capacity", resume=run)
+    assert (run / "metrics.json").read_bytes() == before  # not marked "failed"
+
+
+def test_a_diverged_run_makes_the_table_diverged_never_complete(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"capacity: 1 of 1 training runs diverged"):
+        reproduce.run_table("capacity", out_dir=str(tmp_path), **{**TINY, "seeds": [0], "neurons": ["ternary"],
+                                                                   "max_steps_per_epoch": 4}, batch_size=16, lr=1e6)
+    [run] = _folders(tmp_path)
+    record = reproduce.load_run(run)
+    assert record["status"] == "diverged" and record["runs"][0]["status"] == "diverged"
+    assert [r["mean"] for r in record["aggregate"]] == [None]
+
+
 def test_validate_metrics_names_what_is_missing_or_mistyped(tmp_path):
-    run = reproduce.run_table("table1", out_dir=str(tmp_path), **{**TINY, "seeds": [0], "neurons": ["ternary"]})
+    run = reproduce.run_table("capacity", out_dir=str(tmp_path), **{**TINY, "seeds": [0], "neurons": ["ternary"]})
     record = json.loads((run / "metrics.json").read_text())
     assert reproduce.validate_metrics(record) is record
     del record["environment"]["git_commit"]
@@ -254,8 +409,7 @@ def test_validate_metrics_names_what_is_missing_or_mistyped(tmp_path):
     record.pop("wall_time_s")
     with pytest.raises(ValueError) as err:
         reproduce.validate_metrics(record)
-    msg = str(err.value)
-    assert "metrics lacks 'wall_time_s'" in msg
+    assert "metrics lacks 'wall_time_s'" in str(err.value)
     record["wall_time_s"] = 1.0
     with pytest.raises(ValueError) as err:
         reproduce.validate_metrics(record)
@@ -267,57 +421,53 @@ def test_validate_metrics_names_what_is_missing_or_mistyped(tmp_path):
 def _record_like(run: Path, **changes) -> Path:
     """A copy of a table run whose record claims another table/data set/arch (to exercise the paper lookup)."""
     record = reproduce.load_run(run)
-    record.update({k: v for k, v in changes.items() if k in ("table", "dataset", "dataset_label")})
+    record["table"] = changes["table"]
+    record["datasets"] = {changes["dataset"]: {"label": changes["label"], "source": changes["dataset"], "root": None}}
     for r in record["runs"]:
-        r.update({k: v for k, v in changes.items() if k in ("arch", "num_steps", "width")})
+        r.update(dataset=changes["dataset"], arch=changes["arch"], num_steps=changes["num_steps"], width=None)
     dest = run.parent / f"{run.name}-as-{changes['dataset']}"
     dest.mkdir()
     (dest / "metrics.json").write_text(json.dumps(record))
     return dest
 
 
-def test_aggregate_puts_the_paper_number_its_provenance_and_the_difference_beside_ours(tmp_path):
-    run = reproduce.run_table("table4", out_dir=str(tmp_path), **{**TINY, "neurons": ["trainable_ternary"]})
-    dvs = _record_like(run, table="table4", dataset="cifar10-dvs", dataset_label="CIFAR10-DVS", arch="resnet19",
-                       num_steps=10, width=None)
-    [row] = [r for r in reproduce.aggregate(tmp_path) if r["run"] == dvs.name]
-    assert row["paper"] == 79.84 and row["paper_provenance"] == "secondary, confidence low"
-    assert "architecture is unclear" in row["paper_note"] and "also reported: 80.30" in row["paper_note"]
-    assert row["diff"] == pytest.approx(row["mean"] - 79.84)
-    text = reproduce.paper_table([row])
-    assert "79.84 [1]" in text and "[1] citing papers disagree" in text and "secondary, confidence low" in text
-    # the plain ternary rows of table2: the note says the variant is uncertain
-    assert "variant" in reproduce.paper_number("table2", "cifar10", "resnet19", 2, "ternary")["note"]
-    assert reproduce.paper_number("table2", "cifar10", "resnet19", 4, "ternary") is None  # unknown: never invented
-    assert reproduce.paper_number("table1", "cifar10", "resnet20", 2, "ternary") is None
+def test_aggregate_puts_the_paper_cell_the_difference_and_the_two_std_verdict_beside_ours(tmp_path):
+    run = reproduce.run_table("capacity", out_dir=str(tmp_path), **{**TINY, "neurons": ["trainable_ternary", "binary"]})
+    dvs = _record_like(run, table="table4", dataset="cifar10-dvs", label="CIFAR10-DVS", arch="resnet20", num_steps=10)
+    rows = {r["neuron"]: r for r in reproduce.aggregate(tmp_path) if r["run"] == dvs.name}
+    tt = rows["trainable_ternary"]
+    assert (tt["paper"], tt["paper_std"]) == (79.80, 0.19) and tt["diff"] == pytest.approx(tt["mean"] - 79.80)
+    assert tt["within_2std"] is (abs(tt["mean"] - 79.80) <= 0.38) and tt["ours"] is False
+    assert rows["binary"]["paper"] is None and rows["binary"]["ours"] is True  # our control: no paper cell
+    text = reproduce.paper_table(list(rows.values()))
+    assert "| arch | T | binary (ours) | trainable ternary |" in text
+    assert "paper 79.80 ± 0.19" in text and "Guo et al. 2024, Table 4" in text
 
 
-def test_paper_numbers_are_all_secondary_with_a_confidence_and_a_source():
-    entries = reproduce.paper_numbers()["entries"]
-    assert entries and all(e["provenance"] == "secondary" and e["confidence"] and e["source"] for e in entries)
-    assert "| table2 | CIFAR-10 | resnet19 | 2 | trainable_ternary | 95.80 | secondary | medium |" in \
-        reproduce.paper_numbers_markdown("table2")
-    assert "No paper number is known for table1" in reproduce.paper_numbers_markdown("table1")
-
-
-def test_plot_table_draws_a_width_sweep_as_lines_and_a_table_as_bars_beside_the_paper():
-    base = dict(table="table1", dataset="digits", dataset_label="digits", arch="small", num_steps=1, n_seeds=3,
-                std=1.0, paper=None, hardware="cpu", profile="cpu", run="r")
+def test_plot_table_draws_a_width_sweep_as_lines_and_a_table_as_bars_beside_the_paper_per_data_set():
+    base = dict(table="capacity", dataset="digits", dataset_label="digits", arch="small", num_steps=1, n_seeds=3,
+                std=1.0, paper=None, paper_std=None, hardware="cpu", profile="cpu", run="r", ours=False)
     sweep = [dict(base, width=w, neuron=n, mean=50.0 + w) for w in (1, 2, 4) for n in ("binary", "ternary")]
-    fig = reproduce.plot_table(sweep)
+    fig = viz.plot_table(sweep)
     assert [t.type for t in fig.data] == ["scatter", "scatter"] and list(fig.data[0].x) == [1, 2, 4]
-    bars = [dict(base, width=None, neuron="ternary", mean=94.0, paper=95.6)]
-    fig = reproduce.plot_table(bars)
-    assert [(t.type, t.name, list(t.y)) for t in fig.data] == [("bar", "ours", [94.0]),
-                                                              ("bar", "paper (secondary)", [95.6])]
+    bars = [dict(base, table="table2", width=None, arch="resnet19", num_steps=2, neuron="ternary", mean=94.0,
+                 paper=95.6, paper_std=0.09, dataset="cifar10", dataset_label="CIFAR-10", profile="quick"),
+            dict(base, table="table2", width=None, arch="resnet19", num_steps=2, neuron="ternary", mean=70.0,
+                 paper=79.66, paper_std=0.08, dataset="cifar100", dataset_label="CIFAR-100", profile="quick")]
+    fig = viz.plot_table(bars)
+    assert [(t.type, t.name) for t in fig.data] == [("bar", "ternary"), ("scatter", "paper (Guo et al. 2024)"),
+                                                   ("bar", "ternary"), ("scatter", "paper (Guo et al. 2024)")]
+    titles = [a.text for a in fig.layout.annotations]
+    assert any("CIFAR-10 · profile quick" in t for t in titles) and any("CIFAR-100" in t for t in titles)
+    assert fig.layout.yaxis.title.text == "test top-1 (%)"
 
 
-def test_train_cli_args_rebuild_the_same_config_for_torchrun():
+def test_config_to_args_rebuilds_the_same_config_for_torchrun():
     parser = cli.build_parser()
     for config in (TrainConfig(), TrainConfig(dataset="imagenet", data_dir="/data/in1k", arch="resnet34",
                                               num_steps=4, seed=1000, batch_size=40, sync_bn=True, amp=False,
                                               lr=0.1, weight_decay=1e-4, max_steps_per_epoch=5, out_dir="runs/x")):
-        args = reproduce.train_cli_args(config)
+        args = cli.config_to_args(config)
         assert cli.config_from_args(parser.parse_args(["train", *args])) == config
 
 
@@ -334,10 +484,23 @@ def test_table3_trains_through_torchrun_when_given_several_processes(tmp_path):
 
 
 def test_the_aggregate_command_prints_every_run(tmp_path, capsys):
-    reproduce.run_table("table1", out_dir=str(tmp_path), **{**TINY, "seeds": [0]})
+    reproduce.run_table("capacity", out_dir=str(tmp_path), **{**TINY, "seeds": [0]})
     assert reproduce.main(["aggregate", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("**table1** · digits") and "| small | 8 | 2 | binary | 1 |" in out
+    assert out.startswith("**Our experiment (not in the paper)") and "| small (width 8) | 2 |" in out
+
+
+def test_the_shipped_cpu_results_are_real_cifar10_with_three_seeds_and_labelled_as_the_cpu_profile():
+    shipped = reproduce.shipped_results()
+    runs = [r for r in reproduce.find_runs(shipped) if reproduce.load_run(r)["profile"] == "cpu"] if shipped else []
+    assert runs, "results/ must hold the Table 2 cpu-profile run"
+    record = reproduce.load_run(runs[-1])
+    assert record["status"] == "complete" and record["datasets"]["cifar10"]["label"] == "CIFAR-10 (JPEG copy)"
+    rows = reproduce.aggregate(runs[-1])
+    assert {r["neuron"] for r in rows} == {"binary", "ternary", "trainable_ternary"}
+    assert all(r["n_seeds"] == 3 and r["std"] is not None and 10.0 < r["mean"] < 100.0 for r in rows)
+    for r in record["runs"]:  # checkpoints small enough to ship
+        assert (runs[-1] / r["run_dir"] / "checkpoint.pt").stat().st_size < 2_000_000
 
 
 # --------------------------------------------------------------------------- notebooks
@@ -348,7 +511,7 @@ def _params_cell(nb):
     return cell
 
 
-@pytest.mark.parametrize("path", [*NOTEBOOKS.values(), AGGREGATE_NB], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [*TABLE_NOTEBOOKS.values(), *OTHER_NOTEBOOKS.values()], ids=lambda p: p.stem)
 def test_reproduction_notebook_is_a_stripped_titled_record_with_one_commented_parameters_cell(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
@@ -357,8 +520,7 @@ def test_reproduction_notebook_is_a_stripped_titled_record_with_one_commented_pa
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
-    assignments = [line for line in _params_cell(nb).source.splitlines()
-                   if re.match(r"^\w+\s*:", line)]
+    assignments = [line for line in _params_cell(nb).source.splitlines() if re.match(r"^\w+\s*:", line)]
     assert assignments and all(re.search(r"=.*\S\s+#\s*\S", line) for line in assignments), assignments
     tree = ast.parse(_params_cell(nb).source)
     for node in tree.body:
@@ -366,56 +528,74 @@ def test_reproduction_notebook_is_a_stripped_titled_record_with_one_commented_pa
             ast.literal_eval(node.value)  # typed literals only
 
 
-@pytest.mark.parametrize("table", list(NOTEBOOKS))
-def test_table_notebook_names_the_paper_table_and_validates_before_its_one_library_call(table):
-    nb = nbformat.read(NOTEBOOKS[table], as_version=4)
+@pytest.mark.parametrize("table", list(TABLE_NOTEBOOKS))
+def test_table_notebook_names_the_paper_table_and_validates_and_costs_before_its_one_library_call(table):
+    nb = nbformat.read(TABLE_NOTEBOOKS[table], as_version=4)
     assert f"# Table {table[-1]}" in nb.cells[0].source and "Guo et al." in nb.cells[0].source
     code = [c for c in nb.cells if c.cell_type == "code"]
     validate = [i for i, c in enumerate(code) if "validate" in c.metadata.get("tags", [])]
+    costs = [i for i, c in enumerate(code) if "reproduce.estimate(" in c.source]
     runs = [i for i, c in enumerate(code) if "reproduce.run_table(" in c.source]
-    assert len(validate) == 1 and len(runs) == 1 and validate[0] < runs[0]
+    assert len(validate) == 1 and len(runs) == 1 and len(costs) == 1 and validate[0] < costs[0] < runs[0]
     names = {n.target.id for n in ast.parse(_params_cell(nb).source).body if isinstance(n, ast.AnnAssign)}
     assert {"dataset", "data_dir", "archs", "neurons", "num_steps", "seeds", "epochs", "batch_size", "lr",
-            "profile", "out_dir", "device"} <= names
-    assert names <= set(reproduce.PARAMS)
+            "profile", "out_dir", "device"} <= names <= set(reproduce.PARAMS)
 
 
-def _execute(path, out_dir, tmp_path, **parameters):
+def _execute(path, tmp_path, **parameters):
     import papermill
 
     output = tmp_path / f"out-{path.stem}.ipynb"
-    papermill.execute_notebook(str(path), str(output), parameters=dict(out_dir=str(out_dir), **parameters),
-                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    papermill.execute_notebook(str(path), str(output), parameters=parameters, kernel_name="python3",
+                               cwd=str(tmp_path), progress_bar=False)
     return nbformat.read(output, as_version=4)
 
 
+def _shown(nb) -> str:
+    return "".join(o.get("data", {}).get("text/markdown", "") + o.get("text", "") for c in nb.cells
+                   if c.cell_type == "code" for o in c.outputs)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("table", list(NOTEBOOKS))
+@pytest.mark.parametrize("table", list(TABLE_NOTEBOOKS))
 def test_papermill_smoke_run_of_each_table_notebook_writes_a_valid_metrics_json(table, tmp_path):
     out = tmp_path / "results"
-    nb = _execute(NOTEBOOKS[table], out, tmp_path, profile="smoke", dataset="digits")
+    nb = _execute(TABLE_NOTEBOOKS[table], tmp_path, profile="smoke", out_dir=str(out))
     [run] = _folders(out)
     record = reproduce.load_run(run)  # validates against METRICS_SCHEMA
     assert record["table"] == table and record["status"] == "complete" and record["profile"] == "smoke"
-    assert record["dataset"] == "digits" and len(record["runs"]) == record["planned"] >= 1
-    shown = "".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
-                    for o in c.outputs)
-    assert f"**{table}** · digits" in shown and "ours top-1 % (mean ± std)" in shown
+    assert len(record["runs"]) == record["planned"] >= 1
+    shown = _shown(nb)
+    assert "digits (embedded UCI 8x8" in shown and "plumbing only" in shown and "about" in shown
+    assert "stderr" not in {o.get("name") for c in nb.cells if c.cell_type == "code" for o in c.outputs}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["table5", "figure2"])
+def test_papermill_smoke_run_of_table5_and_figure2(name, tmp_path):
+    nb = _execute(OTHER_NOTEBOOKS[name], tmp_path, profile="smoke")
+    shown = _shown(nb)
+    if name == "table5":
+        assert "12.500 pJ per FLOP, 77.0 fJ per SOP" in shown and "exactly 3,538,944" in shown
+    else:
+        assert any(o.get("data", {}).get("application/vnd.plotly.v1+json") for c in nb.cells
+                   if c.cell_type == "code" for o in c.outputs)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, value, message", [
-    ("dataset", "mnist", "dataset must be one of ['cifar10', 'cifar100', 'digits']"),
+    ("dataset", "mnist", "dataset must be None or one of ['cifar10', 'cifar100', 'digits']"),
     ("archs", ["resnet50"], "archs must be a list drawn from"),
-    ("epochs", -1, "epochs must be None (the profile's value) or an int >= 1, got -1"),
+    ("epochs", -1, "epochs must be an int >= 1, got -1"),
+    ("seed", 5, "unknown parameter(s) 'seed' (did you mean 'seeds'?)"),
 ])
 def test_papermill_bad_parameter_stops_in_the_validation_cell_before_any_training(name, value, message, tmp_path):
     import papermill
 
     out = tmp_path / "results"
     with pytest.raises(papermill.PapermillExecutionError) as err:
-        _execute(NOTEBOOKS["table2"], out, tmp_path, profile="smoke", **{name: value})
-    assert err.value.ename == "ValueError" and message in err.value.evalue
+        _execute(TABLE_NOTEBOOKS["table2"], tmp_path, profile="smoke", out_dir=str(out), **{name: value})
+    assert err.value.ename == "ConfigError" and message in err.value.evalue
     assert "reproduce.validate_params(" in err.value.source and "run_table" not in err.value.source
     assert not out.exists()  # no run folder: nothing was trained
 
@@ -423,9 +603,8 @@ def test_papermill_bad_parameter_stops_in_the_validation_cell_before_any_trainin
 @pytest.mark.slow
 def test_papermill_aggregate_notebook_shows_every_run_under_out_dir(tmp_path):
     out = tmp_path / "results"
-    reproduce.run_table("table1", out_dir=str(out / "table1"), **{**TINY, "seeds": [0]})
+    reproduce.run_table("capacity", out_dir=str(out / "capacity"), **{**TINY, "seeds": [0]})
     reproduce.run_table("table2", out_dir=str(out / "table2"), profile="smoke", seeds=[0])
-    nb = _execute(AGGREGATE_NB, out, tmp_path)
-    shown = "".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
-                    for o in c.outputs)
-    assert "**table1** · digits" in shown and "**table2** · digits" in shown
+    nb = _execute(OTHER_NOTEBOOKS["aggregate"], tmp_path, out_dir=str(out))
+    shown = _shown(nb)
+    assert "**Our experiment (not in the paper)" in shown and "**Table 2: Comparison" in shown

@@ -52,6 +52,7 @@ __all__ = [
     "param_groups",
     "lr_at",
     "load_checkpoint",
+    "model_from_checkpoint",
     "read_metrics",
     "augment_for",
     "cpu_bf16_reason",
@@ -344,14 +345,25 @@ def _grad_norm(params: list[nn.Parameter], grad_clip: float | None) -> torch.Ten
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
-def _check_finite(stats: torch.Tensor, first_step: int, epoch: int, d: _Dist, note: str = "") -> None:
-    """Raise TrainingDiverged at the first step whose loss or gradient norm is not finite (on any rank).
+def _loss_limit(num_classes: int) -> float:
+    """A loss above this has diverged: 100 x ln(K), the cross-entropy of logits a hundred times wider than at start.
+
+    A fresh network's cross-entropy is about ln(K); past this bound its logits have blown up
+    and every neuron fires at every step (a learning rate of 1e6 gives losses of 1e8-1e20).
+    """
+    return 100.0 * math.log(max(num_classes, 2))
+
+
+def _check_finite(stats: torch.Tensor, first_step: int, epoch: int, d: _Dist, note: str = "",
+                  limit: float = math.inf) -> None:
+    """Raise TrainingDiverged at the first step whose loss or gradient norm is not finite, or whose loss
+    exceeds ``limit`` (on any rank).
 
     ``stats[k] = (loss, grad_norm)`` of step ``first_step + k``. A NaN need not reach the loss:
     a spike ``u >= threshold`` is False for NaN, so NaN weights can give a finite loss and NaN
     gradients; hence the gradient norm is checked too.
     """
-    bad = ~torch.isfinite(stats).all(dim=1)
+    bad = ~torch.isfinite(stats).all(dim=1) | (stats[:, 0] > limit)
     any_bad = bad.any()
     first = torch.where(any_bad, bad.to(torch.int64).argmax(), torch.full((), -1, device=stats.device))
     if d.enabled:
@@ -365,14 +377,15 @@ def _check_finite(stats: torch.Tensor, first_step: int, epoch: int, d: _Dist, no
         first_bad = int(first) if bool(any_bad) else -1
     if first_bad >= 0:
         loss, gnorm = stats[first_bad].tolist()
+        why = f" (above {limit:.0f} = 100 x ln(classes))" if math.isfinite(loss) and loss > limit else ""
         raise TrainingDiverged(
             f"training diverged at epoch {epoch}, step {first_step + first_bad} (1-based, within the epoch): "
-            f"loss {loss}, gradient norm {gnorm}. {note}Lower TrainConfig.lr or set grad_clip."
+            f"loss {loss:.6g}{why}, gradient norm {gnorm:.6g}. {note}Lower TrainConfig.lr or set grad_clip."
         )
 
 
 def _check_epoch_end(model: nn.Module, row: dict[str, Any], epoch: int, d: _Dist, device: torch.device,
-                     note: str) -> None:
+                     note: str, limit: float = math.inf) -> None:
     """Raise TrainingDiverged if the epoch's last update left a weight or buffer non-finite, or the test pass did.
 
     The per-step check sees each step's loss and gradients before the update; the last update
@@ -381,13 +394,15 @@ def _check_epoch_end(model: nn.Module, row: dict[str, Any], epoch: int, d: _Dist
     bad_tensors = [name for name, t in (*model.named_parameters(), *model.named_buffers())
                    if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     bad_metrics = [k for k in ("train_loss", "test_loss", "test_acc")
-                   if isinstance(row.get(k), float) and not math.isfinite(row[k])]
+                   if isinstance(row.get(k), float) and not (math.isfinite(row[k]) and (k == "test_acc"
+                                                                                      or row[k] <= limit))]
     if _any_rank(bool(bad_tensors or bad_metrics), d, device):
         what = []
         if bad_tensors:
             what.append(f"non-finite weights in {bad_tensors[:3]}" + (" ..." if len(bad_tensors) > 3 else ""))
         if bad_metrics:
-            what.append("non-finite " + ", ".join(f"{k} {row[k]}" for k in bad_metrics))
+            what.append(", ".join(f"{k} {row[k]:.6g}" for k in bad_metrics) + f" (not finite, or a loss above "
+                        f"{limit:.0f} = 100 x ln(classes))")
         what = "; ".join(what) or "non-finite values on another rank"
         raise TrainingDiverged(f"training diverged at the end of epoch {epoch}: {what}. {note}"
                                f"Lower TrainConfig.lr or set grad_clip.")
@@ -531,7 +546,7 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
     from tqdm.auto import tqdm
 
     c, device = s.config, s.device
-    note = _divergence_note(s, epoch)
+    note, limit = _divergence_note(s, epoch), _loss_limit(s.source.num_classes)
     check_every = 1 if device.type != "cuda" else 25  # a host sync per check; on CPU it is free
     train_loader = s.loader("train", epoch)
     s.net.train()
@@ -559,7 +574,7 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
             stats[i, 0] = loss.detach()
             stats[i, 1] = _grad_norm(s.params, c.grad_clip)
             if (i + 1 - checked) >= check_every or i + 1 == s.steps_per_epoch:
-                _check_finite(stats[checked:i + 1], checked + 1, epoch, s.d, note)  # before the step
+                _check_finite(stats[checked:i + 1], checked + 1, epoch, s.d, note, limit)  # before the step
                 checked = i + 1
                 bar.set_postfix(loss=f"{float(stats[i, 0]):.4f}", lr=f"{lr:.3g}", refresh=False)
             s.optimizer.step()
@@ -571,7 +586,7 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
     finally:
         bar.close()
     if checked < s.steps_per_epoch:
-        _check_finite(stats[checked:], checked + 1, epoch, s.d, note)
+        _check_finite(stats[checked:], checked + 1, epoch, s.d, note, limit)
     totals = _all_reduce(sums, s.d).tolist()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -592,7 +607,8 @@ def _epoch_row(s: _Session, epoch: int, t0: float) -> dict[str, Any]:
     if epoch % c.eval_every == 0 or epoch == c.epochs:
         row.update(evaluate(s.model, s.loader("test", epoch), device=s.device, amp=c.amp, cpu_amp=c.cpu_amp,
                             channels_last=s.channels_last, max_steps=c.max_eval_steps, _dist=s.d))
-    _check_epoch_end(s.model, row, epoch, s.d, s.device, _divergence_note(s, epoch))
+    _check_epoch_end(s.model, row, epoch, s.d, s.device, _divergence_note(s, epoch),
+                     _loss_limit(s.source.num_classes))
     row["amplitudes"] = _amplitudes(s.model)
     row["lr"] = lr
     row["epoch_time_s"] = time.perf_counter() - t0
@@ -646,6 +662,23 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir) -> 
         history.epochs.append(row)
         run.save(_state(s, epoch, history), row)
     return history
+
+
+def model_from_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """The trained network a run folder's ``checkpoint.pt`` holds (in eval mode), and the config it was trained with.
+
+    ``path`` is the checkpoint or its run folder. The classes and input channels are read from
+    the weights, so no data is needed.
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    config = TrainConfig.from_dict(ckpt["config"])
+    state = ckpt["model"]
+    extra = {"width": config.width} if config.width is not None else {}
+    model = build_model(config.arch, neuron=config.neuron, num_classes=state["classifier.weight"].shape[0],
+                        num_steps=config.num_steps, in_channels=state["stem.conv.weight"].shape[1],
+                        amplitude=config.amplitude, **extra)
+    model.load_state_dict(state)
+    return model.eval(), config
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

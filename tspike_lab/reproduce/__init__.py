@@ -1,0 +1,42 @@
+"""Reproduce the paper's tables: the tables as data, profiles and plans, table runs, records.
+
+    >>> from tspike_lab import reproduce
+    >>> reproduce.plan("table2", profile="paper")[:1]            # the training runs a profile trains
+    >>> params = reproduce.validate_params("table2", profile="smoke")   # ConfigError names a bad parameter
+    >>> print(reproduce.estimate("table2", **params)["total_s"])  # cost before work, timed here
+    >>> run_dir = reproduce.run_table("table2", **params)          # <out_dir>/table2-<time>-<hex>/
+    >>> print(reproduce.paper_table(reproduce.aggregate(run_dir)))  # ours beside the paper, its layout
+
+Modules: :mod:`.paper` (the paper's Tables 1-5 and Figure 2, cell by cell), :mod:`.plan`
+(profiles, :func:`plan`, :func:`validate_params`), :mod:`.run` (:func:`run_table`,
+:func:`estimate`), :mod:`.records` (``metrics.json``, :func:`aggregate`, :func:`paper_table`).
+Figures are drawn by :func:`tspike_lab.viz.plot_table`.
+"""
+from .paper import BASELINES, CITATION, ENERGY, ENERGY_CONSTANTS, FIGURE2, TABLES, paper_cell, paper_numbers
+from .plan import (PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, default_out_dir, params_from, plan, repository_root,
+                   run_key, shipped_results, validate_params)
+from .records import (METRICS_SCHEMA, ROW_SCHEMA, RUN_SCHEMA, aggregate, describe_setup, find_runs, fmt_duration, fmt_mean_std,
+                      load_run, paper_markdown, paper_table, validate_metrics)
+from .run import estimate, run_table, test_batch
+
+__all__ = ["TABLES", "PROFILES", "RECIPES", "PARAMS", "PLUMBING_DATASET", "CITATION", "ENERGY", "ENERGY_CONSTANTS",
+           "FIGURE2", "BASELINES", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "paper_numbers", "paper_cell",
+           "plan", "validate_params", "params_from", "run_key", "default_out_dir", "shipped_results", "repository_root", "run_table", "estimate", "test_batch", "load_run",
+           "validate_metrics", "find_runs", "aggregate", "paper_table", "paper_markdown", "fmt_mean_std", "fmt_duration", "describe_setup", "main"]
+
+
+def main(argv=None) -> int:
+    """``python -m tspike_lab.reproduce aggregate DIR [DIR ...]``: print every run's table as markdown."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m tspike_lab.reproduce",
+                                     description="Aggregate table runs into the paper's tables")
+    sub = parser.add_subparsers(dest="command", required=True)
+    agg = sub.add_parser("aggregate", help="print the tables of every run under the given folders")
+    agg.add_argument("folders", nargs="+", help="out_dir folders or table run folders")
+    agg.add_argument("--json", action="store_true", help="print the rows as JSON instead")
+    ns = parser.parse_args(argv)
+    rows = [row for folder in ns.folders for row in aggregate(folder)]
+    print(json.dumps(rows, indent=2) if ns.json else paper_table(rows))
+    return 0

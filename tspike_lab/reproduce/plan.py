@@ -1,0 +1,405 @@
+"""Profiles and plans: which training runs a table's profile trains.
+
+A profile says how to train (seeds, epochs, batch, learning rate) and which of the table's
+rows to train. :func:`plan` turns a table, a profile and any overrides into the list of
+training runs; :func:`validate_params` checks a notebook's parameters against the same plan
+and every run's :class:`~tspike_lab.config.TrainConfig` before anything is read or made.
+
+Profiles:
+
+- ``paper``: every row of the paper's table, every variant plus our binary control, the recipe
+  below (3 seeds: the paper prints mean ± std without saying over how many runs).
+- ``quick``: the rows that fit one GPU in about 10 minutes (CIFAR-10 ResNet19 T=2, one seed,
+  a few epochs; ImageNet: one truncated epoch, a throughput check that cannot show an ordering).
+- ``smoke``: seconds on a CPU, plumbing only: the embedded digits unless a data set is named.
+- ``cpu`` (Table 2 and our capacity experiment): real data on 2 CPU cores in about 30 minutes.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from ..config import TrainConfig, validate
+from ..errors import ConfigError
+from ..models import ARCHS, NEURONS
+from .paper import TABLES, Row
+
+__all__ = ["PROFILES", "RECIPES", "PARAMS", "PLUMBING_DATASET", "plan", "validate_params", "run_key",
+           "params_from", "train_config", "repository_root", "default_out_dir", "shipped_results"]
+
+PLUMBING_DATASET = "digits"
+
+# Every parameter of a table notebook (its `parameters` cell), in that order.
+PARAMS = ("profile", "dataset", "data_dir", "archs", "widths", "neurons", "num_steps", "seeds", "epochs",
+          "batch_size", "lr", "out_dir", "device", "max_steps_per_epoch", "max_eval_steps", "train_options",
+          "workers")
+# TrainConfig fields a table's parameters set; train_options may set the others.
+_OWNED_FIELDS = ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "epochs", "batch_size",
+                 "lr", "device", "out_dir", "resume", "max_steps_per_epoch", "max_eval_steps", "progress")
+
+RECIPES = MappingProxyType({
+    "cifar": ("The paper does not spell out its CIFAR recipe; it is taken from the same authors' released "
+              "CIFAR code (an assumption): SGD lr 0.1, momentum 0.9, weight decay 1e-4 (BatchNorm and biases "
+              "exempt), cosine schedule, batch 128, RandomCrop(32, 4) + flip + AutoAugment (CIFAR10Policy) + "
+              "Cutout (1 hole, 16 px), cross-entropy on T-averaged logits, 300 epochs (the authors use 300-400)."),
+    "imagenet": ("The released Train.py: SGD lr 0.1, momentum 0.9, weight decay 1e-4 on conv/linear weights only, "
+                 "cosine over 320 epochs, batch 40 per GPU x 8 GPUs, AMP, SyncBN, seed 1000, ResNet34, T=4; "
+                 "RandomResizedCrop(224) + flip; test Resize(256) + CenterCrop(224)."),
+    "cifar10-dvs": ("The released CIFAR10-DVS loader: 48x48 frames, flip + random roll of up to 5 pixels, T=10. "
+                    "No DVS training script was released: optimizer and schedule as the authors' CIFAR code "
+                    "(SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine; an assumption)."),
+    "digits": ("Plumbing stand-in: the embedded 8x8 UCI digits (1437 train / 360 test), no augmentation, the "
+               "CIFAR optimizer recipe (SGD, momentum 0.9, weight decay 1e-4, cosine). Static images repeated "
+               "T times stand in for ImageNet or DVS inputs. Not a paper number."),
+    "cpu": ("Not the paper's protocol: a narrow network (arch 'small') where capacity binds, a few epochs on "
+            "2 CPU cores, crop + flip only (no AutoAugment, no Cutout: they slow a short schedule down). "
+            "Optimizer as the authors' CIFAR code (SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine)."),
+})
+
+_SMOKE = dict(epochs=1, seeds=(0,), max_steps_per_epoch=3, max_eval_steps=2, batch_size=32, lr=0.1)
+_IMAGENET = dict(seeds=(1000,), epochs=320, batch_size=40, lr=0.1,
+                 train_options={"sync_bn": True, "amp": True, "num_workers": 8})  # the released Train.py
+
+# Per table and profile: the value of every parameter left None. "rows" picks the table's rows
+# (None: all of them); on the digits stand-in the paper's networks become arch "small".
+PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType({
+    "table1": {
+        "paper": dict(_IMAGENET),
+        # ImageNet cannot show an ordering in 10 minutes: one truncated epoch per variant.
+        "quick": dict(rows=(Row("imagenet", "resnet18", 2),), seeds=(1000,), epochs=1, batch_size=64, lr=0.1,
+                      max_steps_per_epoch=300, max_eval_steps=50, train_options={"amp": True, "num_workers": 8}),
+        "smoke": dict(_SMOKE, rows=(Row("imagenet", "resnet18", 2),), widths=(8,)),
+    },
+    "table2": {
+        "paper": dict(seeds=(0, 1, 2), epochs=300, batch_size=128, lr=0.1),
+        # one GPU, ~10 minutes: CIFAR-10 ResNet19 T=2, the three variants, one seed, a short schedule
+        "quick": dict(rows=(Row("cifar10", "resnet19", 2),), seeds=(0,), epochs=4, batch_size=128, lr=0.1),
+        # ResNet19 on a CPU: 2 steps of 16 take ~10 s per run
+        "smoke": dict(_SMOKE, rows=(Row("cifar10", "resnet19", 2),), batch_size=16, max_steps_per_epoch=2),
+        # real CIFAR-10 on 2 CPU cores in ~30 minutes: a narrow network where capacity binds
+        "cpu": dict(rows=(Row("cifar10", "small", 1), Row("cifar10", "small", 2)), widths=(8,), seeds=(0, 1, 2),
+                    epochs=3, batch_size=64,
+                    lr=0.1, workers=2, recipe="cpu",
+                    train_options={"autoaugment": False, "cutout": 0, "num_workers": 0}),
+    },
+    "table3": {
+        "paper": dict(_IMAGENET),
+        "quick": dict(rows=(Row("imagenet", "resnet18", 4),), seeds=(1000,), epochs=1, batch_size=64, lr=0.1,
+                      max_steps_per_epoch=300, max_eval_steps=50, train_options={"amp": True, "num_workers": 8}),
+        "smoke": dict(_SMOKE, rows=(Row("imagenet", "resnet34", 4),), neurons=("trainable_ternary",)),
+    },
+    "table4": {
+        # no DVS script was released: seeds, epochs and batch are our assumptions
+        "paper": dict(seeds=(0, 1, 2), epochs=300, batch_size=64, lr=0.1),
+        "quick": dict(rows=(Row("cifar10-dvs", "resnet20", 10),), seeds=(0,), epochs=5, batch_size=64, lr=0.1),
+        # digits stand in for DVS sequences: static images repeated T times (plumbing only)
+        "smoke": dict(_SMOKE, rows=(Row("cifar10-dvs", "resnet19", 10),)),
+    },
+    "capacity": {
+        # make demo: capacity made visible by sweeping the width of arch "small" (2 cores, ~1 min)
+        "cpu": dict(widths=(1, 2, 4, 8, 16), seeds=(0, 1, 2), epochs=8, batch_size=64, lr=0.1, workers=2,
+                    train_options={"eval_every": 1000}),  # test after the last epoch only
+        "smoke": dict(_SMOKE, rows=(Row("digits", "small", 2),), widths=(8,)),
+    },
+})
+
+
+def run_key(run: Mapping[str, Any]) -> str:
+    """``<arch>[-w<width>]-<neuron>-T<T>-s<seed>``: a training run's folder name inside a table run."""
+    width = f"-w{run['width']}" if run.get("width") is not None else ""
+    return f"{run['arch']}{width}-{run['neuron']}-T{run['num_steps']}-s{run['seed']}"
+
+
+def _fail(table: str, name: str, value: Any, allowed: str):
+    raise ConfigError(f"{table}: parameter {name} must be {allowed}, got {value!r}", field=name, value=value,
+                      allowed=allowed)
+
+
+def _as_list(table: str, name: str, value: Any, kind: type) -> list | None:
+    """A list parameter from a list, a scalar, or text ("0,1,2" or "[0, 1, 2]", as papermill -p passes)."""
+    if value is None:
+        return None
+    allowed = f"None, a list of {kind.__name__} or a comma-separated string"
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith(("[", "(")):
+            try:
+                items = list(ast.literal_eval(text))
+            except (ValueError, SyntaxError, TypeError):
+                _fail(table, name, value, allowed)
+        else:
+            items = [s.strip() for s in text.split(",") if s.strip()]
+            if kind is int:
+                try:
+                    items = [int(s) for s in items]
+                except ValueError:
+                    _fail(table, name, value, allowed)
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    else:
+        _fail(table, name, value, allowed)
+    if not items:
+        _fail(table, name, value, f"a non-empty list ({allowed})")
+    if not all(isinstance(i, kind) and not isinstance(i, bool) for i in items):
+        _fail(table, name, value, allowed)
+    if len(set(items)) != len(items):
+        _fail(table, name, value, "a list without repeats")
+    return items
+
+
+def _rows(table: str, prof: Mapping[str, Any], dataset: str | None, archs: list | None,
+          num_steps: list | None) -> list[Row]:
+    """The rows a profile trains on ``dataset``, after the ``archs`` / ``num_steps`` overrides."""
+    t = TABLES[table]
+    rows = list(prof.get("rows") or t.rows)
+    if dataset is not None:
+        chosen = [r for r in rows if r.dataset == dataset]
+        if not chosen:  # another of the table's data sets, or the digits stand-in: same networks and T
+            first = [r for r in rows if r.dataset == rows[0].dataset]
+            arch = (lambda a: "small") if dataset == PLUMBING_DATASET else (lambda a: a)
+            chosen = list(dict.fromkeys(Row(dataset, arch(r.arch), r.num_steps) for r in first))
+        rows = chosen
+    if archs is None and num_steps is None:
+        return rows
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    out = []
+    for ds in datasets:
+        mine = [r for r in rows if r.dataset == ds]
+        for arch in (archs or list(dict.fromkeys(r.arch for r in mine))):
+            steps = num_steps or [r.num_steps for r in mine if r.arch == arch] or \
+                list(dict.fromkeys(r.num_steps for r in mine))
+            out.extend(Row(ds, arch, t_) for t_ in steps)
+    return list(dict.fromkeys(out))
+
+
+def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every parameter resolved against the profile, types checked (not yet TrainConfig's rules)."""
+    if table not in TABLES:
+        raise ConfigError(f"table must be one of {list(TABLES)}, got {table!r}", field="table", value=table,
+                          allowed=f"one of {list(TABLES)}")
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise ConfigError(f"{table}: unknown parameter(s) {unknown}; allowed: {list(PARAMS)}")
+    profiles = PROFILES[table]
+    profile = params.get("profile")
+    profile = next(iter(profiles)) if profile is None else profile
+    if profile not in profiles:
+        _fail(table, "profile", profile, f"one of {list(profiles)}")
+    prof = profiles[profile]
+    out: dict[str, Any] = {"profile": profile}
+
+    allowed_datasets = list(TABLES[table].datasets) + ([PLUMBING_DATASET] if PLUMBING_DATASET not in
+                                                        TABLES[table].datasets else [])
+    dataset = params.get("dataset")
+    if dataset is None and profile == "smoke":
+        dataset = PLUMBING_DATASET
+    if dataset is not None and dataset not in allowed_datasets:
+        _fail(table, "dataset", dataset, f"None or one of {allowed_datasets} ({PLUMBING_DATASET!r}: the embedded "
+                                         f"plumbing stand-in)")
+    out["dataset"] = dataset
+
+    data_dir = params.get("data_dir")
+    if data_dir is not None:
+        if not isinstance(data_dir, (str, os.PathLike)) or str(data_dir) == "":
+            _fail(table, "data_dir", data_dir, "None or a path to a folder or archive")
+        if not Path(data_dir).expanduser().exists():
+            _fail(table, "data_dir", str(data_dir), "None or an existing folder or archive (this path does not exist)")
+        data_dir = str(data_dir)
+    out["data_dir"] = data_dir
+
+    archs = _as_list(table, "archs", params.get("archs"), str)
+    for arch in archs or []:
+        if arch not in ARCHS:
+            _fail(table, "archs", archs, f"a list drawn from {list(ARCHS)} (unknown arch {arch!r})")
+    out["archs"] = archs
+    neurons = _as_list(table, "neurons", params.get("neurons"), str)
+    for neuron in neurons or []:
+        if neuron not in NEURONS:
+            _fail(table, "neurons", neurons, f"a list drawn from {list(NEURONS)} (unknown neuron {neuron!r})")
+    out["neurons"] = neurons if neurons is not None else list(prof.get("neurons", TABLES[table].neurons))
+    for name, low in (("num_steps", 1), ("seeds", 0), ("widths", 1)):
+        values = _as_list(table, name, params.get(name), int)
+        if values is not None and any(v < low for v in values):
+            _fail(table, name, values, f"None or a list of ints >= {low}")
+        out[name] = values
+    out["seeds"] = out["seeds"] if out["seeds"] is not None else list(prof["seeds"])
+
+    for name in ("epochs", "batch_size", "lr", "max_steps_per_epoch", "max_eval_steps"):
+        value = params.get(name)
+        out[name] = prof.get(name) if value is None else value
+    if isinstance(out["lr"], int) and not isinstance(out["lr"], bool):
+        out["lr"] = float(out["lr"])
+
+    workers = params.get("workers")
+    workers = prof.get("workers", 1) if workers is None else workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        _fail(table, "workers", workers, "None (the profile's value) or an int >= 1 (training runs side by side "
+                                         "on the CPU)")
+    out["workers"] = workers
+
+    out_dir = params.get("out_dir")
+    out_dir = default_out_dir(table) if out_dir is None else out_dir
+    if not isinstance(out_dir, (str, os.PathLike)) or str(out_dir) == "":
+        _fail(table, "out_dir", out_dir, "a folder path (each run makes a new sub-folder)")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        _fail(table, "out_dir", str(out_dir), "a folder path (this path is a file)")
+    out["out_dir"] = str(out_dir)
+    device = params.get("device")
+    out["device"] = "auto" if device is None else device
+
+    options = dict(prof.get("train_options") or {})
+    given = params.get("train_options")
+    if given is not None:
+        if not isinstance(given, Mapping):
+            _fail(table, "train_options", given, "None or a dict of TrainConfig fields")
+        options.update(given)
+    free = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(_OWNED_FIELDS))
+    bad = sorted(set(options) - set(free))
+    if bad:
+        _fail(table, "train_options", options, f"a dict of TrainConfig fields other than the table's own "
+                                               f"parameters; not allowed: {bad}; allowed: {free}")
+    out["train_options"] = options
+    return out
+
+
+def _runs(table: str, p: Mapping[str, Any]) -> list[dict[str, Any]]:
+    prof = PROFILES[table][p["profile"]]
+    rows = _rows(table, prof, p["dataset"], p["archs"], p["num_steps"])
+    runs = []
+    for seed in p["seeds"]:  # seeds outermost: a killed table has n=1 of every row first
+        for row in rows:
+            widths = (p["widths"] or prof.get("widths") or (8,)) if row.arch == "small" else (None,)
+            for width in widths:
+                for neuron in p["neurons"]:
+                    runs.append({"table": table, "profile": p["profile"], "dataset": row.dataset, "arch": row.arch,
+                                 "width": width, "neuron": neuron, "num_steps": row.num_steps, "seed": seed,
+                                 "epochs": p["epochs"], "batch_size": p["batch_size"], "lr": p["lr"],
+                                 "max_steps_per_epoch": p["max_steps_per_epoch"],
+                                 "max_eval_steps": p["max_eval_steps"], "train_options": dict(p["train_options"])})
+    return runs
+
+
+def plan(table: str, profile: str | None = None, **overrides: Any) -> list[dict[str, Any]]:
+    """The training runs a table's profile trains, one dict per run, seeds outermost.
+
+    Args:
+        table: one of ``TABLES`` (table1-table4, or our ``capacity`` experiment).
+        profile: one of ``PROFILES[table]`` (None: the table's first, ``paper`` for the paper's tables).
+        **overrides: any of ``PARAMS``. ``dataset`` keeps the rows of that data set (another data
+            set of the table, or ``digits``, takes the first data set's networks and T; arch
+            ``small`` on digits); ``archs`` and ``num_steps`` replace the networks and T
+            (given without the other, each arch keeps its T from the table); ``neurons``,
+            ``seeds``, ``widths`` (arch small), ``epochs``, ``batch_size``, ``lr`` ... replace the
+            profile's value.
+    Returns:
+        Dicts with table, profile, dataset, arch, width, neuron, num_steps, seed, epochs,
+        batch_size, lr, max_steps_per_epoch, max_eval_steps, train_options.
+    Raises:
+        ConfigError naming a bad parameter (types and names; :func:`validate_params` checks more).
+    """
+    return _runs(table, _resolve(table, {**overrides, "profile": profile}))
+
+
+def train_config(run: Mapping[str, Any], *, source: str, data_dir: str | None, device: str,
+                 out_dir: str | None, options: Mapping[str, Any] = MappingProxyType({})) -> TrainConfig:
+    """The TrainConfig of one planned run, trained from data source ``source``."""
+    fields = {**options, **run["train_options"]}
+    return TrainConfig(dataset=source, data_dir=data_dir, arch=run["arch"], width=run["width"],
+                       neuron=run["neuron"], num_steps=run["num_steps"], seed=run["seed"], epochs=run["epochs"],
+                       batch_size=run["batch_size"], lr=run["lr"], device=device, out_dir=out_dir, resume=True,
+                       max_steps_per_epoch=run["max_steps_per_epoch"], max_eval_steps=run["max_eval_steps"],
+                       progress=False, **fields)
+
+
+# TrainConfig fields -> the table parameter that sets them (for error messages in a notebook's terms)
+_PARAM_OF = {"arch": "archs", "neuron": "neurons", "num_steps": "num_steps", "seed": "seeds", "width": "widths"}
+
+
+def validate_params(table: str, **params: Any) -> dict[str, Any]:
+    """Check a table's parameters and fill those left None from the profile.
+
+    Every planned run's TrainConfig is checked by :func:`tspike_lab.config.validate` (the one
+    owner of what a run may be); its complaint is reported in the notebook's terms. No data
+    is read and no folder is made.
+
+    Returns:
+        The resolved parameters: every key of ``PARAMS``, lists as lists.
+    Raises:
+        ConfigError naming the parameter, the value and what is allowed.
+    """
+    from . import _datashim as data  # PROVISIONAL: tspike_lab.data.describe once it exists
+
+    p = _resolve(table, params)
+    runs = _runs(table, p)
+    try:
+        plans = {ds: data.describe(ds, p["data_dir"]) for ds in dict.fromkeys(r["dataset"] for r in runs)}
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(f"{table}: parameter {exc}", field="data_dir", value=p["data_dir"]) from None
+    for run in runs:
+        dp = plans[run["dataset"]]
+        try:
+            validate(train_config(run, source=dp.source, data_dir=dp.root, device=p["device"], out_dir=None,
+                                  options=dp.options))
+        except ConfigError as exc:
+            name = _PARAM_OF.get(exc.field, exc.field)
+            if exc.field in _PARAM_OF or exc.field in PARAMS:
+                _fail(table, name, exc.value, f"{exc.allowed}")
+            raise ConfigError(f"{table}: {exc}", field=exc.field, value=exc.value, allowed=exc.allowed) from None
+    if p["device"] != "auto":
+        from ..config import resolve_device
+
+        try:
+            resolve_device(p["device"])
+        except ConfigError as exc:
+            _fail(table, "device", p["device"], exc.allowed)
+    return {k: p[k] for k in PARAMS}
+
+
+def params_from(namespace: Mapping[str, Any], table: str) -> dict[str, Any]:
+    """The table parameters in a notebook's namespace (``globals()``), refusing a parameter papermill injected by mistake.
+
+    papermill injects ``-p name value`` as an assignment in a cell headed "# Parameters",
+    whatever the name; a typo (``-p seed 5`` for ``seeds``) would be ignored and the profile's
+    value trained. Every injected name that is not one of ``PARAMS`` is refused here, naming it.
+    """
+    injected: list[str] = []
+    for source in namespace.get("In") or []:
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                continue
+            injected += [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                         if isinstance(t, ast.Name)]
+    extra = sorted(set(injected) - set(PARAMS))
+    if extra:
+        import difflib
+
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, PARAMS, 1)) else repr(k)
+                 for k in extra]
+        raise ConfigError(f"{table}: unknown parameter(s) {', '.join(hints)}; allowed: {list(PARAMS)}")
+    return {k: namespace[k] for k in PARAMS if k in namespace}
+
+
+def repository_root() -> Path | None:
+    """The checkout this package runs from (a folder with pyproject.toml beside tspike_lab/), else None."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "tspike_lab").is_dir() else None
+
+
+def default_out_dir(table: str) -> str:
+    """Where a table run goes when out_dir is None: ``<checkout>/runs/<table>`` (git-ignored), else ``runs/<table>``."""
+    root = repository_root()
+    return str((root / "runs" / table) if root else Path("runs") / table)
+
+
+def shipped_results() -> Path | None:
+    """The results committed with the repository (``<checkout>/results``), or None outside a checkout."""
+    root = repository_root()
+    return root / "results" if root and (root / "results").is_dir() else None

@@ -1,0 +1,348 @@
+"""Table runs on disk: the ``metrics.json`` schema, reading runs back, rows over seeds, the paper's layout.
+
+A table run's ``metrics.json`` holds its parameters, per-seed training runs, rows aggregated
+over seeds (mean ± std) with the paper's number beside each, the environment, the hardware,
+start and wall time, and a status (running | complete | diverged | failed | interrupted).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..models import NEURONS
+from ..results import mean_std
+from .paper import TABLES, paper_cell
+
+__all__ = ["SCHEMA_VERSION", "METRICS_FILE", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "STATUSES",
+           "validate_metrics", "load_run", "find_runs", "rows_from_record", "aggregate", "fmt_mean_std",
+           "paper_table", "paper_markdown", "describe_setup", "fmt_duration"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "tspike_lab.reproduce/2"
+METRICS_FILE = "metrics.json"
+STATUSES = ("running", "complete", "diverged", "failed", "interrupted")
+
+_NUM = (int, float)
+_NONE = type(None)
+
+METRICS_SCHEMA = MappingProxyType({
+    "schema": str,
+    "table": str,
+    "title": str,
+    "status": str,  # one of STATUSES
+    "profile": str,
+    "params": dict,
+    "datasets": dict,  # paper's data set name -> {"label", "source", "root"}; label e.g. "CIFAR-10 (JPEG copy)"
+    "recipe": str,  # where the recipe comes from (an assumption where the paper is silent)
+    "train_config": dict,  # the TrainConfig fields every run shares, as used
+    "launcher": str,  # "in-process", "workers=N" or "torchrun --nproc_per_node N"
+    "environment": dict,
+    "hardware": str,
+    "started_at": str,  # ISO 8601, UTC
+    "wall_time_s": _NUM,
+    "planned": int,
+    "runs": list,
+    "aggregate": list,
+})
+RUN_SCHEMA = MappingProxyType({
+    "key": str, "dataset": str, "arch": str, "width": (int, _NONE), "neuron": str, "num_steps": int, "seed": int,
+    "run_dir": str, "status": str, "epochs": int, "top1": (*_NUM, _NONE), "best_top1": (*_NUM, _NONE),
+    "train_top1": (*_NUM, _NONE), "firing_rate": (*_NUM, _NONE), "amplitudes": (dict, _NONE),
+    "images_per_s": (*_NUM, _NONE), "wall_time_s": _NUM,
+})
+ROW_SCHEMA = MappingProxyType({
+    "table": str, "dataset": str, "dataset_label": str, "arch": str, "width": (int, _NONE), "neuron": str,
+    "num_steps": int, "n_seeds": int, "seeds": list, "mean": (*_NUM, _NONE), "std": (*_NUM, _NONE),
+    "best_mean": (*_NUM, _NONE), "firing_rate": (*_NUM, _NONE), "paper": (*_NUM, _NONE),
+    "paper_std": (*_NUM, _NONE), "paper_source": (str, _NONE), "diff": (*_NUM, _NONE),
+    "within_2std": (bool, _NONE), "ours": bool, "hardware": str, "profile": str, "epochs": int, "run": str,
+})
+_ENV_KEYS = ("python", "torch", "snntorch", "cuda_available", "cuda_version", "device_name", "git_commit",
+             "git_dirty")
+
+
+def _type_ok(value: Any, kinds) -> bool:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    return isinstance(value, kinds)
+
+
+def _check_keys(obj: Any, schema: Mapping[str, Any], where: str, problems: list[str]) -> None:
+    if not isinstance(obj, dict):
+        problems.append(f"{where} must be an object, got {type(obj).__name__}")
+        return
+    for key, kinds in schema.items():
+        if key not in obj:
+            problems.append(f"{where} lacks {key!r}")
+        elif not _type_ok(obj[key], kinds):
+            names = [k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,))]
+            problems.append(f"{where}[{key!r}] must be {' or '.join(names)}, got {type(obj[key]).__name__}")
+
+
+def validate_metrics(obj: Any) -> dict:
+    """Check a table run's ``metrics.json`` against ``METRICS_SCHEMA`` (and its runs and rows).
+
+    Raises:
+        ValueError listing every missing key or wrong type.
+    Returns:
+        ``obj`` unchanged.
+    """
+    from .plan import PARAMS
+
+    problems: list[str] = []
+    _check_keys(obj, METRICS_SCHEMA, "metrics", problems)
+    if not problems:
+        if obj["schema"] != SCHEMA_VERSION:
+            problems.append(f"metrics['schema'] must be {SCHEMA_VERSION!r}, got {obj['schema']!r}")
+        if obj["table"] not in TABLES:
+            problems.append(f"metrics['table'] must be one of {list(TABLES)}, got {obj['table']!r}")
+        if obj["status"] not in STATUSES:
+            problems.append(f"metrics['status'] must be one of {list(STATUSES)}, got {obj['status']!r}")
+        problems += [f"metrics['environment'] lacks {k!r}" for k in _ENV_KEYS if k not in obj["environment"]]
+        problems += [f"metrics['params'] lacks {k!r}" for k in PARAMS if k not in obj["params"]]
+        for i, run in enumerate(obj["runs"]):
+            _check_keys(run, RUN_SCHEMA, f"metrics['runs'][{i}]", problems)
+        for i, row in enumerate(obj["aggregate"]):
+            _check_keys(row, ROW_SCHEMA, f"metrics['aggregate'][{i}]", problems)
+        if obj["status"] == "complete" and (len(obj["runs"]) != obj["planned"]
+                                            or any(r.get("status") != "complete" for r in obj["runs"])):
+            problems.append(f"status 'complete' but {sum(r.get('status') == 'complete' for r in obj['runs'])} of "
+                            f"{obj['planned']} runs completed")
+    if problems:
+        raise ValueError("metrics.json does not match METRICS_SCHEMA: " + "; ".join(problems))
+    return obj
+
+
+def load_run(path: str | os.PathLike) -> dict[str, Any]:
+    """A table run's ``metrics.json`` (``path``: the run folder or the file), checked against the schema."""
+    path = Path(path)
+    file = path / METRICS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in {str(path)!r}: not a table run folder")
+    with open(file, encoding="utf-8") as f:
+        return validate_metrics(json.load(f))
+
+
+def _is_table_run(folder: Path) -> bool:
+    try:
+        with open(folder / METRICS_FILE, encoding="utf-8") as f:
+            head = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(head, dict) and str(head.get("schema", "")).startswith("tspike_lab.reproduce/")
+
+
+def find_runs(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Table run folders: ``source`` itself, or those up to two levels below it (any folder names), or a list."""
+    if not isinstance(source, (str, os.PathLike)):
+        return [Path(s) for s in source]
+    base = Path(source)
+    if (base / METRICS_FILE).is_file():
+        return [base]
+    found = sorted(base.glob(f"*/{METRICS_FILE}")) + sorted(base.glob(f"*/*/{METRICS_FILE}"))
+    return [f.parent for f in found if _is_table_run(f.parent)]
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def rows_from_record(record: Mapping[str, Any], run_dir: Path | str) -> list[dict[str, Any]]:
+    """One row per (data set, arch, width, T, neuron) of a table run, over seeds, beside the paper's cell."""
+    table = TABLES[record["table"]]
+    groups: dict[tuple, list[dict]] = {}
+    for r in record["runs"]:
+        groups.setdefault((r["dataset"], r["arch"], r["width"], r["num_steps"], r["neuron"]), []).append(r)
+    rows = []
+    for (dataset, arch, width, t, neuron), runs in groups.items():
+        ok = [r for r in runs if r["status"] == "complete" and r["top1"] is not None]
+        mean = std = best = rate = None
+        if ok:
+            mean, std = mean_std([r["top1"] for r in ok])
+            bests = [r["best_top1"] for r in ok if r["best_top1"] is not None]
+            best = mean_std(bests)[0] if bests else None
+            rates = [r["firing_rate"] for r in ok if r.get("firing_rate") is not None]
+            rate = sum(rates) / len(rates) if rates else None
+        paper = paper_cell(record["table"], dataset, arch, t, neuron) if width is None else None
+        diff = within = None
+        if paper is not None and mean is not None:
+            diff = mean - paper["top1"]
+            within = None if paper["std"] is None else bool(abs(diff) <= 2 * paper["std"])
+        info = record["datasets"].get(dataset, {})
+        rows.append(_finite({
+            "table": record["table"], "dataset": dataset, "dataset_label": info.get("label", dataset),
+            "arch": arch, "width": width, "neuron": neuron, "num_steps": t,
+            "n_seeds": len(ok), "seeds": [r["seed"] for r in ok],
+            "mean": mean, "std": std, "best_mean": best, "firing_rate": rate,
+            "paper": paper["top1"] if paper else None, "paper_std": paper["std"] if paper else None,
+            "paper_source": paper["source"] if paper else None, "diff": diff, "within_2std": within,
+            "ours": neuron in table.extra or not table.paper,
+            "hardware": record["hardware"], "profile": record["profile"], "epochs": record["params"]["epochs"],
+            "run": Path(run_dir).name, "run_dir": str(run_dir), "status": record["status"],
+            "failed": len(runs) - len(ok),
+        }))
+    return rows
+
+
+def _neuron_order(neuron: str) -> int:
+    names = list(NEURONS)
+    return names.index(neuron) if neuron in names else len(names)
+
+
+def aggregate(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Rows of the paper's tables from table runs: one per (run, data set, arch, width, T, neuron), over seeds.
+
+    Args:
+        source: a folder holding table runs (searched two levels deep, whatever the folders are
+            called), one run folder, or a list of run folders.
+    Returns:
+        Dicts with table, dataset, dataset_label, arch, width, neuron, num_steps, n_seeds, seeds,
+        mean, std (top-1 %, over seeds; None for one seed), best_mean, firing_rate, paper,
+        paper_std, paper_source (None where the paper has no such cell), diff (ours - paper),
+        within_2std (|diff| <= 2 paper std), ours (a column of ours, not the paper's), hardware,
+        profile, epochs, run, run_dir, status, failed.
+    """
+    rows: list[dict[str, Any]] = []
+    for folder in find_runs(source):
+        try:
+            record = load_run(folder)
+        except (ValueError, OSError) as exc:
+            logger.warning("skipping %s: %s", folder, exc)
+            continue
+        rows.extend(rows_from_record(record, folder))
+    order = {name: i for i, name in enumerate(TABLES)}
+    rows.sort(key=lambda r: (order.get(r["table"], 99), r["dataset"], r["run"], r["arch"], r["width"] or 0,
+                             r["num_steps"], _neuron_order(r["neuron"])))
+    return rows
+
+
+def fmt_mean_std(mean: float | None, std: float | None, n: int | None = None, digits: int = 2) -> str:
+    """``"95.12 ± 0.31"``; ``"95.12 (n=1)"`` when the spread is unknown; ``"—"`` when there is no value."""
+    if mean is None or not math.isfinite(mean):
+        return "—"
+    if std is None or not math.isfinite(std):
+        return f"{mean:.{digits}f}" + (f" (n={n})" if n is not None else "")
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" + (f" (n={n})" if n is not None else "")
+
+
+def describe_setup(record: Mapping[str, Any]) -> str:
+    """The training setup a table run actually used, in one line (epochs, batch, lr, augmentation, truncation)."""
+    c, p = record["train_config"], record["params"]
+    aug = [name for name, on in (("crop %s" % c.get("crop_padding"), c.get("crop_padding")),
+                                 ("flip", c.get("flip")), ("AutoAugment", c.get("autoaugment")),
+                                 ("Cutout %s" % c.get("cutout"), c.get("cutout"))) if on]
+    if not c.get("augment", True):
+        aug = ["none"]
+    parts = [f"{p['epochs']} epoch(s)"
+             + (f" of at most {p['max_steps_per_epoch']} steps" if p.get("max_steps_per_epoch") else ""),
+             f"batch {p['batch_size']}", f"{c.get('optimizer', 'sgd').upper()} lr {p['lr']:g}"
+             + (f", momentum {c['momentum']:g}" if c.get("optimizer") == "sgd" else ""),
+             f"weight decay {c.get('weight_decay', 0):g}", f"{c.get('schedule')} schedule",
+             "augmentation " + (" + ".join(aug) if aug else "the data set's recipe"),
+             f"{len(p['seeds'])} seed(s) {p['seeds']}"]
+    if p.get("max_eval_steps"):
+        parts.append(f"test on {p['max_eval_steps']} batches")
+    return ", ".join(parts)
+
+
+def _cell(r: Mapping[str, Any] | None) -> str:
+    if r is None:
+        return "—"
+    ours = fmt_mean_std(r["mean"], r["std"], r["n_seeds"])
+    if r["paper"] is None:
+        return ours
+    paper = fmt_mean_std(r["paper"], r["paper_std"])
+    verdict = "" if r["within_2std"] is None else (" ✓" if r["within_2std"] else " ✗")
+    diff = "" if r["diff"] is None else f" ({r['diff']:+.2f}{verdict})"
+    return f"{ours}<br>paper {paper}{diff}"
+
+
+def paper_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown in the paper's layout, one table per (table run, data set): rows arch × T, one column per variant.
+
+    Each cell: ours (mean ± std over seeds, n), then the paper's number (mean ± std), ours −
+    paper and ✓ where ours lies within 2 of the paper's std. Columns the paper lacks are marked
+    "(ours)". The heading names the data set, the profile, the epochs and the hardware.
+    """
+    if not rows:
+        return "_no results_"
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r.get("run_dir", r["run"]), r["dataset"]), []).append(r)
+    parts: list[str] = []
+    notes: list[str] = []
+    for rs in groups.values():
+        r0 = rs[0]
+        table = TABLES.get(r0["table"])
+        status = "" if r0.get("status", "complete") == "complete" else f" · status **{r0['status']}**"
+        label = f"{r0['dataset_label']} · profile `{r0['profile']}`"
+        if r0["profile"] == "smoke":
+            label += " (plumbing only, not comparable with the paper)"
+        elif r0["profile"] != "paper":
+            label += " (not the paper's protocol)"
+        title = table.title if table else r0["table"]
+        parts.append(f"**{title}** · {label} · {r0.get('epochs', '?')} epoch(s) · {r0['hardware']} · "
+                     f"run `{r0['run']}`{status}\n")
+        neurons = sorted({r["neuron"] for r in rs}, key=_neuron_order)
+        head = ["arch", "T"] + [NEURONS[n].label + (" (ours)" if any(r["ours"] for r in rs if r["neuron"] == n)
+                                                    and (table is None or table.paper) else "")
+                                for n in neurons]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        keys = sorted({(r["arch"], r["width"], r["num_steps"]) for r in rs}, key=lambda k: (k[0], k[1] or 0, k[2]))
+        for arch, width, t in keys:
+            by = {r["neuron"]: r for r in rs if (r["arch"], r["width"], r["num_steps"]) == (arch, width, t)}
+            name = arch + (f" (width {width})" if width is not None else "")
+            lines.append("| " + " | ".join([name, str(t)] + [_cell(by.get(n)) for n in neurons]) + " |")
+        parts.append("\n".join(lines) + "\n")
+        for r in rs:
+            if r["paper_source"] and r["paper_source"] not in notes:
+                notes.append(r["paper_source"])
+    footer = ["Ours: final-epoch test top-1 %, mean ± std over seeds (sample std; n=1: spread unknown).",
+              "Paper: " + (", ".join(notes) if notes else "no cell of the paper matches these rows") + ".",
+              "In brackets: ours − paper; ✓ within 2 of the paper's std, ✗ outside."]
+    parts.append("\n\n".join(footer))
+    return "\n".join(parts)
+
+
+def paper_markdown(table: str) -> str:
+    """The paper's own table as markdown, in its layout: rows (data set, arch, T), one column per variant."""
+    from .paper import ENERGY
+
+    if table == "table5":
+        lines = ["| method | #Flops | #Sops | #Sign | energy |", "|---|---|---|---|---|"]
+        lines += [f"| {NEURONS[e['neuron']].label} spike | {e['flops'] / 1e6:.2f}M | {e['sops'] / 1e6:.2f}M | "
+                  f"{e['sign'] / 1e6:.2f}M | {e['energy_uj']:.2f} µJ |" for e in ENERGY]
+        return "\n".join(lines) + "\n\nSource: Guo et al. 2024, Table 5 (network and data set not named)."
+    t = TABLES[table]
+    if not t.paper:
+        return f"_{t.title}: not a table of the paper, so there is no paper number to show._"
+    head = ["data set", "arch", "T"] + [NEURONS[n].label for n in t.variants]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in t.rows:
+        cells = [fmt_mean_std(*t.cells[(row.dataset, row.arch, row.num_steps, n)]) for n in t.variants]
+        lines.append("| " + " | ".join([row.dataset, row.arch, str(row.num_steps)] + cells) + " |")
+    return "\n".join(lines) + f"\n\nSource: {t.source} (\"{t.title.split(': ', 1)[-1]}\"). {t.note}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """``"45 s"``, ``"12.5 min"``, ``"3.2 h"``, ``"4.1 days"``: a duration in the unit a person reads."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -1,0 +1,426 @@
+"""Train a table: every planned run once, in this process, side by side on the CPU, or under torchrun.
+
+``run_table`` makes a new folder ``<out_dir>/<table>-<time>-<hex>/`` (never another run's),
+trains every planned run into ``runs/<key>/`` and rewrites ``metrics.json`` atomically after
+each one, so a killed table keeps what it finished and ``run_table(table, resume=folder)``
+continues it. The folder is locked while a process trains in it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import TrainConfig, resolve_device
+from ..errors import ConfigError, RunFolderError, TrainingDiverged
+from ..results import environment, new_run_dir, write_json_atomic
+from . import _datashim as data  # PROVISIONAL: tspike_lab.data.describe/probe once they exist
+from .paper import TABLES
+from .plan import PARAMS, PROFILES, RECIPES, plan, run_key, train_config, validate_params
+from .records import METRICS_FILE, SCHEMA_VERSION, _finite, load_run, rows_from_record
+
+__all__ = ["run_table", "estimate", "test_batch"]
+
+logger = logging.getLogger(__name__)
+
+
+def _pct(x: Any) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else 100.0 * float(x)
+
+
+def _run_record(run: Mapping[str, Any], epochs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    final = epochs[-1] if epochs else {}
+    tests = [e["test_acc"] for e in epochs if e.get("test_acc") is not None]
+    speeds = [e["images_per_s"] for e in epochs if e.get("images_per_s") is not None
+              and math.isfinite(e["images_per_s"])]
+    return _finite({
+        "key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
+        "run_dir": f"runs/{run_key(run)}", "status": "complete", "epochs": len(epochs),
+        "top1": _pct(final.get("test_acc")),
+        "best_top1": _pct(max(tests)) if tests else None,
+        "train_top1": _pct(final.get("train_acc")),
+        "test_loss": final.get("test_loss"),
+        "firing_rate": final.get("firing_rate"),
+        "amplitudes": final.get("amplitudes"),
+        "images_per_s": sum(speeds) / len(speeds) if speeds else None,
+        "epoch_time_s": sum(e.get("epoch_time_s") or 0.0 for e in epochs),
+        "wall_time_s": float(wall),
+    })
+
+
+def _failed_record(run: Mapping[str, Any], status: str, error: str) -> dict[str, Any]:
+    return {"key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
+            "run_dir": f"runs/{run_key(run)}", "status": status, "epochs": 0, "top1": None, "best_top1": None,
+            "train_top1": None, "firing_rate": None, "amplitudes": None, "images_per_s": None, "wall_time_s": 0.0,
+            "error": error}
+
+
+def _train_in_process(config: TrainConfig) -> tuple[list[dict[str, Any]], float]:
+    from ..train import train
+
+    t0 = time.perf_counter()
+    history = train(config)
+    return history.epochs, time.perf_counter() - t0
+
+
+def _train_in_worker(config_dict: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+    return _train_in_process(TrainConfig.from_dict(config_dict))
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_torchrun(config: TrainConfig, nproc: int) -> tuple[list[dict[str, Any]], float]:
+    """One training run as ``torchrun --standalone --nproc_per_node N -m tspike_lab train ...``."""
+    from ..cli import config_to_args
+    from ..train import read_metrics
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "tspike_lab", "train", *config_to_args(config)]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    if resolve_device(config.device).type == "cpu":
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    logger.info("launching %s", " ".join(cmd))
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    if done.returncode == 3:
+        raise TrainingDiverged(last or "diverged")
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun exited with status {done.returncode}: {' '.join(cmd)}\n{done.stderr[-4000:]}")
+    return read_metrics(config.out_dir), wall
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
+def _hardware(env: Mapping[str, Any], device: str, nproc: int, workers: int) -> str:
+    if device.startswith("cuda"):
+        return f"{nproc}x {env.get('device_name')}" + (" (torchrun/DDP)" if nproc > 1 else "")
+    extra = f", {workers} worker processes" if workers > 1 else ""
+    extra += f", torchrun {nproc} processes" if nproc > 1 else ""
+    return f"CPU {_cpu_model() or env.get('device_name')} ({env.get('cpu_count')} cores{extra})"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class _Lock:
+    """An exclusive lock on a table run folder: a second process refuses before writing anything."""
+
+    def __init__(self, folder: Path):
+        self.file = open(folder / ".lock", "a+")
+        try:
+            import fcntl
+
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no fcntl (Windows): unguarded
+            pass
+        except BlockingIOError:
+            self.file.close()
+            raise RunFolderError(f"another process is running table run {str(folder)!r}; refusing to touch it "
+                                 f"(wait for it, or resume it later)") from None
+
+    def release(self) -> None:
+        self.file.close()
+
+
+def _data_plans(runs: list[dict[str, Any]], data_dir: str | None) -> dict[str, Any]:
+    return {ds: data.describe(ds, data_dir) for ds in dict.fromkeys(r["dataset"] for r in runs)}
+
+
+def _nproc(table: str, device: str, nproc_per_node: int | None) -> int:
+    if nproc_per_node is not None:
+        return nproc_per_node
+    if TABLES[table].ddp and device.startswith("cuda") and ":" not in device:
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+def _new_record(table: str, p: dict[str, Any], plans: dict, runs: list, device: str, nproc: int) -> dict[str, Any]:
+    env = environment()
+    first = plans[runs[0]["dataset"]]
+    shared = train_config(runs[0], source=first.source, data_dir=first.root, device=p["device"], out_dir=None,
+                          options=first.options).to_dict()
+    for name in ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "out_dir"):
+        shared.pop(name)
+    recipe = PROFILES[table][p["profile"]].get("recipe")
+    recipe_text = " ".join(dict.fromkeys(RECIPES[recipe or plans[ds].recipe] for ds in plans))
+    workers = p["workers"]
+    return {
+        "schema": SCHEMA_VERSION, "table": table, "title": TABLES[table].title, "status": "running",
+        "profile": p["profile"], "params": p,
+        "datasets": {ds: {"label": dp.label, "source": dp.source, "root": dp.root} for ds, dp in plans.items()},
+        "recipe": recipe_text, "train_config": shared,
+        "launcher": (f"torchrun --nproc_per_node {nproc}" if nproc > 1
+                     else f"workers={workers}" if workers > 1 else "in-process"),
+        "environment": env, "hardware": _hardware(env, device, nproc, workers), "started_at": _now(),
+        "wall_time_s": 0.0, "planned": len(runs), "runs": [], "aggregate": [],
+    }
+
+
+def _resume_params(table: str, resume, params: Mapping[str, Any]) -> tuple[dict, dict]:
+    previous = load_run(resume)
+    if previous["table"] != table:
+        raise RunFolderError(f"resume folder {str(resume)!r} holds {previous['table']}, not {table}")
+    p = validate_params(table, **{k: previous["params"][k] for k in PARAMS})
+    given = {k: v for k, v in params.items() if v is not None}
+    if given:
+        q = validate_params(table, **{**p, **given})
+        differ = sorted(k for k in given if q[k] != p[k])
+        if differ:
+            raise ConfigError(f"resume: parameter(s) {differ} differ from the stored run's "
+                              f"({', '.join(f'{k}={p[k]!r}' for k in differ)}); omit them to resume")
+    return p, previous
+
+
+def run_table(
+    table: str,
+    *,
+    resume: str | os.PathLike | None = None,
+    nproc_per_node: int | None = None,
+    **params: Any,
+) -> Path:
+    """Train every planned run of a table once; return the table run's folder.
+
+    Args:
+        table: one of ``TABLES``.
+        resume: an existing table run folder: finished runs are kept, unfinished ones resume from
+            their checkpoints (the stored parameters are used; any given must agree with them).
+        nproc_per_node: processes per training run under torchrun (DDP). None: for the ImageNet
+            tables, every GPU when more than one is present, else 1. ``batch_size`` is per process.
+        **params: see :func:`~tspike_lab.reproduce.plan.validate_params` (``workers``: training runs
+            side by side on the CPU, each with ``cpu_count // workers`` threads).
+    Raises:
+        ConfigError: bad parameters (before anything is made). DataError: no data (before any
+        folder is made). RunFolderError: the folder is in use. TrainingDiverged: after the
+        table finished, if any of its runs diverged (the table is saved with status "diverged").
+    """
+    if resume is not None:
+        p, record = _resume_params(table, resume, params)
+    else:
+        p, record = validate_params(table, **params), None
+    if nproc_per_node is not None and (not isinstance(nproc_per_node, int) or nproc_per_node < 1):
+        raise ConfigError(f"nproc_per_node must be None or an int >= 1, got {nproc_per_node!r}")
+    device = str(resolve_device(p["device"]))
+    nproc = _nproc(table, device, nproc_per_node)
+    workers = p["workers"]
+    if workers > 1 and (not device.startswith("cpu") or nproc > 1):
+        workers = 1  # side-by-side runs are a CPU affair; GPUs take one run at a time
+    runs = plan(table, **{k: v for k, v in p.items()})
+    plans = _data_plans(runs, p["data_dir"])
+    for ds, dp in plans.items():  # a missing data set fails here, before any folder is made
+        data.probe(dp, num_steps=next(r["num_steps"] for r in runs if r["dataset"] == ds))
+
+    if record is None:
+        run_dir = new_run_dir(p["out_dir"], table)
+        lock = _Lock(run_dir)
+        record = _new_record(table, p, plans, runs, device, nproc)
+        done: dict[str, dict] = {}
+    else:
+        run_dir = Path(resume)
+        lock = _Lock(run_dir)
+        record = load_run(run_dir)  # re-read under the lock
+        done = {r["key"]: r for r in record["runs"] if r["status"] == "complete"}
+    try:
+        return _train_all(table, record, run_dir, runs, plans, p, done, workers, nproc)
+    finally:
+        lock.release()
+
+
+def _train_all(table, record, run_dir: Path, runs, plans, p, done, workers: int, nproc: int) -> Path:
+    base_wall = float(record["wall_time_s"])
+    t0 = time.perf_counter()
+    order = {run_key(r): i for i, r in enumerate(runs)}
+    results: dict[str, dict[str, Any]] = dict(done)
+
+    def save(status: str, error: str | None = None) -> None:
+        record["runs"] = sorted(results.values(), key=lambda r: order.get(r["key"], len(order)))
+        record["aggregate"] = rows_from_record(record, run_dir)
+        record["status"] = status
+        record["wall_time_s"] = base_wall + (time.perf_counter() - t0)
+        record.pop("error", None)
+        if error is not None:
+            record["error"] = error
+        write_json_atomic(run_dir / METRICS_FILE, _finite(record))
+
+    def config(run) -> TrainConfig:
+        dp = plans[run["dataset"]]
+        return train_config(run, source=dp.source, data_dir=dp.root, device=p["device"],
+                            out_dir=str(run_dir / "runs" / run_key(run)), options=dp.options)
+
+    def finish(run, outcome) -> None:
+        key = run_key(run)
+        if isinstance(outcome, TrainingDiverged):
+            results[key] = _failed_record(run, "diverged", str(outcome))
+        else:
+            results[key] = _run_record(run, *outcome)
+        r = results[key]
+        logger.info("%s: %d/%d %s top-1 %s", table, len(results), len(runs), key,
+                    "-" if r["top1"] is None else f"{r['top1']:.2f}%")
+        save("running")
+
+    todo = [r for r in runs if run_key(r) not in done]
+    record["status"] = "running"
+    save("running")
+    try:
+        if workers > 1 and len(todo) > 1:
+            _train_side_by_side(todo, config, finish, workers)
+        else:
+            for run in todo:
+                try:
+                    outcome = _train_torchrun(config(run), nproc) if nproc > 1 else _train_in_process(config(run))
+                except TrainingDiverged as exc:
+                    outcome = exc
+                finish(run, outcome)
+    except KeyboardInterrupt:
+        save("interrupted", "KeyboardInterrupt")
+        raise
+    except BaseException as exc:
+        save("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    diverged = [r["key"] for r in record["runs"] if r["status"] == "diverged"]
+    if diverged:
+        save("diverged", f"{len(diverged)} of {len(runs)} training runs diverged: {diverged}")
+        raise TrainingDiverged(f"{table}: {len(diverged)} of {len(runs)} training runs diverged ({', '.join(diverged)}); "
+                               f"the table is saved with status 'diverged' in {run_dir}. Lower lr or set "
+                               f"train_options={{'grad_clip': ...}}")
+    save("complete")
+    return run_dir
+
+
+def _train_side_by_side(todo, config, finish, workers: int) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_in_worker, config(run).to_dict()): run for run in todo}
+        for fut in as_completed(futures):
+            try:
+                outcome = fut.result()
+            except TrainingDiverged as exc:
+                outcome = exc
+            except BaseException:
+                for other in futures:
+                    other.cancel()
+                raise
+            finish(futures[fut], outcome)
+
+
+def estimate(table: str, **params: Any) -> dict[str, Any]:
+    """What a table will cost before it trains: runs, epochs, and a wall time from steps timed here.
+
+    For each distinct network the training runs use, one optimizer step is timed on random
+    input of the data set's shape (the fastest of three after three warm-up steps; fewer when
+    steps take over 10 s) on the device the table would use,
+    at ``min(batch_size, 32)`` images and scaled linearly to ``batch_size``; an epoch costs
+    ``steps_per_epoch`` such steps plus a test pass at a third of a step per batch. Data loading
+    and augmentation are not timed: the estimate is a lower bound.
+
+    Returns:
+        ``{"runs", "epochs", "device", "per_run": [{"key", "step_s", "epoch_s", "run_s"}], "total_s", "note"}``.
+    """
+    p = validate_params(table, **params)
+    runs = plan(table, **p)
+    device = resolve_device(p["device"])
+    workers = p["workers"] if device.type == "cpu" else 1
+    timed: dict[tuple, float] = {}
+    per_run = []
+    for run in runs:
+        spec = None
+        shape = data.input_shape(run["dataset"], run["num_steps"])
+        sizes = data.split_sizes(run["dataset"])
+        key = (run["arch"], run["width"], run["neuron"], run["num_steps"], shape, run["batch_size"])
+        if key not in timed:
+            timed[key] = _time_step(run, shape, device, spec)
+        step = timed[key]
+        steps = max(1, sizes[0] // run["batch_size"])
+        if run["max_steps_per_epoch"]:
+            steps = min(steps, run["max_steps_per_epoch"])
+        test_batches = math.ceil(sizes[1] / run["batch_size"])
+        if run["max_eval_steps"]:
+            test_batches = min(test_batches, run["max_eval_steps"])
+        epoch = step * steps + step / 3 * test_batches
+        per_run.append({"key": run_key(run), "step_s": step, "epoch_s": epoch, "run_s": epoch * run["epochs"]})
+    total = sum(r["run_s"] for r in per_run) / max(1, min(workers, len(runs)))
+    return {"runs": len(runs), "epochs": sorted({r["epochs"] for r in runs}), "device": str(device),
+            "per_run": per_run, "total_s": total,
+            "note": f"one step per network timed on {device}" + (f", {workers} runs side by side" if workers > 1
+                                                                  else "") + "; data loading not included"}
+
+
+def _time_step(run: Mapping[str, Any], shape: tuple, device, spec) -> float:
+    import torch
+
+    from ..models import build_model
+    from ..train import param_groups
+
+    b = min(run["batch_size"], 32)
+    extra = {"width": run["width"]} if run["width"] is not None else {}
+    num_classes = getattr(spec, "num_classes", 10) or 10
+    model = build_model(run["arch"], neuron=run["neuron"], num_classes=num_classes, num_steps=run["num_steps"],
+                        in_channels=shape[-3], **extra).to(device)
+    opt = torch.optim.SGD(param_groups(model, 1e-4), lr=0.01, momentum=0.9)
+    x = torch.randn(b, *shape, device=device)
+    if len(shape) == 4:
+        x = x.transpose(0, 1)  # event frames: [T, B, C, H, W]
+    y = torch.randint(0, num_classes, (b,), device=device)
+    times = []
+    for _ in range(6):  # 3 warm-up steps (kernel build, allocator, oneDNN primitives), then the fastest of 3
+        if len(times) >= 3 and sum(times) > 30.0:
+            break
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return min(times[min(3, len(times) - 1):]) * run["batch_size"] / b
+
+
+def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_images: int = 256):
+    """The first ``num_images`` test images of a table run's data set, prepared as the engine feeds them.
+
+    ``data_dir`` None: the folder the run trained from if it still exists here, else the data
+    default (``$TSPIKE_DATA`` or ``~/.cache/tspike_lab``, where CIFAR is downloaded).
+    Returns:
+        ``(x [N, C, H, W] float, y [N], label)``, label e.g. "CIFAR-10 (JPEG copy)".
+    """
+    from .. import data as tdata
+
+    record = load_run(run_dir)
+    dataset = record["runs"][0]["dataset"] if record["runs"] else next(iter(record["datasets"]))
+    root = data_dir if data_dir is not None else record["datasets"][dataset].get("root")
+    if data_dir is None and root is not None and not Path(root).exists():
+        root = None
+    dp = data.describe(dataset, root)
+    source = tdata.load(dp.source, root=dp.root)
+    x, y = next(iter(tdata.make_loader(source, "test", batch_size=num_images, device="cpu", shuffle=False,
+                                       drop_last=False)))
+    return x, y, dp.label
+
