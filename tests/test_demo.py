@@ -1,4 +1,4 @@
-"""make demo's core: the width-swept table1 ablation, its paired differences and its computed report."""
+"""make demo's core: our width-swept capacity experiment, its paired differences and its computed report."""
 import math
 import re
 
@@ -63,6 +63,8 @@ def test_run_demo_at_a_tiny_size_prints_a_table_and_a_conclusion_computed_from_i
 
 
 def test_the_demo_profile_sweeps_width_at_two_time_steps_over_three_seeds():
-    p = reproduce.validate_params("table1", profile="cpu")
-    assert p["widths"] == [1, 2, 4, 8, 16] and p["num_steps"] == [1, 2] and len(p["seeds"]) >= 3
-    assert {"binary", "ternary", "trainable_ternary"} <= set(p["neurons"]) and p["dataset"] == "digits"
+    runs = reproduce.plan("capacity", profile="cpu")
+    assert sorted({r["width"] for r in runs}) == [1, 2, 4, 8, 16] and {r["num_steps"] for r in runs} == {1, 2}
+    assert len({r["seed"] for r in runs}) >= 3 and {r["dataset"] for r in runs} == {"digits"}
+    assert {"binary", "ternary", "trainable_ternary"} <= {r["neuron"] for r in runs}
+    assert not reproduce.TABLES["capacity"].paper  # our experiment, not the paper's Table 1

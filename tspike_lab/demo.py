@@ -1,10 +1,11 @@
-"""``make demo``: the paper's ablation (Table 1) on the embedded digits, swept over network width.
+"""``make demo``: our capacity experiment (not a table of the paper): binary vs ternary spikes on the
+embedded digits, swept over network width.
 
 The paper's argument is capacity (Eq. 6): a binary C×H×W spike map carries at most C·H·W bits, a
 ternary one C·H·W·log2 3. The argument predicts a gap where capacity binds (a narrow network) and
 none where it does not (a comfortable width on an easy task). The demo trains arch "small" at
 widths 1..16 and T=1, 2 with binary, ternary and trainable ternary spikes, several seeds each,
-through :func:`tspike_lab.reproduce.run_table` (profile "cpu"), and reports what it measures:
+through :func:`tspike_lab.reproduce.run_table` (table "capacity", profile "cpu"), and reports what it measures:
 every difference below is computed from the runs, paired by seed.
 
     python -m tspike_lab.demo                    # about two minutes on two CPU cores
@@ -21,14 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import reproduce
+from . import reproduce, viz
+from .errors import TspikeError, exit_code
 from .info import capacity_bits
+from .models import NEURONS
 from .results import mean_std
 
 __all__ = ["DemoResult", "run_demo", "summarize", "paired_difference", "main"]
 
-_LABEL = {"binary": "binary", "ternary": "ternary", "trainable_ternary": "trainable ternary",
-          "trainable_binary": "trainable binary"}
+_LABEL = {name: kind.label for name, kind in NEURONS.items()}
 
 
 @dataclass
@@ -72,12 +74,11 @@ def summarize(record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> s
     p = record["params"]
     widths = sorted({r["width"] for r in rows if r["width"] is not None}) or [None]
     steps = sorted({r["num_steps"] for r in rows})
-    neurons = [n for n in ("binary", "ternary", "trainable_ternary", "trainable_binary")
-               if any(r["neuron"] == n for r in rows)]
+    neurons = [n for n in NEURONS if any(r["neuron"] == n for r in rows)]
     cell = {(r["width"], r["num_steps"], r["neuron"]): r for r in rows}
     col = 16
     out = [f"{record['title']}",
-           f"{record['dataset_label']}; arch small; {p['epochs']} epochs, batch {p['batch_size']}, lr {p['lr']}; "
+           f"{record['datasets']['digits']['label']}; arch small; {p['epochs']} epochs, batch {p['batch_size']}, lr {p['lr']}; "
            f"test top-1 %, mean ± std over seeds {p['seeds']}",
            ""]
     head = "width".ljust(22) + "".join(str(w).rjust(col) for w in widths)
@@ -129,17 +130,17 @@ def summarize(record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> s
     return "\n".join(out)
 
 
-def run_demo(out_dir: str | os.PathLike = "results/demo", *, widths: Sequence[int] | None = None,
+def run_demo(out_dir: str | os.PathLike = "runs/demo", *, widths: Sequence[int] | None = None,
              num_steps: Sequence[int] | None = None, neurons: Sequence[str] | None = None,
              seeds: Sequence[int] | None = None, epochs: int | None = None, batch_size: int | None = None,
              max_steps_per_epoch: int | None = None, workers: int | None = None,
              figure: bool = True) -> DemoResult:
-    """Run the width-swept ablation (table1, profile "cpu") and build its report and figure.
+    """Run the width sweep (table "capacity", profile "cpu") and build its report and figure.
 
     Args:
         out_dir: parent of the new table run folder.
         widths, num_steps, neurons, seeds, epochs, batch_size, max_steps_per_epoch: override the
-            "cpu" profile (``reproduce.PROFILES["table1"]["cpu"]``); None keeps it.
+            "cpu" profile (``reproduce.PROFILES["capacity"]["cpu"]``); None keeps it.
         workers: training runs side by side, one CPU thread each (None: one per core, at most 8).
         figure: write ``figure.html`` (plotly, self-contained) into the run folder.
     Returns:
@@ -149,16 +150,16 @@ def run_demo(out_dir: str | os.PathLike = "results/demo", *, widths: Sequence[in
     if workers is None:
         workers = max(1, min(os.cpu_count() or 1, 8))
     params = reproduce.validate_params(
-        "table1", profile="cpu", dataset="digits", archs=["small"], widths=widths, num_steps=num_steps,
-        neurons=neurons, seeds=seeds, epochs=epochs, batch_size=batch_size,
-        max_steps_per_epoch=max_steps_per_epoch, out_dir=str(out_dir), device="cpu")
-    run_dir = reproduce.run_table("table1", workers=workers, **params)
+        "capacity", profile="cpu", widths=widths, num_steps=num_steps, neurons=neurons, seeds=seeds, epochs=epochs,
+        batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch, out_dir=str(out_dir), device="cpu",
+        workers=workers)
+    run_dir = reproduce.run_table("capacity", **params)
     record = reproduce.load_run(run_dir)
     rows = reproduce.aggregate(run_dir)
     figure_path = None
     if figure:
         figure_path = run_dir / "figure.html"
-        reproduce.plot_table(rows).write_html(str(figure_path), include_plotlyjs=True)
+        viz.plot_table(rows).write_html(str(figure_path), include_plotlyjs=True)
     return DemoResult(run_dir=run_dir, rows=rows, record=record, text=summarize(record, rows),
                       figure_path=figure_path, wall_time_s=time.perf_counter() - t0)
 
@@ -170,7 +171,7 @@ def _ints(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tspike_lab.demo``: run the demo and print its table, the run folder and the figure."""
     parser = argparse.ArgumentParser(prog="python -m tspike_lab.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out-dir", default="results/demo", help="parent of the new run folder")
+    parser.add_argument("--out-dir", default="runs/demo", help="parent of the new run folder")
     parser.add_argument("--widths", type=_ints, default=None, help="e.g. 1,2,4,8,16")
     parser.add_argument("--num-steps", type=_ints, default=None, help="time steps T, e.g. 1,2")
     parser.add_argument("--seeds", type=_ints, default=None, help="e.g. 0,1,2")
@@ -180,8 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run_demo(ns.out_dir, widths=ns.widths, num_steps=ns.num_steps, seeds=ns.seeds, epochs=ns.epochs,
                           workers=ns.workers)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except TspikeError as exc:
+        print(f"python -m tspike_lab.demo: error: {exc}", file=sys.stderr)
+        return exit_code(exc)
     print(result.text)
     print(f"run folder: {result.run_dir}")
     print(f"figure:     {result.figure_path}")
