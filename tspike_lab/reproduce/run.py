@@ -25,7 +25,7 @@ from .paper import TABLES
 from .plan import PARAMS, PROFILES, RECIPES, plan, run_key, train_config, validate_params
 from .records import METRICS_FILE, SCHEMA_VERSION, _finite, load_run, rows_from_record
 
-__all__ = ["run_table", "estimate", "test_batch"]
+__all__ = ["run_table", "estimate", "estimate_from_flops", "test_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -423,4 +423,48 @@ def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_i
     x, y = next(iter(tdata.make_loader(source, "test", batch_size=num_images, device="cpu", shuffle=False,
                                        drop_last=False)))
     return x, y, dp.label
+
+
+def estimate_from_flops(table: str, profile: str | None = None, *, tflops: float = 100.0) -> dict[str, Any]:
+    """GPU-hours a table's profile needs, estimated from its arithmetic: no GPU, no data.
+
+    Each distinct network's multiply-accumulates per image (all T steps, dense, as a GPU
+    computes them; :func:`tspike_lab.energy.count_ops` on one image) times 3 for forward +
+    backward, times the training images and epochs (plus one forward pass over the test set per
+    epoch), over ``tflops`` TFLOP/s of sustained throughput (2 FLOPs per MAC). 100 TFLOP/s is an
+    assumption (about a tenth of an H100's dense bf16 peak, for small convolutions and
+    memory-bound neurons); a measured epoch replaces it.
+
+    Returns:
+        ``{"runs", "gpu_hours", "per_network": {key: macs per image}, "assumption"}``.
+    """
+    import torch
+
+    from ..energy import count_ops
+    from ..models import build_model
+
+    runs = plan(table, profile)
+    macs: dict[tuple, float] = {}
+    total = 0.0
+    for run in runs:
+        shape = data.input_shape(run["dataset"], run["num_steps"])
+        key = (run["arch"], run["width"], run["num_steps"], shape)
+        if key not in macs:
+            extra = {"width": run["width"]} if run["width"] is not None else {}
+            model = build_model(run["arch"], neuron=run["neuron"], num_classes=10, num_steps=run["num_steps"],
+                                in_channels=shape[-3], **extra).eval()
+            x = torch.zeros(1, *shape)
+            if len(shape) == 4:
+                x = x.transpose(0, 1)
+            ops = count_ops(model, x)
+            macs[key] = float(sum(r.dense_macs * r.paper_repeat for r in ops.layers))
+        train_n, test_n = data.split_sizes(run["dataset"])
+        if run["max_steps_per_epoch"]:
+            train_n = min(train_n, run["max_steps_per_epoch"] * run["batch_size"])
+        if run["max_eval_steps"]:
+            test_n = min(test_n, run["max_eval_steps"] * run["batch_size"])
+        total += run["epochs"] * macs[key] * (3 * train_n + test_n) * 2  # FLOPs
+    return {"runs": len(runs), "gpu_hours": total / (tflops * 1e12) / 3600,
+            "per_network": {f"{a}{'-w' + str(w) if w else ''}-T{t}": m for (a, w, t, _), m in macs.items()},
+            "assumption": f"{tflops:g} TFLOP/s sustained, 2 FLOPs per MAC, backward = 2x forward"}
 
