@@ -2,9 +2,11 @@
 import pytest
 import snntorch as snn
 import torch
+from snntorch import utils
 from torch import nn
 
 import tspike_lab as tl
+from tspike_lab.errors import ConfigError
 from tspike_lab.neurons import MultiStepLIF
 
 
@@ -66,10 +68,14 @@ def test_reset_clears_one_network_and_leaves_another_networks_neurons_alone():
     assert b[1].mem.abs().sum() > 0
 
 
-def test_ternary_leaky_is_not_added_to_snntorchs_global_neuron_registry():
-    before = len(snn.SpikingNeuron.instances)
-    tl.TernaryLeaky()
-    assert len(snn.SpikingNeuron.instances) == before
+def test_ternary_leaky_joins_snntorchs_neuron_registry_as_snn_leaky_does(monkeypatch):
+    # snntorch.utils.reset, reset_hidden, detach_hidden and backprop.BPTT find neurons there.
+    monkeypatch.setattr(snn.SpikingNeuron, "instances", [])
+    net = nn.Sequential(nn.Linear(2, 2), tl.TernaryLeaky(init_hidden=True))
+    assert snn.SpikingNeuron.instances == [net[1]]
+    net(torch.ones(3, 2) * 5)
+    utils.reset(net)
+    assert net[1].mem.shape == (3, 2) and net[1].mem.abs().sum() == 0
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
@@ -143,8 +149,19 @@ def test_wrong_rank_or_channel_count_is_rejected():
         MultiStepLIF(learn_graded_spikes_factor=True, num_channels=3)(torch.zeros(2, 1, 4, 5))
 
 
-def test_ternary_leaky_rejects_options_the_paper_neuron_does_not_have():
-    with pytest.raises(ValueError, match="reset_delay"):
-        tl.TernaryLeaky(reset_delay=False)
-    with pytest.raises(ValueError, match="reset_mechanism"):
-        tl.TernaryLeaky(reset_mechanism="none")
+@pytest.mark.filterwarnings("ignore:Inhibition is an unstable feature")
+def test_ternary_leaky_accepts_every_option_of_snn_leaky():
+    lif = tl.TernaryLeaky(reset_delay=False, reset_mechanism="none", learn_threshold=True, inhibition=True,
+                          learn_beta=True, surrogate_disable=True, state_quant=False, output=True)
+    assert lif.reset_mechanism == "none" and isinstance(lif.threshold, nn.Parameter)
+    spk, mem = lif(torch.tensor([[0.6, -0.9]]))
+    assert spk.tolist() == [[0.0, -1.0]]
+
+
+def test_a_bad_reset_mechanism_is_rejected_naming_the_value():
+    with pytest.raises(ConfigError, match=r"reset_mechanism must be one of \('subtract', 'zero', 'none'\), got 'hard'"):
+        tl.TernaryLeaky(reset_mechanism="hard")
+    lif = tl.TernaryLeaky()
+    with pytest.raises(ConfigError, match="got 'hard'"):
+        lif.reset_mechanism = "hard"
+    assert lif.reset_mechanism == "zero"

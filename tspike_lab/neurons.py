@@ -13,14 +13,37 @@ import snntorch
 from snntorch._neurons.neurons import SpikingNeuron
 
 from . import functional, surrogate
+from .errors import ConfigError
 
 __all__ = ["TernaryLeaky", "BinaryLeaky", "MultiStepLIF", "SpikingLayer", "reset"]
 
 
 class _PaperLeaky(snntorch.Leaky):
-    """``snntorch.Leaky`` with the paper's neuron: hard reset by |b| of either sign."""
+    """``snntorch.Leaky`` with the paper's neuron: a spike of either sign resets, output ``a * b``.
+
+    One step (charge, fire, reset; the reset of step t-1 is applied while charging step t, so
+    the returned membrane is the one the spike was fired on, as in ``snn.Leaky``):
+
+        r_t = b(u_{t-1})                                   reset signal (detached if detach_reset)
+        u_t = beta * u_{t-1} * (1 - |r_t|) + x_t           reset_mechanism="zero"
+        u_t = beta * u_{t-1} + x_t - r_t * threshold       "subtract"
+        u_t = beta * u_{t-1} + x_t                         "none"
+        spk_t = a * b(u_t)
+
+    ``reset_delay=False`` is snnTorch's: the spike also resets ``u_t`` within step t and the
+    membrane returned is the reset one, ``u_t * (1 - |b_t| + |r_t|)`` ("zero") or
+    ``u_t - (b_t - r_t) * threshold`` ("subtract"); ``r_t`` keeps a reset from being applied twice.
+
+    The reset mechanism is one piece of state, the buffer ``reset_mechanism_val`` (0 subtract,
+    1 zero, 2 none): the property, the setter, ``load_state_dict`` and the update all read it.
+
+    Args: those of ``snn.Leaky`` (every one is supported), with the paper's defaults, and
+        detach_reset: detach ``r_t`` as ``snn.Leaky`` always does (the paper's neuron does not);
+            with ``reset_delay=False`` the reset by ``b_t`` keeps its gradient, as in ``snn.Leaky``.
+    """
 
     _kind = "ternary"
+    _RESETS = tuple(SpikingNeuron.reset_dict)  # index = reset_mechanism_val
 
     def __init__(
         self,
@@ -40,14 +63,11 @@ class _PaperLeaky(snntorch.Leaky):
         reset_delay=True,
         detach_reset=False,
     ):
-        functional.check_reset(reset_mechanism)
-        for name, value in (("inhibition", inhibition), ("learn_threshold", learn_threshold)):
-            if value:
-                raise ValueError(f"{name}={value!r} is not supported by {type(self).__name__}; allowed: False")
-        if not reset_delay:
-            raise ValueError(
-                "reset_delay=False is not supported: the paper applies the reset of step t "
-                "while charging step t+1 (reset_delay=True)"
+        self._reset_index(reset_mechanism)
+        if self._kind == "ternary" and not bool((torch.as_tensor(threshold) > 0).all()):
+            raise ConfigError(
+                f"threshold must be > 0 for {type(self).__name__} (it fires +1 where u >= threshold "
+                f"and -1 where u <= -threshold), got {threshold!r}"
             )
         super().__init__(
             beta,
@@ -55,46 +75,153 @@ class _PaperLeaky(snntorch.Leaky):
             spike_grad=surrogate.get(spike_grad),
             surrogate_disable=surrogate_disable,
             init_hidden=init_hidden,
-            inhibition=False,
+            inhibition=inhibition,
             learn_beta=learn_beta,
-            learn_threshold=False,
+            learn_threshold=learn_threshold,
             reset_mechanism=reset_mechanism,
             state_quant=state_quant,
             output=output,
             graded_spikes_factor=graded_spikes_factor,
             learn_graded_spikes_factor=learn_graded_spikes_factor,
-            reset_delay=True,
+            reset_delay=reset_delay,
         )
         self.detach_reset = bool(detach_reset)
-        # No global registry: reset a network with tspike_lab.reset(net).
-        try:
-            SpikingNeuron.instances.remove(self)
-        except ValueError:
-            pass
+        # snn.Leaky picks its update once, here; ours reads reset_mechanism_val at every step.
+        del self._reset_mechanism
+        self.state_function = self._charge
+        # Like snn.Leaky, the neuron stays in SpikingNeuron.instances, so snntorch.utils.reset,
+        # reset_hidden, detach_hidden and backprop.BPTT reach it; tspike_lab.reset(net) is scoped.
 
     @property
     def kind(self) -> str:
         return self._kind
 
+    @property
+    def reset_mechanism(self) -> str:
+        """"subtract", "zero" or "none", read from the buffer ``reset_mechanism_val``."""
+        return self._RESETS[int(self.reset_mechanism_val)]
+
+    @reset_mechanism.setter
+    def reset_mechanism(self, value):
+        self.reset_mechanism_val.fill_(self._reset_index(value))
+
+    @classmethod
+    def _reset_index(cls, reset_mechanism) -> int:
+        if reset_mechanism not in cls._RESETS:
+            raise ConfigError(f"reset_mechanism must be one of {cls._RESETS}, got {reset_mechanism!r}")
+        return cls._RESETS.index(reset_mechanism)
+
+    def _reset_masks(self, like: torch.Tensor):
+        """``(subtract, zero)`` as 0/1 tensors from the buffer: no branch, so no graph break."""
+        val = self.reset_mechanism_val
+        return (val == 0).to(like.dtype), (val == 1).to(like.dtype)
+
+    def forward(self, input_, mem=None):
+        if mem is not None:
+            if self.init_hidden:
+                raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
+            self.mem = mem
+        if self.mem.shape != input_.shape:
+            self.mem = torch.zeros_like(input_)
+        if self._exporting_to_nir():
+            self._check_nir_export()
+
+        self.reset = self.mem_reset(self.mem)  # r_t = b(u_{t-1})
+        self.mem = self._charge(input_)  # u_t
+        if self.state_quant:
+            self.mem = self.state_quant(self.mem)
+        b = self._spike(self.mem)
+        if self.inhibition:
+            b = self._inhibit(b, self.mem)
+        if not self.reset_delay:
+            self.mem = self._reset_now(b)
+        spk = b * self.graded_spikes_factor
+
+        if self.output:
+            return spk, self.mem
+        if self.init_hidden:
+            return spk
+        return spk, self.mem
+
+    def _charge(self, input_):
+        """``u_t`` from ``self.mem`` (u_{t-1}) and ``self.reset`` (r_t), per the buffer's mechanism."""
+        subtract, zero = self._reset_masks(self.mem)
+        r = self.reset
+        # The order of snn.Leaky's _base_zero / _base_sub, so BinaryLeaky matches it bit for bit.
+        u = self.beta.clamp(0, 1) * self.mem * (1 - zero * r.abs()) + input_
+        return u - subtract * r * self.threshold
+
+    def _reset_now(self, b):
+        """reset_delay=False: ``u_t`` reset by this step's spike ``b_t`` (kept attached, as snn.Leaky)."""
+        subtract, zero = self._reset_masks(self.mem)
+        r = self.reset
+        # binary: b - r as snn.Leaky, whose gradient reaches b_t where it is 0 (|b| would stop it)
+        fired = b.abs() - r.abs() if self._kind == "ternary" else b - r
+        return self.mem - zero * fired * self.mem - subtract * (b - r) * self.threshold
+
     def _spike(self, mem):
+        """Unscaled spike ``b(u)`` with the surrogate backward, and ``db/dthreshold`` if it is learned."""
         if self.state_quant:
             mem = self.state_quant(mem)
-        return functional.fire(mem, self.threshold, self._kind, self.spike_grad)
+        b = functional.fire(mem, self.threshold, self._kind, self.spike_grad)
+        if self.threshold.requires_grad and isinstance(self.spike_grad, surrogate.Surrogate):
+            # Our surrogates' backward gives u only; b is a function of u - th (and -u - th), so
+            # db/dth = -g(u - th) + g(-u - th) (ternary), -g(u - th) (binary), snnTorch's convention.
+            u, th = mem.detach(), self.threshold.detach()
+            g = -self.spike_grad.binary_grad(u, th)
+            if self._kind == "ternary":
+                g = g + self.spike_grad.binary_grad(-u, th)
+            b = b + (self.threshold * g - (self.threshold * g).detach())  # + 0, gradient g
+        return b
+
+    def _inhibit(self, b, mem):
+        """Keep the spike of the neuron most beyond threshold in each row (|u| - th if ternary).
+
+        As in ``snn.Leaky``: the dense layer ``[B, N]`` only, and the reset reads the
+        uninhibited ``b(u_{t-1})``, so a suppressed neuron above threshold still resets.
+        """
+        drive = (mem.abs() if self._kind == "ternary" else mem) - self.threshold
+        mask = torch.zeros_like(b)
+        mask[torch.arange(mem.size(0)), torch.argmax(drive, dim=1)] = 1
+        return b * mask
 
     def fire(self, mem):
         """``o_t = a * b_t``."""
         return self._spike(mem) * self.graded_spikes_factor
 
+    def fire_inhibition(self, batch_size, mem):
+        """``a * b_t`` of the winning neuron of each row only (see ``_inhibit``)."""
+        return self._inhibit(self._spike(mem), mem) * self.graded_spikes_factor
+
     def mem_reset(self, mem):
-        """Reset signal from the previous membrane: |b| for "zero", b for "subtract"."""
-        b = self._spike(mem)
-        if self.detach_reset:
-            b = b.detach()
-        return b.abs() if self.reset_mechanism_val == 1 else b
+        """Reset signal ``r = b(u)`` of the previous membrane, signed (the update takes |r| for "zero")."""
+        r = self._spike(mem)
+        return r.detach() if self.detach_reset else r
 
     def reset_mem(self):
-        self.mem = torch.zeros(0, device=self.mem.device)
+        """Zeros of the last membrane's shape, as ``snn.Leaky``."""
+        self.mem = torch.zeros_like(self.mem)
         return self.mem
+
+    @staticmethod
+    def _exporting_to_nir() -> bool:
+        # snntorch.export_to_nir traces through nirtorch, which swaps nn.Module.__call__ for its recorder.
+        return getattr(nn.Module.__call__, "__module__", "").startswith("nirtorch")
+
+    def _check_nir_export(self):
+        """Refuse what ``nir.LIF`` (spikes in {0, 1}) cannot hold, rather than export it wrong."""
+        name = type(self).__name__
+        if self._kind == "ternary":
+            raise ConfigError(
+                f"{name} cannot be exported to NIR: NIR has no ternary neuron and snntorch.export_to_nir "
+                f"would write it as nir.LIF, which fires only 0 or 1, losing every -1 spike. "
+                f"Export networks of BinaryLeaky or snn.Leaky only."
+            )
+        if not bool((self.graded_spikes_factor == 1).all()):
+            raise ConfigError(
+                f"{name} with graded_spikes_factor != 1 cannot be exported to NIR: nir.LIF emits "
+                f"spikes of 1, losing the amplitude a; fold a into the next layer's weights first"
+            )
 
 
 class TernaryLeaky(_PaperLeaky):
@@ -103,10 +230,17 @@ class TernaryLeaky(_PaperLeaky):
         u_t = beta * u_{t-1} * (1 - |b_{t-1}|) + x_t,   b_t in {-1, 0, 1},   o_t = a * b_t
 
     Use it like ``snn.Leaky``: ``spk, mem = lif(x, mem)``; ``init_hidden=True`` inside
-    ``nn.Sequential``; ``output=True``. Defaults follow the paper's released code (beta
-    0.25, threshold 0.5, hard reset, clipped STE); ``spike_grad`` takes our surrogates
-    or any snnTorch one (then ``b = f(u - th) - f(-u - th)``). Per-channel amplitude:
-    pass ``graded_spikes_factor`` shaped to broadcast, e.g. ``torch.ones(C, 1, 1)``.
+    ``nn.Sequential``; ``output=True``; every ``snn.Leaky`` option, and it is reset by
+    ``snntorch.utils.reset`` and ``backprop.BPTT`` as ``snn.Leaky`` is. Defaults follow the
+    paper's released code (beta 0.25, threshold 0.5, reset "zero", clipped STE, reset not
+    detached); ``spike_grad`` takes our surrogates or any snnTorch one (then
+    ``b = f(u - th) - f(-u - th)``). Per-channel amplitude: pass ``graded_spikes_factor`` shaped
+    to broadcast, e.g. ``torch.ones(C, 1, 1)``. The update equations: :class:`_PaperLeaky`.
+
+    Spikes can be -a: snnTorch helpers that look for a first spike or count spikes as a cost
+    (``accuracy_temporal``, the temporal losses, ``l1_rate_sparsity``) misread them; use
+    :mod:`tspike_lab.snn_functional`. ``snntorch.export_to_nir`` raises (NIR has no ternary neuron).
+    ``inhibition=True`` keeps the neuron of largest ``|u| - threshold``.
 
     Shape: input ``[B, ...]`` -> spk, mem ``[B, ...]``.
     """
@@ -115,7 +249,13 @@ class TernaryLeaky(_PaperLeaky):
 
 
 class BinaryLeaky(_PaperLeaky):
-    """Binary LIF with the paper's defaults (the baseline): ``b_t = 1[u_t >= threshold]``."""
+    """Binary LIF with the paper's defaults (the baseline): ``b_t = 1[u_t >= threshold]``.
+
+    With snnTorch's settings (``threshold=1.0``, ``reset_mechanism="subtract"``,
+    ``spike_grad=snntorch.surrogate.atan()``) it fires exactly as ``snn.Leaky``, but its
+    gradients match only with ``detach_reset=True``: ``snn.Leaky`` always detaches the reset
+    signal, the paper's neuron (our default) lets the gradient through it.
+    """
 
     _kind = "binary"
 
