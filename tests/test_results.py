@@ -1,8 +1,10 @@
 import json
 import math
 import os
+import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +83,75 @@ def test_write_json_atomic_keeps_the_old_file_when_serialization_fails(tmp_path)
         results.write_json_atomic(path, {"acc": object()})
     assert json.loads(path.read_text()) == {"acc": 0.5}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, then restore it."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield lambda mask: os.umask(mask)
+    os.umask(saved)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600), (0o027, 0o640)])
+def test_atomically_written_files_get_the_mode_the_umask_gives_not_mkstemps_0600(tmp_path, umask, mask, mode):
+    umask(mask)
+    for name, write in (("metrics.json", lambda p: results.write_json_atomic(p, {"acc": 1.0})),
+                        ("notes.txt", lambda p: results.write_text_atomic(p, "x")),
+                        ("blob.bin", lambda p: results.atomic_write(p, b"\0\1"))):
+        write(tmp_path / name)
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    umask(0o022)
+    results.atomic_write(tmp_path / "blob.bin", b"again")  # replacing a file takes the current umask too
+    assert stat.S_IMODE((tmp_path / "blob.bin").stat().st_mode) == 0o644
+
+
+def test_atomic_write_takes_bytes_str_or_a_writer_callable_such_as_torch_save(tmp_path):
+    import torch
+
+    results.atomic_write(tmp_path / "a.bin", b"\xff\x00")
+    results.atomic_write(tmp_path / "b.txt", "ünïcode\n")
+    t = torch.arange(5)
+    results.atomic_write(tmp_path / "c.pt", lambda f: torch.save({"t": t}, f))
+    assert (tmp_path / "a.bin").read_bytes() == b"\xff\x00"
+    assert (tmp_path / "b.txt").read_bytes() == "ünïcode\n".encode("utf-8")
+    assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["t"], t)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.txt", "c.pt"]
+    with pytest.raises(TypeError, match="bytes, str or a callable"):
+        results.atomic_write(tmp_path / "d", 42)
+
+
+def test_atomic_write_keeps_the_old_file_and_no_temp_when_the_writer_fails_midway(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    results.atomic_write(path, b"old")
+
+    def torn(f):
+        f.write(b"half of the new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        results.atomic_write(path, torn)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_atomic_write_fsyncs_the_file_then_renames_then_fsyncs_the_folder(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(results.os, "fsync", fsync)
+    monkeypatch.setattr(results.os, "replace", replace)
+    results.atomic_write(tmp_path / "x.json", "{}")
+    assert events == [("fsync", "file"), ("replace", "x.json"), ("fsync", "folder")]
 
 
 def test_read_jsonl_ignores_a_torn_last_line(tmp_path):

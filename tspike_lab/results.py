@@ -15,9 +15,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
-__all__ = ["new_run_dir", "environment", "write_json_atomic", "read_jsonl", "mean_std"]
+__all__ = ["new_run_dir", "environment", "atomic_write", "write_text_atomic", "write_json_atomic", "fsync_dir",
+           "read_jsonl", "mean_std"]
 
 
 def new_run_dir(out_dir: str | os.PathLike, name: str = "run", *, attempts: int = 100) -> Path:
@@ -96,7 +97,8 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # e.g. Windows cannot open folders
@@ -109,23 +111,69 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder, fsync, ``os.replace``."""
+_fsync_dir = fsync_dir  # the old private name, still imported by checkpoint.py
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS, Windows, old kernels): read by setting it back at once
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], Any]) -> Path:
+    """Write ``path`` so that a reader sees the old file or the whole new one, never a torn one.
+
+    The content goes to a temp file in the same folder, which is fsynced, renamed over ``path``
+    (``os.replace``), and the folder fsynced. The file gets the mode a plain ``open`` would give
+    (0o666 less the umask), not ``mkstemp``'s 0o600. On any error the temp file is removed and
+    ``path`` is left as it was.
+
+    Args:
+        path: the file to write; its folder is created when missing.
+        data: bytes, str (written as UTF-8), or a callable that writes into a binary file
+            object, e.g. ``lambda f: torch.save(obj, f)``.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    if not (isinstance(data, (bytes, bytearray, memoryview, str)) or callable(data)):
+        raise TypeError(f"data must be bytes, str or a callable writing into a binary file, got {type(data).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, str):
+                f.write(data.encode("utf-8"))
+            elif callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: :func:`atomic_write` of a str."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return atomic_write(path, text)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
