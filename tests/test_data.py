@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import io
 import itertools
+import logging
 import math
 import os
 import pickle
@@ -22,10 +25,25 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from tspike_lab.data import DATASETS, Augment, DataSource, DataUnavailableError, load, make_loader, sources
+from tspike_lab.data import (
+    DATASETS,
+    Augment,
+    DataIntegrityError,
+    DataSource,
+    DataUnavailableError,
+    cifar,
+    describe,
+    dvs,
+    imagefolder,
+    load,
+    make_loader,
+    probe,
+    sources,
+)
 from tspike_lab.data import augment as aug
 from tspike_lab.data.archive import safe_extract
 from tspike_lab.data.imagenet import eval_transform, random_resized_crop_box
+from tspike_lab.errors import ConfigError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -82,7 +100,7 @@ def make_cifar_archive(directory: Path, kind: str = "cifar10", n: int = 3) -> tu
 
 
 def test_dataset_registry_lists_the_six_sources():
-    assert DATASETS == ("digits", "cifar10", "cifar100", "imagefolder", "cifar10-dvs", "imagenet")
+    assert tuple(DATASETS) == ("digits", "cifar10", "cifar100", "imagefolder", "cifar10-dvs", "imagenet")
 
 
 def test_unknown_dataset_name_is_rejected_naming_it():
@@ -172,11 +190,11 @@ def test_cifar10_extracted_folder_is_read_as_root_or_from_its_parent(tmp_path, m
 
 def test_cifar10_archive_in_root_folder_is_checked_with_the_module_md5_constant(tmp_path, monkeypatch):
     _, md5, arrays = make_cifar_archive(tmp_path)
-    monkeypatch.setattr(sources, "CIFAR10_MD5", md5)
+    monkeypatch.setattr(cifar, "CIFAR10_MD5", md5)
     src = load("cifar10", root=tmp_path, download=False)
     assert np.array_equal(src.train_y.numpy(), arrays["train_y"])
     # once extracted, the archive is not hashed again
-    monkeypatch.setattr(sources, "check_md5", _fail("md5 checked twice"))
+    monkeypatch.setattr(cifar, "check_md5", _fail("md5 checked twice"))
     load("cifar10", root=tmp_path, download=False)
 
 
@@ -201,7 +219,7 @@ def test_cifar_archive_with_wrong_md5_is_rejected(tmp_path):
 
 def test_cifar_archive_with_default_md5_is_rejected_as_corrupted(tmp_path):
     make_cifar_archive(tmp_path)
-    with pytest.raises(ValueError, match=sources.CIFAR10_MD5):
+    with pytest.raises(ValueError, match=cifar.CIFAR10_MD5):
         load("cifar10", root=tmp_path)
 
 
@@ -226,7 +244,7 @@ def test_offline_download_gives_one_clear_data_unavailable_error(tmp_path, monke
         load("cifar10", root=root, download=True)
     message = str(info.value)
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
-    assert str(root) in message and "cifar-10-python.tar.gz" in message and sources.CIFAR10_MD5 in message
+    assert str(root) in message and "cifar-10-python.tar.gz" in message and cifar.CIFAR10_MD5 in message
     assert isinstance(info.value, RuntimeError)
     assert info.value.__suppress_context__ and info.value.__cause__ is None
     assert [p.name for p in root.iterdir()] == []  # no partial download left behind
@@ -436,7 +454,7 @@ def test_second_image_folder_load_hits_the_cache(tmp_path, monkeypatch, isolated
     root = write_image_source(tmp_path, make_image_members(), ".tar.gz")
     first = load("imagefolder", root=root)
     assert len(list((isolated_cache / "imagefolder").glob("*.pt"))) == 1
-    monkeypatch.setattr(sources, "_decode_chunk", _fail("decoded again despite the cache"))
+    monkeypatch.setattr(imagefolder, "_decode_chunk", _fail("decoded again despite the cache"))
     second = load("imagefolder", root=root)
     assert torch.equal(first.train_x, second.train_x) and second.classes == first.classes
     # a changed archive (new mtime) is decoded again
@@ -448,7 +466,7 @@ def test_second_image_folder_load_hits_the_cache(tmp_path, monkeypatch, isolated
 def test_image_folder_parallel_decoding_matches_serial(tmp_path, monkeypatch):
     root = write_image_source(tmp_path, make_image_members(per_class=(3, 2)), ".tar")
     serial = load("imagefolder", root=root, workers=1, cache=False)
-    monkeypatch.setattr(sources, "_DECODE_CHUNK", 2)  # several chunks -> worker pool
+    monkeypatch.setattr(imagefolder, "_DECODE_CHUNK", 2)  # several chunks -> worker pool
     parallel = load("imagefolder", root=root, workers=2, cache=False)
     assert torch.equal(serial.train_x, parallel.train_x) and torch.equal(serial.test_y, parallel.test_y)
 
@@ -539,12 +557,12 @@ def test_cifar10_dvs_frames_split_nine_to_one_per_class_and_are_cached(tmp_path,
 
 def test_dvs_split_is_seeded_disjoint_and_per_class():
     labels = torch.arange(10).repeat_interleave(20)
-    train, test = sources.dvs_split(labels)
-    train2, test2 = sources.dvs_split(labels)
+    train, test = dvs.dvs_split(labels)
+    train2, test2 = dvs.dvs_split(labels)
     assert torch.equal(train, train2) and torch.equal(test, test2)
     assert len(set(train.tolist()) & set(test.tolist())) == 0 and len(train) + len(test) == 200
     assert torch.bincount(labels[test]).tolist() == [2] * 10
-    assert not torch.equal(test, sources.dvs_split(labels, seed=1)[1])
+    assert not torch.equal(test, dvs.dvs_split(labels, seed=1)[1])
 
 
 # --------------------------------------------------------------------------- ImageNet-style folders
@@ -843,3 +861,207 @@ def test_autoaugment_policy_has_twenty_five_valid_sub_policies():
     for p1, op1, l1, p2, op2, l2 in aug.CIFAR10_POLICY:
         assert op1 in aug.AUTOAUGMENT_OPS and op2 in aug.AUTOAUGMENT_OPS
         assert 0 <= p1 <= 1 and 0 <= p2 <= 1 and 0 <= l1 <= 9 and 0 <= l2 <= 9
+
+
+# --------------------------------------------------------------------------- registry specs
+
+
+def test_the_registry_is_a_read_only_mapping_of_frozen_specs_in_the_documented_order():
+    assert list(DATASETS) == ["digits", "cifar10", "cifar100", "imagefolder", "cifar10-dvs", "imagenet"]
+    assert "cifar10" in DATASETS and "mnist" not in DATASETS
+    with pytest.raises(TypeError):
+        DATASETS["mnist"] = DATASETS["digits"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DATASETS["digits"].label = "other"
+    with pytest.raises(TypeError):
+        DATASETS["cifar10"].augment["cutout"] = 0
+    assert {n: s.label for n, s in DATASETS.items()} == {
+        "digits": "digits (embedded UCI 8x8)", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
+        "imagefolder": "image folder", "cifar10-dvs": "CIFAR10-DVS", "imagenet": "ImageNet (ILSVRC-2012)",
+    }
+
+
+def test_each_spec_carries_the_training_augmentation_recipe_of_its_data_set():
+    def recipe(crop, flip, aa, cutout, roll):
+        return dict(crop_padding=crop, flip=flip, autoaugment=aa, cutout=cutout, roll=roll)
+
+    assert {n: (dict(s.augment) if s.augment is not None else None) for n, s in DATASETS.items()} == {
+        "digits": recipe(0, False, False, 0, 0),
+        "cifar10": recipe(4, True, True, 16, 0),
+        "cifar100": recipe(4, True, True, 16, 0),
+        "imagefolder": recipe(4, True, False, 0, 0),
+        "cifar10-dvs": recipe(0, True, False, 0, 5),
+        "imagenet": None,
+    }
+    assert set(DATASETS["cifar10"].augment) <= set(inspect.signature(Augment).parameters)
+
+
+def test_each_spec_states_the_input_it_yields_and_digits_matches_what_it_loads():
+    shapes = {n: (s.in_channels, s.image_size) for n, s in DATASETS.items()}
+    assert shapes == {"digits": (1, (8, 8)), "cifar10": (3, (32, 32)), "cifar100": (3, (32, 32)),
+                      "imagefolder": (None, None), "cifar10-dvs": (2, (48, 48)), "imagenet": (3, (224, 224))}
+    src = load("digits")
+    spec = DATASETS["digits"]
+    assert (src.in_channels, src.image_size, src.num_classes) == (spec.in_channels, spec.image_size, spec.num_classes)
+    assert (len(src.train_y), len(src.test_y)) == spec.split_sizes
+
+
+def test_load_dispatches_through_the_registry_and_checks_options_against_the_specs_loader(monkeypatch):
+    from tspike_lab.data import registry
+
+    calls = []
+    spec = dataclasses.replace(DATASETS["digits"], load=lambda root, download, scale=1: calls.append(scale))
+    monkeypatch.setattr(registry, "DATASETS", {**DATASETS, "digits": spec})
+    load("digits", scale=3)
+    assert calls == [3]
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['colour'\].*\['scale'\]"):
+        load("digits", colour=1)
+
+
+# --------------------------------------------------------------------------- describe and probe
+
+
+def _image_copy(root: Path, classes: int = 10, size: int = 32, fmt: str = "JPEG") -> Path:
+    rng = np.random.default_rng(5)
+    for split in ("train", "test"):
+        for c in range(classes):
+            (root / split / f"class{c:02d}").mkdir(parents=True)
+            array = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            ext = "jpg" if fmt == "JPEG" else "png"
+            (root / split / f"class{c:02d}" / f"0.{ext}").write_bytes(_encode(array, fmt))
+    return root
+
+
+def test_describe_reads_a_cifar_layout_as_cifar_and_a_class_folder_copy_as_a_labelled_image_folder(tmp_path):
+    canonical = tmp_path / "canon" / "cifar-10-batches-py"
+    canonical.mkdir(parents=True)
+    for data_dir in (canonical, canonical.parent, None):
+        plan = describe("cifar10", None if data_dir is None else str(data_dir))
+        assert (plan.source, plan.label, dict(plan.options), plan.copy) == ("cifar10", "CIFAR-10", {}, False)
+    archive, _, _ = make_cifar_archive(tmp_path)
+    assert describe("cifar10", archive).source == "cifar10"
+
+    jpeg = describe("cifar10", _image_copy(tmp_path / "jpeg", classes=2))
+    assert (jpeg.source, jpeg.label, jpeg.copy) == ("imagefolder", "CIFAR-10 (JPEG copy)", True)
+    assert dict(jpeg.options) == dict(DATASETS["cifar10"].augment)  # the CIFAR recipe, not the image folder's
+    png = describe("cifar100", _image_copy(tmp_path / "png", classes=2, fmt="PNG"))
+    assert (png.source, png.label) == ("imagefolder", "CIFAR-100 (image-folder copy)")
+    packed = tmp_path / "copy.tar.xz"
+    with tarfile.open(packed, "w:xz") as tar:
+        tar.add(tmp_path / "jpeg" / "train", arcname="train")
+        tar.add(tmp_path / "jpeg" / "test", arcname="test")
+    assert describe("cifar10", packed).label == "CIFAR-10 (JPEG copy)"
+
+
+def test_describe_refuses_with_one_line_naming_data_dir_what_was_found_and_what_to_do(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not data")
+    cases = [
+        (("cifar10", tmp_path / "missing"), r"data_dir '.*missing' does not exist.*leave data_dir unset"),
+        (("cifar10", tmp_path / "notes.txt"), r"data_dir '.*notes\.txt' is a file, not an archive .*give the folder"),
+        (("cifar10", tmp_path / "empty"), r"neither a CIFAR layout \(cifar-10-batches-py/, cifar-10-python\.tar\.gz\)"),
+        (("digits", tmp_path / "empty"), r"'digits' is embedded in tspike_lab and takes no data_dir"),
+        (("imagefolder", None), r"data_dir is required for 'imagefolder'"),
+        (("imagenet", tmp_path / "missing"), r"data_dir '.*missing' does not exist"),
+        (("mnist", None), r"dataset must be one of \['digits', 'cifar10'"),
+    ]
+    for (dataset, data_dir), pattern in cases:
+        with pytest.raises(ConfigError, match=pattern) as info:
+            describe(dataset, data_dir)
+        assert "\n" not in str(info.value) and info.value.field in ("data_dir", "dataset")
+    assert not (tmp_path / "missing").exists()  # refused, not created
+
+
+def test_probe_loads_the_plan_once_and_refuses_a_copy_without_the_data_sets_classes(tmp_path):
+    plan = describe("cifar10", _image_copy(tmp_path / "ten", classes=10))
+    src = probe(plan)
+    assert src.name == "imagefolder" and src.num_classes == 10 and src.image_size == (32, 32)
+    with pytest.raises(DataIntegrityError, match=r"holds 3 classes of 3x32x32 images, but CIFAR-10 has 10"):
+        probe(describe("cifar10", _image_copy(tmp_path / "three", classes=3)))
+    with pytest.raises(DataIntegrityError, match=r"3x16x16 images, but CIFAR-100 has 100 classes of 3x32x32"):
+        probe(describe("cifar100", _image_copy(tmp_path / "small", classes=100, size=16)))
+    assert probe(describe("digits", None)).num_classes == 10
+
+
+# --------------------------------------------------------------------------- data errors a user causes
+
+
+def test_a_file_given_as_cifar_root_is_refused_as_a_file_not_an_archive(tmp_path):
+    path = tmp_path / "cifar.bin"
+    path.write_bytes(b"whatever")
+    with pytest.raises(ConfigError, match=r"root '.*cifar\.bin' is a file, not an archive tspike_lab can read"):
+        load("cifar10", root=path, download=False)
+    assert path.read_bytes() == b"whatever"
+
+
+def test_digits_refuses_a_root_because_it_is_embedded():
+    with pytest.raises(ConfigError, match=r"'digits' is embedded in tspike_lab and takes no data_dir/root, got '/x'"):
+        load("digits", root="/x")
+
+
+def test_a_named_archive_that_does_not_exist_is_unavailable_not_a_traceback(tmp_path):
+    with pytest.raises(DataUnavailableError, match=r"names an archive that does not exist.*c58f30108f"):
+        load("cifar10", root=tmp_path / "cifar-10-python.tar.gz")
+
+
+def test_an_image_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
+    root = write_image_source(tmp_path, make_image_members(), "dir")
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(sources, "atomic_write", disk_full)
+    with caplog.at_level(logging.WARNING):
+        src = load("imagefolder", root=root)
+    assert src.num_classes == len(IMAGE_CLASSES)
+    assert "could not write the optional cache" in caplog.text and "No space left" in caplog.text
+
+
+def test_an_unreadable_image_cache_is_decoded_again(tmp_path, isolated_cache, caplog):
+    root = write_image_source(tmp_path, make_image_members(), "dir")
+    first = load("imagefolder", root=root)
+    [cache_file] = (isolated_cache / "imagefolder").iterdir()
+    cache_file.write_bytes(cache_file.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        again = load("imagefolder", root=root)
+    assert torch.equal(again.train_x, first.train_x) and "ignoring unreadable cache" in caplog.text
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def test_the_same_cifar_data_has_one_fingerprint_whichever_way_it_is_found(tmp_path):
+    archive, md5, _ = make_cifar_archive(tmp_path)
+    from_archive = load("cifar10", root=archive, md5=md5)
+    from_folder = load("cifar10", root=tmp_path / "cifar-10-batches-py", download=False)
+    from_parent = load("cifar10", root=tmp_path, download=False)
+    assert len(from_archive.fingerprint) == 16
+    assert from_archive.fingerprint == from_folder.fingerprint == from_parent.fingerprint
+    (tmp_path / "other").mkdir()
+    other, other_md5, _ = make_cifar_archive(tmp_path / "other", n=4)
+    assert load("cifar10", root=other, md5=other_md5).fingerprint != from_archive.fingerprint
+
+
+def test_fingerprints_are_stable_and_tell_different_data_apart(tmp_path, isolated_cache):
+    assert load("digits").fingerprint == load("digits").fingerprint
+    root = write_image_source(tmp_path, make_image_members(), "dir")
+    decoded = load("imagefolder", root=root)
+    cached = load("imagefolder", root=root)  # from the cache, fingerprint stored beside the tensors
+    assert decoded.fingerprint == cached.fingerprint != load("digits").fingerprint
+    assert decoded.fingerprint == DataSource(
+        "again", decoded.num_classes, 3, decoded.image_size, decoded.classes, decoded.mean, decoded.std,
+        decoded.train_x, decoded.train_y, decoded.test_x, decoded.test_y).fingerprint  # same definition
+    grey = load("imagefolder", root=root, channels=1)
+    assert grey.fingerprint != decoded.fingerprint
+    y = decoded.train_y.clone()
+    y[0] = (y[0] + 1) % decoded.num_classes
+    relabelled = DataSource("x", decoded.num_classes, 3, decoded.image_size, decoded.classes, decoded.mean,
+                            decoded.std, decoded.train_x, y, decoded.test_x, decoded.test_y)
+    assert relabelled.fingerprint != decoded.fingerprint
+
+
+def test_a_loader_based_source_is_fingerprinted_by_its_file_list(tiny_imagenet):
+    first = load("imagenet", root=tiny_imagenet).fingerprint
+    assert first == load("imagenet", root=tiny_imagenet).fingerprint
+    Image.new("RGB", (300, 260)).save(tiny_imagenet / "train" / "n01" / "extra.JPEG")
+    assert load("imagenet", root=tiny_imagenet).fingerprint != first

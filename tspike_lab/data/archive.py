@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
+import lzma
 import os
 import posixpath
 import shutil
@@ -13,15 +15,25 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from ..errors import DataUnavailableError  # re-exported as tspike_lab.data.DataUnavailableError
+from ..errors import DataIntegrityError
+from ..results import atomic_write
 
 logger = logging.getLogger(__name__)
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ZIP_SUFFIXES = (".zip",)
+# What reading a truncated or damaged archive raises (a failed write raises a plain OSError instead).
+_DAMAGED = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+def _damaged(archive: str, exc: BaseException) -> DataIntegrityError:
+    return DataIntegrityError(
+        f"archive {archive!r} is truncated or damaged ({type(exc).__name__}: {exc}); delete it and fetch it again"
+    )
 
 
 def archive_kind(path: str | os.PathLike) -> str | None:
@@ -51,17 +63,17 @@ def md5_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def check_md5(path: str | os.PathLike, expected: str) -> None:
-    """Raise ValueError naming the file and both digests when ``path``'s md5 is not ``expected``."""
+    """Raise DataIntegrityError naming the file and both digests when ``path``'s md5 is not ``expected``."""
     actual = md5_file(path)
     if actual != expected.lower():
-        raise ValueError(
+        raise DataIntegrityError(
             f"archive {os.fspath(path)!r} is corrupted or not the expected file: md5 is {actual}, "
             f"expected {expected.lower()}; delete it and download it again"
         )
 
 
 def download(url: str, dest: str | os.PathLike, md5: str | None = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` through a temporary file, check its md5, then rename atomically.
+    """Download ``url`` to ``dest`` through a temporary file, check its md5, then rename it into place.
 
     Args:
         url: address to fetch.
@@ -74,30 +86,26 @@ def download(url: str, dest: str | os.PathLike, md5: str | None = None, timeout:
 
     Raises:
         OSError / urllib.error.URLError: on network failure (callers turn it into DataUnavailableError).
-        ValueError: when the downloaded file's md5 differs from ``md5``.
+        DataIntegrityError: when the downloaded file's md5 differs from ``md5``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = 0
+
+    def fetch(out) -> None:
+        digest = hashlib.md5(usedforsecurity=False)
+        total = 0
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 digest.update(block)
                 total += len(block)
         logger.info("downloaded %s (%d bytes)", url, total)
         if md5 is not None and digest.hexdigest() != md5.lower():
-            raise ValueError(
+            raise DataIntegrityError(
                 f"download of {url} gave a file whose md5 is {digest.hexdigest()}, expected {md5.lower()} "
                 f"(file {dest.name!r}); try again or fetch it by hand"
             )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+
+    return atomic_write(dest, fetch)  # a failed or wrong download leaves no file behind
 
 
 def _inside(path: str, root: str) -> bool:
@@ -107,31 +115,31 @@ def _inside(path: str, root: str) -> bool:
 def _check_name(name: str, archive: str) -> PurePosixPath:
     """Reject absolute names and ``..`` components; return the normalized relative path."""
     if not name:
-        raise ValueError(f"archive {archive!r} has a member with an empty name; refusing to extract")
+        raise DataIntegrityError(f"archive {archive!r} has a member with an empty name; refusing to extract")
     unix = name.replace("\\", "/")
     if unix.startswith("/") or (len(unix) > 1 and unix[1] == ":"):
-        raise ValueError(f"archive {archive!r} member {name!r} has an absolute path; refusing to extract")
+        raise DataIntegrityError(f"archive {archive!r} member {name!r} has an absolute path; refusing to extract")
     parts = PurePosixPath(unix).parts
     if ".." in parts:
-        raise ValueError(f"archive {archive!r} member {name!r} has a '..' component; refusing to extract")
+        raise DataIntegrityError(f"archive {archive!r} member {name!r} has a '..' component; refusing to extract")
     return PurePosixPath(*[p for p in parts if p != "."]) if parts else PurePosixPath(".")
 
 
 def _check_target(rel: PurePosixPath, dest: str, name: str, archive: str) -> None:
     target = os.path.realpath(os.path.join(dest, *rel.parts))
     if not _inside(target, dest):
-        raise ValueError(f"archive {archive!r} member {name!r} would be written outside {dest!r}; refusing to extract")
+        raise DataIntegrityError(f"archive {archive!r} member {name!r} would be written outside {dest!r}; refusing to extract")
 
 
 def _check_link(link: str, base: str, dest: str, name: str, archive: str) -> None:
     """Reject a link target that is absolute or resolves outside ``dest`` (``base`` is where it is resolved)."""
     if not link or link.startswith("/") or os.path.isabs(link):
-        raise ValueError(
+        raise DataIntegrityError(
             f"archive {archive!r} member {name!r} is a link to {link!r}, outside the destination; refusing to extract"
         )
     resolved = os.path.realpath(os.path.join(dest, base, link))
     if not _inside(resolved, dest):
-        raise ValueError(
+        raise DataIntegrityError(
             f"archive {archive!r} member {name!r} is a link to {link!r}, outside the destination; refusing to extract"
         )
 
@@ -141,8 +149,8 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike) -> Pa
 
     Every member is checked before anything is written: absolute paths, ``..`` components,
     symbolic or hard links that resolve outside ``dest``, and device or fifo files raise
-    ValueError naming the member. Tar archives are additionally extracted with the
-    standard library's ``data`` filter where available.
+    DataIntegrityError naming the member, as does a truncated or damaged archive. Tar archives
+    are additionally extracted with the standard library's ``data`` filter where available.
 
     Args:
         archive_path: a ``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz`` or ``.zip`` file.
@@ -154,7 +162,14 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike) -> Pa
     archive = os.fspath(archive_path)
     dest_path = Path(dest)
     dest_path.mkdir(parents=True, exist_ok=True)
-    root = os.path.realpath(dest_path)
+    try:
+        _safe_extract(archive, os.path.realpath(dest_path))
+    except _DAMAGED as exc:
+        raise _damaged(archive, exc) from None
+    return dest_path
+
+
+def _safe_extract(archive: str, root: str) -> None:
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
@@ -162,7 +177,7 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike) -> Pa
                 rel = _check_name(info.filename, archive)
                 mode = info.external_attr >> 16
                 if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-                    raise ValueError(
+                    raise DataIntegrityError(
                         f"archive {archive!r} member {info.filename!r} is a device or special file; refusing to extract"
                     )
                 if stat.S_ISLNK(mode):
@@ -171,17 +186,19 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike) -> Pa
                 _check_target(rel, root, info.filename, archive)
             # zipfile writes symlink members as small regular files, never as links.
             zf.extractall(root, members=infos)
-        return dest_path
+        return
     try:
         tf = tarfile.open(archive, "r:*")
-    except tarfile.TarError as exc:
-        raise ValueError(f"archive_path {archive!r} is neither a zip nor a readable tar archive: {exc}") from None
+    except _DAMAGED as exc:
+        raise DataIntegrityError(
+            f"archive_path {archive!r} is neither a zip nor a readable tar archive (truncated or damaged?): {exc}"
+        ) from None
     with tf:
         members = tf.getmembers()
         for m in members:
             rel = _check_name(m.name, archive)
             if m.isdev() or not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-                raise ValueError(
+                raise DataIntegrityError(
                     f"archive {archive!r} member {m.name!r} is a device or special file; refusing to extract"
                 )
             if m.issym():
@@ -193,7 +210,6 @@ def safe_extract(archive_path: str | os.PathLike, dest: str | os.PathLike) -> Pa
             tf.extractall(root, members=members, filter="data")
         else:  # pragma: no cover - Python without extraction filters; members were all checked above
             tf.extractall(root, members=members)
-    return dest_path
 
 
 def extract_atomically(archive_path: str | os.PathLike, dest: str | os.PathLike, folder: str) -> Path:
@@ -212,7 +228,9 @@ def extract_atomically(archive_path: str | os.PathLike, dest: str | os.PathLike,
     try:
         safe_extract(archive_path, tmp)
         if not (tmp / folder).is_dir():
-            raise ValueError(f"archive {os.fspath(archive_path)!r} does not contain the expected top folder {folder!r}")
+            raise DataIntegrityError(
+                f"archive {os.fspath(archive_path)!r} does not contain the expected top folder {folder!r}"
+            )
         try:
             os.replace(tmp / folder, final)
         except OSError:
@@ -228,20 +246,53 @@ def iter_files(source: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
     """Yield ``(relative posix path, bytes)`` for each regular file of a folder, tar or zip archive.
 
     Archives are read member by member without extracting anything; links, devices
-    and names with ``..`` or absolute paths are skipped.
+    and names with ``..`` or absolute paths are skipped. A truncated or damaged archive
+    raises DataIntegrityError naming it.
     """
     src = os.fspath(source)
     if os.path.isdir(src):
+        yield from _iter_folder(src)
+        return
+    try:
+        yield from _iter_archive(src)
+    except _DAMAGED as exc:
+        raise _damaged(src, exc) from None
+
+
+def first_names(source: str | os.PathLike, n: int = 8) -> list[str]:
+    """The first ``n`` file names (relative, posix) of a folder (sorted walk) or an archive (member order).
+
+    Lists names only: a folder's files are not opened; an archive is read only up to its n-th member.
+    """
+    src = os.fspath(source)
+    names: list[str] = []
+    if os.path.isdir(src):
         for dirpath, dirnames, filenames in os.walk(src):
             dirnames.sort()
-            for fn in sorted(filenames):
-                full = os.path.join(dirpath, fn)
-                if not os.path.isfile(full):
-                    continue
-                rel = os.path.relpath(full, src).replace(os.sep, "/")
-                with open(full, "rb") as f:
-                    yield rel, f.read()
-        return
+            names.extend(os.path.relpath(os.path.join(dirpath, f), src).replace(os.sep, "/") for f in sorted(filenames))
+            if len(names) >= n:
+                break
+        return names[:n]
+    for rel, _ in iter_files(src):
+        names.append(rel)
+        if len(names) >= n:
+            break
+    return names
+
+
+def _iter_folder(src: str) -> Iterator[tuple[str, bytes]]:
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            full = os.path.join(dirpath, fn)
+            if not os.path.isfile(full):
+                continue
+            rel = os.path.relpath(full, src).replace(os.sep, "/")
+            with open(full, "rb") as f:
+                yield rel, f.read()
+
+
+def _iter_archive(src: str) -> Iterator[tuple[str, bytes]]:
     kind = archive_kind(src)
     if kind == "zip" or (kind is None and zipfile.is_zipfile(src)):
         with zipfile.ZipFile(src) as zf:

@@ -1,7 +1,8 @@
-"""PIL-based image-folder Dataset with the standard ImageNet transforms (no torchvision)."""
+"""ImageNet: ``train/<wnid>/*`` and ``val/<wnid>/*`` read lazily with PIL and the standard transforms (no torchvision)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -11,9 +12,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError, DataIntegrityError, DataUnavailableError
+from .imagefolder import IMAGE_SUFFIXES
+from .sources import FINGERPRINT_CHARS, DataSource
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderDataset", "load_imagenet", "eval_transform",
+           "train_transform", "random_resized_crop_box"]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp")
 
 
 def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
@@ -119,32 +126,49 @@ class ImageFolderDataset(Dataset):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         if not isinstance(crop, int) or crop < 1:
-            raise ValueError(f"crop must be a positive int, got {crop!r}")
+            raise ConfigError.bad("", "crop", crop, "a positive int")
         if not isinstance(resize, int) or resize < crop:
-            raise ValueError(f"resize must be an int >= crop ({crop}), got {resize!r}")
+            raise ConfigError.bad("", "resize", resize, f"an int >= crop ({crop})")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ValueError(f"root {os.fspath(root)!r} is not a folder")
+            raise ConfigError(f"root {os.fspath(root)!r} is not a folder; give the folder holding <class>/<image>",
+                              field="root", value=os.fspath(root), allowed="a folder")
         found = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
         self.classes = list(classes) if classes is not None else found
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = [c for c in found if c not in index]
         if unknown:
-            raise ValueError(f"root {str(self.root)!r} has class folders {unknown[:5]} not among the given classes")
+            raise DataIntegrityError(
+                f"root {str(self.root)!r} has class folders {unknown[:5]} not among the given classes"
+            )
         self.samples: list[tuple[str, int]] = []
         for c in found:
             for dirpath, dirnames, filenames in os.walk(self.root / c):
                 dirnames.sort()
                 for fn in sorted(filenames):
-                    if fn.lower().endswith(_SUFFIXES) and not fn.startswith("."):
+                    if fn.lower().endswith(IMAGE_SUFFIXES) and not fn.startswith("."):
                         self.samples.append((os.path.join(dirpath, fn), index[c]))
         if not self.samples:
-            raise ValueError(f"root {str(self.root)!r} holds no images under <class>/ folders")
+            raise DataIntegrityError(f"root {str(self.root)!r} holds no images under <class>/ folders")
         self.train = bool(train)
         self.crop = crop
         self.resize = resize
         self.mean = tuple(mean)
         self.std = tuple(std)
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Short stable hash of the class names and each sample's path (relative to root) and label.
+
+        Identifies the file list, not the pixels: hashing every ImageNet image at each load is too slow.
+        """
+        if self._fingerprint is None:
+            cut = len(os.path.join(self.root, ""))  # every sample path starts with root/
+            listing = "\n".join(f"{path[cut:]}\t{label}" for path, label in self.samples)
+            text = "|".join(self.classes) + "\n" + listing
+            self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
+        return self._fingerprint
 
     @property
     def targets(self) -> list[int]:
@@ -169,3 +193,39 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.get(index)
+
+
+def load_imagenet(root: str | os.PathLike | None, download: bool, crop: int = 224, resize: int = 256) -> DataSource:
+    """ImageNet (or any ``train/<wnid>/*`` + ``val/<wnid>/*`` tree) read lazily with PIL.
+
+    Args:
+        root: folder with ``train/`` and ``val/``.
+        download: unused (ImageNet cannot be downloaded automatically).
+        crop: output side (RandomResizedCrop for train, CenterCrop for test).
+        resize: shorter side before the test center crop.
+    """
+    if root is None:
+        raise ConfigError(
+            "root is required for imagenet: a folder holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG; got None",
+            field="root", value=None, allowed="a folder with train/ and val/",
+        )
+    base = Path(root).expanduser()
+    for sub in ("train", "val"):
+        if not (base / sub).is_dir():
+            raise DataUnavailableError(
+                f"ImageNet is not downloadable automatically: root {str(base)!r} has no {sub}/ folder; "
+                f"put the ILSVRC-2012 images there as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
+            )
+    train_set = ImageFolderDataset(base / "train", train=True, crop=crop, resize=resize)
+    test_set = ImageFolderDataset(base / "val", train=False, crop=crop, resize=resize, classes=train_set.classes)
+    return DataSource(
+        name="imagenet",
+        num_classes=len(train_set.classes),
+        in_channels=3,
+        image_size=(crop, crop),
+        classes=list(train_set.classes),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        train_set=train_set,
+        test_set=test_set,
+    )

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .augment import Augment, autoaugment, cutout, random_crop, random_flip, random_roll
-from .sources import DataSource, _check_split_name
+from .sources import DataSource, check_split_name
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def make_loader(
     """
     if not isinstance(source, DataSource):
         raise ValueError(f"source must be a DataSource from tspike_lab.data.load, got {type(source).__name__}")
-    _check_split_name(split)
+    check_split_name(split)
     _check_int("batch_size", batch_size, 1)
     _check_int("world_size", world_size, 1)
     _check_int("num_workers", num_workers, 0)
