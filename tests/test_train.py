@@ -8,14 +8,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import tspike_lab.data
-from tspike_lab import cli
 from tspike_lab import train as train_mod
 from tspike_lab.models import build_model, spiking_layers
 from tspike_lab.errors import RunFolderError
@@ -414,38 +412,3 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_r
     assert _no_timing([json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]) == \
         _no_timing(a["history"])
     assert not list(run_dir.glob(".*.tmp"))
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def test_the_cli_has_an_option_for_every_config_field():
-    parser = cli.build_parser()
-    ns = parser.parse_args(["train"])
-    assert cli.config_from_args(ns) == TrainConfig()
-    ns = parser.parse_args(["train", "--num-steps", "4", "--no-amp", "--width", "none", "--grad-clip", "1.5",
-                            "--flip", "--out-dir", "runs/x", "--label-smoothing", "0.1"])
-    config = cli.config_from_args(ns)
-    assert (config.num_steps, config.amp, config.width, config.grad_clip, config.flip, config.out_dir,
-            config.label_smoothing) == (4, False, None, 1.5, True, "runs/x", 0.1)
-    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
-    for f in dataclasses.fields(TrainConfig):
-        assert "--" + f.name.replace("_", "-") in help_text
-
-
-def test_the_cli_rejects_a_bad_value_with_the_field_name(capsys, no_data):
-    assert cli.main(["train", "--epochs", "0"]) == 2
-    err = capsys.readouterr().err
-    assert "epochs" in err and err.count("\n") == 1  # one line, no traceback
-    assert cli.main(["train", "--arch", "resnet50"]) == 2
-    assert "--arch must be one of ['resnet19'" in capsys.readouterr().err
-
-
-def test_the_cli_trains_and_prints_the_final_metrics_as_json(capsys, tmp_path):
-    code = cli.main(["train", "--width", "8", "--batch-size", "32", "--epochs", "1", "--max-steps-per-epoch", "5",
-                     "--max-eval-steps", "2", "--no-progress", "--new-run-in", str(tmp_path)])
-    assert code == 0
-    final = json.loads(capsys.readouterr().out)
-    assert final["epoch"] == 1 and final["step"] == 5 and 0 <= final["test_acc"] <= 1
-    (run_dir,) = tmp_path.iterdir()
-    assert final["run_dir"] == str(run_dir) and (run_dir / "checkpoint.pt").exists()

@@ -210,7 +210,13 @@ class RunDir:
                                                     for row in history))
 
     def save(self, state: dict[str, Any], row: dict[str, Any]) -> None:
+        """Write the epoch's checkpoint, then its metrics line; a failed write (a full disk) leaves the last ones whole."""
         if self.path is None or not self.main:
             return
-        _save_atomic(state, self.checkpoint)  # checkpoint first: metrics never run ahead of it
-        _append_line(self.metrics, row)
+        try:
+            _save_atomic(state, self.checkpoint)  # checkpoint first: metrics never run ahead of it
+            _append_line(self.metrics, row)
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise RunFolderError(f"cannot write epoch {state.get('epoch')} to {str(self.path)!r}: {detail}; the "
+                                 f"checkpoint of the epoch before is intact: free space and resume") from None
