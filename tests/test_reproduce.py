@@ -576,7 +576,8 @@ def test_papermill_smoke_run_of_table5_and_figure2(name, tmp_path):
     nb = _execute(OTHER_NOTEBOOKS[name], tmp_path, profile="smoke")
     shown = _shown(nb)
     if name == "table5":
-        assert "12.500 pJ per FLOP, 77.0 fJ per SOP" in shown and "exactly 3,538,944" in shown
+        assert "solved: 12.50 pJ per FLOP, 76.9 fJ per SOP" in shown and "exactly 3,538,944" in shown
+        assert "('resnet19', 1)" in shown and "('resnet20', 2)" in shown
     else:
         assert any(o.get("data", {}).get("application/vnd.plotly.v1+json") for c in nb.cells
                    if c.cell_type == "code" for o in c.outputs)

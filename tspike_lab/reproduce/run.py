@@ -453,7 +453,7 @@ def estimate_from_flops(table: str, profile: str | None = None, *, tflops: float
             extra = {"width": run["width"]} if run["width"] is not None else {}
             model = build_model(run["arch"], neuron=run["neuron"], num_classes=10, num_steps=run["num_steps"],
                                 in_channels=shape[-3], **extra).eval()
-            x = torch.zeros(1, *shape)
+            x = torch.rand(1, *shape)  # real-valued (an all-zero input would count as spikes)
             if len(shape) == 4:
                 x = x.transpose(0, 1)
             ops = count_ops(model, x)
