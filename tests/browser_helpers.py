@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_01 = ROOT / "notebooks" / "01_information_loss.ipynb"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))  # the learning series, 01 to 06
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 
 # Flags that work for Debian's Chromium run as root in a container.
@@ -49,37 +49,6 @@ def free_port() -> int:
 
 
 # --------------------------------------------------------------------------- notebooks
-def _code(src: str) -> dict:
-    return {"cell_type": "code", "execution_count": None, "id": secrets.token_hex(4), "metadata": {},
-            "outputs": [], "source": src}
-
-
-def smoke_notebook() -> dict:
-    """Stand-in for notebook 01: an IntSlider driving a plotly figure, plus a bare figure
-    displayed as the last expression (the two things the browser test looks for)."""
-    cells = [
-        _code("import ipywidgets as widgets\nimport plotly.graph_objects as go"),
-        _code(
-            "slider = widgets.IntSlider(value=1, min=1, max=5, description='scale')\n"
-            "\n"
-            "def show(scale):\n"
-            "    go.Figure(go.Scatter(y=[1, 3, 2 * scale])).show()\n"
-            "\n"
-            "widgets.interact(show, scale=slider);"
-        ),
-        _code("go.Figure(go.Scatter(y=[1, 3, 2]))"),
-    ]
-    return {
-        "cells": cells,
-        "metadata": {
-            "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
 def stripped(nb: dict) -> dict:
     """Copy of a notebook without outputs, execution counts or saved widget state, so
     whatever the browser shows afterwards was produced by this run."""
@@ -95,27 +64,19 @@ def stripped(nb: dict) -> dict:
     return nb
 
 
-def prepare_root(tmp: Path, notebook: Path | None) -> tuple[Path, str]:
-    """Build the server's root_dir under tmp. With `notebook` (a repo notebook) the whole
-    notebooks/ folder is copied (sibling files the notebook may read come along) and
-    the target's outputs are stripped (a notebook from outside notebooks/ is copied
-    alone); without it the smoke notebook is written there.
-    Returns (root_dir, path of the notebook relative to root_dir, '/'-separated)."""
+def prepare_root(tmp: Path, notebooks: list[Path]) -> tuple[Path, list[str]]:
+    """Build the server's root_dir under tmp: a copy of notebooks/ (sibling files a notebook
+    may read come along) with every notebook's outputs stripped.
+    Returns (root_dir, paths of the notebooks relative to root_dir, '/'-separated)."""
     root = tmp / "lab_root"
     nb_dir = root / "notebooks"
-    if notebook is not None:
-        if notebook.parent == ROOT / "notebooks":
-            shutil.copytree(notebook.parent, nb_dir,
-                            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-        else:  # a notebook from elsewhere ($TSPIKE_BROWSER_NOTEBOOK): just that file
-            nb_dir.mkdir(parents=True)
+    shutil.copytree(ROOT / "notebooks", nb_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    rels = []
+    for notebook in notebooks:
         target = nb_dir / notebook.name
         target.write_text(json.dumps(stripped(json.loads(notebook.read_text())), indent=1))
-    else:
-        nb_dir.mkdir(parents=True)
-        target = nb_dir / "browser_smoke.ipynb"
-        target.write_text(json.dumps(smoke_notebook(), indent=1))
-    return root, target.relative_to(root).as_posix()
+        rels.append(target.relative_to(root).as_posix())
+    return root, rels
 
 
 # --------------------------------------------------------------------------- server
@@ -195,6 +156,7 @@ class LabServer:
         return f"{self.base_url}/{path.lstrip('/')}?token={self.token}"
 
     def api(self, path: str, method: str = "GET", timeout: float = 5.0):
+        """Call the server's REST API (GET, POST or DELETE); returns the decoded JSON body or None."""
         req = urllib.request.Request(
             f"{self.base_url}/api/{path.lstrip('/')}", method=method,
             headers={"Authorization": f"token {self.token}"},
@@ -203,6 +165,13 @@ class LabServer:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
             return json.loads(body) if body else None
+
+    def shutdown_kernels(self) -> int:
+        """Shut down every session's kernel (the next notebook then has the CPU to itself)."""
+        sessions = self.api("sessions") or []
+        for session in sessions:
+            self.api(f"sessions/{session['id']}", method="DELETE", timeout=30)
+        return len(sessions)
 
     def log_tail(self, n: int = 3000) -> str:
         try:

@@ -1,16 +1,16 @@
-"""Notebook 01 really renders in a browser: ipywidgets and plotly in JupyterLab + Chromium.
+"""Every learning notebook really runs in a browser: ipywidgets and plotly in JupyterLab + Chromium.
 
-A throw-away JupyterLab (tmp config/runtime/data dirs, tmp copy of notebooks/ with outputs
-stripped, random token, free port) is driven by headless Chromium through Playwright:
-Run All Cells, wait for the kernel, then check the DOM for a rendered ipywidgets slider
-and a plotly figure (svg.main-svg), no error output, that moving a slider redraws a
-plot, and save screenshots.
+One throw-away JupyterLab (tmp config/runtime/data dirs, tmp copy of notebooks/ with outputs
+stripped, random token, free port) serves the whole series; headless Chromium, driven by
+Playwright, opens each notebook in a workspace of its own: Run All Cells, wait for the kernel,
+then check the DOM for rendered widgets and plotly figures (svg.main-svg) and no error output,
+move the first control of the first panel (a widget box holding a control and a plotly figure:
+a slider is stepped, a dropdown takes its next option) and check that the panel's figure was
+redrawn. The kernel is shut down before the next notebook.
 
-Skips, saying why, where Chromium (/usr/bin/chromium, or $TSPIKE_CHROMIUM) or the
-playwright module is missing. Target notebook: $TSPIKE_BROWSER_NOTEBOOK if set, else
-notebooks/01_information_loss.ipynb, else (while 01 is not written yet and not tracked
-by git) a generated stand-in with an IntSlider driving a plotly figure.
-Screenshots go to <tmp_path>/screenshots and, if set, $TSPIKE_SCREENSHOT_DIR.
+Skips, saying why, where Chromium (/usr/bin/chromium, or $TSPIKE_CHROMIUM) or the playwright
+module is missing. Screenshots (the moved panel and the whole notebook) go to
+<tmp>/screenshots and, if set, $TSPIKE_SCREENSHOT_DIR.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -27,8 +26,7 @@ import pytest
 
 from browser_helpers import (
     CHROMIUM_ARGS,
-    NOTEBOOK_01,
-    ROOT,
+    NOTEBOOKS,
     chromium_path,
     jupyter_env,
     prepare_root,
@@ -38,12 +36,17 @@ from browser_helpers import (
 
 pytestmark = pytest.mark.browser
 
-RUN_TIMEOUT_MS = 120_000  # torch import + every cell of notebook 01
+RUN_TIMEOUT_MS = 300_000  # torch import + every cell; 03 trains nine small networks
 LOAD_TIMEOUT_MS = 60_000
+REDRAW_TIMEOUT_MS = 60_000  # a kernel round trip through the widget, on a busy machine
+# 06 is being rewritten (issue 15) to show real CIFAR-10 results with at least one control; today,
+# on a smoke reproduction, its results panel offers no dropdown (no key varies). It must still run
+# and render; only the move step is excused, as an expected failure, while it has no panel.
+PENDING_REWRITE = {"06_results": "notebook 06 is being rewritten (issue 15)"}
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> str:
     path = chromium_path()
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
@@ -52,7 +55,7 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sync_playwright():
     try:
         from playwright.sync_api import sync_playwright
@@ -61,50 +64,43 @@ def sync_playwright():
     return sync_playwright
 
 
-def _tracked_by_git(path: Path) -> bool:
-    try:
-        out = subprocess.run(["git", "ls-files", "--error-unmatch", str(path.relative_to(ROOT))],
-                             cwd=ROOT, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out.returncode == 0
-
-
-@pytest.fixture
-def target_notebook() -> Path | None:
-    """The repo notebook to drive, or None for the generated stand-in."""
-    override = os.environ.get("TSPIKE_BROWSER_NOTEBOOK")
-    if override:
-        path = Path(override).resolve()
-        if not path.is_file():
-            pytest.fail(f"TSPIKE_BROWSER_NOTEBOOK={override} is not a file")
-        return path
-    if NOTEBOOK_01.is_file():
-        return NOTEBOOK_01
-    if _tracked_by_git(NOTEBOOK_01):
-        pytest.fail(f"{NOTEBOOK_01.relative_to(ROOT)} is tracked by git but missing from the working tree")
-    warnings.warn(f"{NOTEBOOK_01.relative_to(ROOT)} does not exist yet: the browser test drives a "
-                  f"generated stand-in notebook (IntSlider + plotly figure) instead")
-    return None
-
-
-@pytest.fixture
-def lab(tmp_path, chromium, sync_playwright, target_notebook):
-    """A JupyterLab server on 127.0.0.1 serving a tmp copy of the notebook; always stopped,
-    kernels included. Yields (server, notebook path relative to the server root)."""
-    env = jupyter_env(tmp_path)
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, chromium, sync_playwright):
+    """A JupyterLab server on 127.0.0.1 serving a tmp copy of the notebooks; always stopped,
+    kernels included. Yields (server, {notebook stem: path relative to the server root})."""
+    tmp = tmp_path_factory.mktemp("lab")
+    env = jupyter_env(tmp)
     problem = python3_kernelspec_problem(env)
     if problem:
         pytest.fail(problem)
-    root, rel = prepare_root(tmp_path, target_notebook)
-    server = start_lab(tmp_path, root, env)
+    root, rels = prepare_root(tmp, NOTEBOOKS)
+    server = start_lab(tmp, root, env)
     try:
         server.wait_ready()
-        yield server, rel
+        yield server, {Path(rel).stem: rel for rel in rels}
     finally:
         leftovers = server.stop()
         if leftovers:
             warnings.warn(f"killed processes left behind by the JupyterLab server: {leftovers}")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, chromium, sync_playwright):
+    home = tmp_path_factory.mktemp("browser_home")  # Chromium's ~/.config, ~/.cache, crash reports
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_CACHE_HOME": str(home / ".cache")}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+                                    chromium_sandbox=False, timeout=LOAD_TIMEOUT_MS, env=env)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
 
 
 # --------------------------------------------------------------------------- browser JS
@@ -144,19 +140,38 @@ RUN_ALL_JS = """async (timeoutMs) => {
           kernel_prefix: prefix, path: panel.context.path, cells};
 }"""
 
-# Counts of rendered (laid out) widgets, sliders and plotly figures in the output areas.
+# Counts of rendered (laid out) widgets and plotly figures in the output areas.
 RENDERED_JS = """() => ({
   widgets: document.querySelectorAll('.jp-OutputArea-output > .jupyter-widgets').length,
-  sliders: Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-slider'))
-    .filter(s => s.querySelector('.noUi-handle, input') && s.offsetWidth > 0).length,
   plots: Array.from(document.querySelectorAll('.jp-OutputArea-output.js-plotly-plot, .jp-OutputArea-output .js-plotly-plot'))
     .filter(p => p.querySelector('svg.main-svg') && p.offsetWidth > 0).length,
 })"""
 
-# What the plots currently draw: trace paths, markers and tick labels of every plotly figure.
-PLOT_SIGNATURE_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output .js-plotly-plot'))
-  .map(p => Array.from(p.querySelectorAll('.scatterlayer path, .barlayer path, .heatmaplayer image, .xtick text, .ytick text'))
-    .map(e => e.getAttribute('d') || e.getAttribute('href') || e.textContent).join('|')).join('#')"""
+# The panels: widget boxes holding a control (slider handle or dropdown) and a drawn plotly figure,
+# outermost only, in document order. Each gets data-tspike-panel=<index> for the locators below.
+MARK_PANELS_JS = """() => {
+  const controls = '.widget-slider .noUi-handle, .widget-dropdown select';
+  const boxes = Array.from(document.querySelectorAll('.jp-OutputArea-output .widget-vbox'))
+    .filter(b => b.querySelector(controls) && b.querySelector('.js-plotly-plot svg.main-svg'))
+    .filter((b, _, all) => !all.some(o => o !== b && o.contains(b)));
+  boxes.forEach((b, i) => b.setAttribute('data-tspike-panel', String(i)));
+  return boxes.map(b => {
+    const c = b.querySelector(controls);
+    const label = c.closest('.widget-inline-hbox, .widget-slider, .widget-dropdown');
+    const text = label && label.querySelector('.widget-label');
+    return {kind: c.tagName === 'SELECT' ? 'dropdown' : 'slider', label: text ? text.textContent : ''};
+  });
+}"""
+
+# What a panel's figure currently draws: trace paths, images and tick labels.
+SIGNATURE_JS = """(i) => {
+  const box = document.querySelector(`[data-tspike-panel="${i}"]`);
+  if (!box) return null;
+  return Array.from(box.querySelectorAll('.js-plotly-plot'))
+    .map(p => Array.from(p.querySelectorAll('.scatterlayer path, .barlayer path, .boxlayer path, '
+                                           + '.heatmaplayer image, .xtick text, .ytick text, .gtitle'))
+      .map(e => e.getAttribute('d') || e.getAttribute('href') || e.textContent).join('|')).join('#');
+}"""
 
 ERROR_OUTPUTS_JS = """() => {
   const found = [];
@@ -191,107 +206,103 @@ def _publish(shots: list[Path]) -> list[Path]:
     return saved
 
 
+def _move(page, panel: int, kind: str) -> str:
+    """Change the panel's first control once: a slider one step (back if it sits at its maximum),
+    a dropdown to its next option. Returns what was done."""
+    box = page.locator(f'[data-tspike-panel="{panel}"]')
+    if kind == "dropdown":
+        select = box.locator(".widget-dropdown select").first
+        options = select.locator("option").all_text_contents()
+        current = select.input_value()
+        values = select.evaluate("s => Array.from(s.options).map(o => o.value)")
+        target = next(v for v in values if v != current)
+        select.scroll_into_view_if_needed()
+        select.select_option(target)
+        return f"dropdown {current!r} -> {options[values.index(target)]!r}"
+    handle = box.locator(".widget-slider .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    now, top = (float(handle.get_attribute(a) or "nan") for a in ("aria-valuenow", "aria-valuemax"))
+    down = now >= top  # False where noUiSlider gives no value: step up
+    handle.focus()
+    page.keyboard.press("ArrowLeft" if down else "ArrowRight")
+    return f"slider from {now:g} {'down' if down else 'up'} one step"
+
+
 # --------------------------------------------------------------------------- the test
-def test_notebook_renders_widgets_and_plotly_in_chromium(lab, chromium, sync_playwright, target_notebook,
-                                                         tmp_path, record_property):
-    server, rel = lab
-    name = Path(rel).stem
-    before = _sha256(target_notebook) if target_notebook else None
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(notebook, lab, browser, shots,
+                                                                           record_property):
+    server, rels = lab
+    name, rel = notebook.stem, rels[notebook.stem]
+    before = _sha256(notebook)
     page_errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    pictures = [shots / f"{name}_panel.png", shots / f"{name}_full.png", shots / f"{name}_failure.png"]
+    try:
+        # a workspace per notebook: Lab restores no tab (and starts no kernel) of an earlier one
+        page.goto(server.url(f"lab/workspaces/{name}/tree/{rel}"), wait_until="domcontentloaded",
+                  timeout=LOAD_TIMEOUT_MS)
+        page.wait_for_function(WAIT_NOTEBOOK_JS, timeout=LOAD_TIMEOUT_MS)
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=LOAD_TIMEOUT_MS)
+        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+        dialog = page.locator(".jp-Dialog .jp-mod-accept")  # only if the notebook names no kernel
+        if dialog.count():
+            dialog.first.click()
 
-    with sync_playwright() as p:
-        home = tmp_path / "browser_home"  # Chromium's ~/.config, ~/.cache, crash reports
-        browser_env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                       "XDG_CACHE_HOME": str(home / ".cache")}
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-                                    chromium_sandbox=False, timeout=LOAD_TIMEOUT_MS, env=browser_env)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            try:
-                page.goto(server.url(f"lab/tree/{rel}"), wait_until="domcontentloaded", timeout=LOAD_TIMEOUT_MS)
-                page.wait_for_function(WAIT_NOTEBOOK_JS, timeout=LOAD_TIMEOUT_MS)
-                page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=LOAD_TIMEOUT_MS)
-                page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
-                # A kernel-selection dialog appears only if the notebook names no kernel.
-                dialog = page.locator(".jp-Dialog .jp-mod-accept")
-                if dialog.count():
-                    dialog.first.click()
+        result = page.evaluate(RUN_ALL_JS, RUN_TIMEOUT_MS)
+        assert result["path"] == rel
+        assert result["kernel_name"] == "python3", result["kernel_name"]
+        assert result["kernel_status"] == "idle", f"kernel still {result['kernel_status']}"
+        assert Path(result["kernel_prefix"]).resolve() == Path(sys.prefix).resolve(), (
+            f"kernel runs the Python at {result['kernel_prefix']}, not this venv ({sys.prefix})")
+        errors = [(c["index"], o.get("ename"), o.get("evalue")) for c in result["cells"]
+                  for o in c["outputs"] if o.get("output_type") == "error"]
+        assert not errors, f"cells raised: {errors}"
+        not_run = [c["index"] for c in result["cells"] if c["execution_count"] is None]
+        assert result["ok"] and not not_run, f"run-all ok={result['ok']}, cells not executed: {not_run}"
 
-                result = page.evaluate(RUN_ALL_JS, RUN_TIMEOUT_MS)
-                assert result["path"] == rel
-                assert result["kernel_name"] == "python3", result["kernel_name"]
-                assert result["kernel_status"] == "idle", f"kernel still {result['kernel_status']}"
-                assert Path(result["kernel_prefix"]).resolve() == Path(sys.prefix).resolve(), (
-                    f"kernel runs the Python at {result['kernel_prefix']}, not this venv ({sys.prefix})")
-                errors = [(c["index"], o.get("ename"), o.get("evalue")) for c in result["cells"]
-                          for o in c["outputs"] if o.get("output_type") == "error"]
-                assert not errors, f"cells raised: {errors}"
-                not_run = [c["index"] for c in result["cells"] if c["execution_count"] is None]
-                assert result["ok"] and not not_run, f"run-all ok={result['ok']}, cells not executed: {not_run}"
+        # Rendered in the DOM, not just present in the kernel's replies: every widget and plotly
+        # output of the notebook (more in the DOM: Output widgets nest them).
+        mimes = [m for c in result["cells"] for o in c["outputs"] for m in o.get("data", {})]
+        want_widgets = mimes.count("application/vnd.jupyter.widget-view+json")
+        want_plots = mimes.count("application/vnd.plotly.v1+json")
+        assert want_widgets >= 1, "no widget output"
+        page.wait_for_function(f"() => {{ const r = ({RENDERED_JS})(); return r.widgets >= {want_widgets} "
+                               f"&& r.plots >= {max(want_plots, 1)}; }}", timeout=REDRAW_TIMEOUT_MS)
+        _assert_no_error_outputs(page)
 
-                # Rendered in the DOM, not just present in the kernel's replies: every widget
-                # and plotly output of the notebook (more in the DOM: Output widgets nest them).
-                mimes = [m for c in result["cells"] for o in c["outputs"] for m in o.get("data", {})]
-                want_widgets = mimes.count("application/vnd.jupyter.widget-view+json")
-                want_plots = mimes.count("application/vnd.plotly.v1+json")
-                page.wait_for_function(f"() => {{ const r = ({RENDERED_JS})(); return r.widgets >= "
-                                       f"{max(want_widgets, 1)} && r.plots >= {max(want_plots, 1)} && r.sliders >= 1; }}",
-                                       timeout=30_000)
-                slider = page.locator(".jp-OutputArea-output .widget-slider").first
-                rendered = page.evaluate(RENDERED_JS)
-                n_sliders, n_plots = rendered["sliders"], rendered["plots"]
-                assert page.locator(".jp-OutputArea-output .jupyter-widgets").count() >= 1
-                assert page.locator(".jp-OutputArea-output .js-plotly-plot .scatterlayer, "
-                                    ".jp-OutputArea-output .js-plotly-plot .barlayer, "
-                                    ".jp-OutputArea-output .js-plotly-plot .heatmaplayer").count() >= 1
-                _assert_no_error_outputs(page)
+        # Move the first panel's first control: the kernel redraws that panel's figure.
+        panels = page.evaluate(MARK_PANELS_JS)
+        if not panels and name in PENDING_REWRITE:
+            pytest.xfail(f"{PENDING_REWRITE[name]}: no widget panel with a control and a plotly figure yet")
+        assert panels, "no widget panel with a control and a plotly figure"
+        drew = page.evaluate(SIGNATURE_JS, 0)
+        assert drew, "the first panel draws nothing"
+        moved = _move(page, 0, panels[0]["kind"])
+        page.wait_for_function(f"() => {{ const s = ({SIGNATURE_JS})(0); return s && s !== {json.dumps(drew)}; }}",
+                               timeout=REDRAW_TIMEOUT_MS)
+        _assert_no_error_outputs(page)
+        record_property("moved", f"{panels[0]['label'] or panels[0]['kind']}: {moved}")
 
-                # Moving a slider redraws a plot (kernel round trip through the widget).
-                handles = page.locator(".jp-OutputArea-output .widget-slider .noUi-handle")
-                drew = page.evaluate(PLOT_SIGNATURE_JS)
-                changed = False
-                for i in range(min(handles.count(), 3)):
-                    handle = handles.nth(i)
-                    handle.scroll_into_view_if_needed()
-                    handle.focus()
-                    page.keyboard.press("ArrowRight")
-                    try:
-                        page.wait_for_function(f"() => ({PLOT_SIGNATURE_JS})() !== {json.dumps(drew)}"
-                                               f" && document.querySelectorAll('.jp-OutputArea-output .js-plotly-plot svg.main-svg').length > 0",
-                                               timeout=15_000)
-                        changed = True
-                        break
-                    except Exception:
-                        continue
-                if target_notebook is None:
-                    assert changed, "moving the IntSlider did not redraw the plotly figure"
-                elif not changed:
-                    warnings.warn(f"{name}: moving a slider redrew no plotly figure")
-                _assert_no_error_outputs(page)
-
-                slider.scroll_into_view_if_needed()
-                page.wait_for_timeout(500)
-                page.screenshot(path=str(shots / f"{name}.png"))
-                # Whole notebook in one picture: grow the viewport to the notebook's height.
-                height = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll("
-                                       "'.jp-NotebookPanel-notebook, .jp-WindowedPanel-inner')).map(e => e.scrollHeight))")
-                page.set_viewport_size({"width": 1400, "height": int(min(max(height + 250, 1000), 12000))})
-                page.wait_for_timeout(1000)
-                page.screenshot(path=str(shots / f"{name}_full.png"))
-            except Exception:
-                page.screenshot(path=str(shots / f"{name}_failure.png"))
-                raise
-            finally:
-                saved = _publish([shots / f"{name}{suffix}.png" for suffix in ("", "_full", "_failure")])
-                record_property("screenshots", ", ".join(map(str, saved)))
-                print("screenshots:", *saved, sep="\n  ")
-        finally:
-            browser.close()
-
-    print(f"{rel}: {n_sliders} slider(s), {n_plots} plotly figure(s), slider redraw: {changed}; "
-          f"page errors: {page_errors}")
-    if target_notebook is not None:
-        assert _sha256(target_notebook) == before, f"{target_notebook} was modified on disk by the run"
+        page.wait_for_timeout(500)
+        page.locator('[data-tspike-panel="0"]').screenshot(path=str(pictures[0]))
+        # Whole notebook in one picture: grow the viewport to the notebook's height.
+        height = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll("
+                               "'.jp-NotebookPanel-notebook, .jp-WindowedPanel-inner')).map(e => e.scrollHeight))")
+        page.set_viewport_size({"width": 1400, "height": int(min(max(height + 250, 1000), 16000))})
+        page.evaluate("() => document.querySelectorAll('.jp-WindowedPanel-outer, .jp-NotebookPanel-notebook')"
+                      ".forEach(e => { e.scrollTop = 0; })")  # from the top, not from the moved panel
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(pictures[1]))
+        print(f"{rel}: {len(panels)} panel(s), {want_plots} plotly output(s); moved "
+              f"{panels[0]['label'] or panels[0]['kind']!r}: {moved}; page errors: {page_errors}")
+    except Exception:
+        page.screenshot(path=str(pictures[2]))
+        raise
+    finally:
+        saved = _publish(pictures)
+        record_property("screenshots", ", ".join(map(str, saved)))
+        page.close()
+        server.shutdown_kernels()
+    assert _sha256(notebook) == before, f"{notebook} was modified on disk by the run"

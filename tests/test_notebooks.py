@@ -1,11 +1,14 @@
-"""Static checks of notebooks/*.ipynb (running them is `pytest --nbval notebooks`).
+"""Static checks of notebooks/*.ipynb (running them is `pytest --nbval`, from the repository root).
 
 Committed stripped (no outputs, no execution counts, no saved widget state), a title, at
-least one assert, the `python3` kernel, thin (no class definitions, no .show()), and every
-viz.plot_* a notebook uses is also called once with its defaults.
+least one assert, the `python3` kernel, thin (no class definitions, no .show()), every figure
+drawn from the notebook's own data (plot defaults run in tests/test_viz.py), and every figure
+or widget with prose before it (what to look at) and after it (what it shows).
 """
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -13,7 +16,8 @@ import pytest
 
 from tspike_lab import viz
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = ["01_information_loss", "02_ternary_neuron", "03_training", "04_membrane_distributions",
             "05_reparameterization", "06_results"]
 
@@ -73,20 +77,65 @@ def test_notebook_is_thin_no_classes_and_nothing_shown_by_hand(notebook):
         assert not shows, "call .show(): let the cell display the figure"
 
 
-def _viz_calls(nb) -> list[ast.Call]:
-    return [n for src in _code(nb) for n in ast.walk(ast.parse(src))
+def _viz_calls(src: str) -> list[ast.Call]:
+    return [n for n in ast.walk(ast.parse(src))
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
             and isinstance(n.func.value, ast.Name) and n.func.value.id == "viz" and n.func.attr.startswith("plot_")]
 
 
-def test_every_plot_function_a_notebook_uses_is_called_once_with_defaults(notebook):
-    _, nb = notebook
-    calls = _viz_calls(nb)
-    used = {c.func.attr for c in calls}
-    with_defaults = {c.func.attr for c in calls if not c.args and not c.keywords}
-    assert used, "no viz.plot_* figure"
-    assert used <= set(viz.__all__), sorted(used - set(viz.__all__))
-    assert used == with_defaults, f"never called with defaults: {sorted(used - with_defaults)}"
+def _shows_something(src: str) -> bool:
+    """A cell that draws a figure (viz.plot_*) or builds a widget panel (widgets.*_panel, train_live)."""
+    return bool(_viz_calls(src)) or bool(re.search(r"\bwidgets\.(\w+_panel|train_live)\(", src))
+
+
+# 06 is being rewritten (issue 15) to show real CIFAR-10 results; until it lands it may still
+# draw a default figure and leave figures without prose. Not strict: the rewrite passes as XPASS.
+PENDING_REWRITE = {"06_results": "notebook 06 is being rewritten (issue 15)"}
+
+
+@pytest.fixture(params=[pytest.param(p, id=p.stem, marks=[pytest.mark.xfail(reason=PENDING_REWRITE[p.stem], strict=False)]
+                                     if p.stem in PENDING_REWRITE else []) for p in NOTEBOOKS])
+def notebook_strict(request):
+    return request.param, _read(request.param)
+
+
+def test_every_figure_shows_the_notebooks_own_data_never_a_plot_default(notebook_strict):
+    _, nb = notebook_strict
+    calls = [c for src in _code(nb) for c in _viz_calls(src)]
+    assert calls, "no viz.plot_* figure"
+    assert {c.func.attr for c in calls} <= set(viz.__all__), sorted({c.func.attr for c in calls} - set(viz.__all__))
+    defaults = [f"viz.{c.func.attr}()" for c in calls if not c.args and not c.keywords]
+    assert not defaults, f"figures drawn from defaults (exercise those in tests/test_viz.py): {defaults}"
+
+
+def test_every_figure_and_widget_has_prose_before_it_and_after_it(notebook_strict):
+    _, nb = notebook_strict
+    cells = nb.cells
+    lonely = []
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code" or not _shows_something(cell.source):
+            continue
+        before = i > 0 and cells[i - 1].cell_type == "markdown"
+        after = i + 1 < len(cells) and cells[i + 1].cell_type == "markdown"
+        if not (before and after):
+            lonely.append(f"cell {i} ({cell.source.strip().splitlines()[-1][:60]}): "
+                          f"{'' if before else 'no markdown before'}{'' if before or after else ', '}"
+                          f"{'' if after else 'no markdown after'}")
+    assert not lonely, lonely
+
+
+def test_every_section_ends_with_asserts_on_what_it_teaches(notebook_strict):
+    _, nb = notebook_strict
+    sections, title = {}, None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            title = cell.source.splitlines()[0]
+        elif cell.cell_type == "code" and title:
+            sections.setdefault(title, []).append(cell.source)
+    assert sections, "no '## ' section"
+    unchecked = [t for t, srcs in sections.items()
+                 if not any(isinstance(n, ast.Assert) for n in ast.walk(ast.parse(srcs[-1])))]
+    assert not unchecked, f"sections whose last code cell asserts nothing: {unchecked}"
 
 
 def test_notebook_builds_an_ipywidgets_panel(notebook):
@@ -105,3 +154,19 @@ def test_notebook_cells_with_a_function_are_short_and_checked_against_the_librar
         for f in funcs:
             assert f.end_lineno - f.lineno < 15, f"function {f.name} is long: move it into tspike_lab"
             assert "assert" in src, f"function {f.name} is not checked against the library in its cell"
+
+
+def _collected(*args: str) -> list[str]:
+    """Node ids pytest collects from the repository root with these arguments (no test runs)."""
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return [line.strip() for line in out.stdout.splitlines() if "::" in line]
+
+
+def test_pytest_nbval_from_the_root_runs_every_learning_notebook_and_no_reproduction_notebook():
+    # `pytest --nbval`, the design card's command: testpaths names tests and notebooks
+    # (test modules skipped here only to spare importing them all; tests/ holds no notebook)
+    notebooks = {node.split("::")[0] for node in _collected("--nbval", "--ignore-glob=tests/*") if ".ipynb::" in node}
+    assert notebooks == {f"notebooks/{p.name}" for p in NOTEBOOKS}  # reproduce/*.ipynb: papermill tests instead
+    # plain `pytest` from the root collects, so executes, no notebook
+    assert not [node for node in _collected("--ignore-glob=tests/*") if ".ipynb" in node]

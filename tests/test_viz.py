@@ -1,22 +1,29 @@
-"""viz: every plot_* builds a plotly figure from library numbers; widgets: panels redraw on change."""
-import json
+"""viz: every plot_* builds a plotly figure from library numbers, with axis titles, a legend or
+colour bar where colour means something, and the series' one colour per meaning.
+
+The notebooks show only their own data, so this file is where each plot_*'s defaults run.
+"""
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
 import torch
 
 from tspike_lab import build_model, functional, info, viz
-from tspike_lab.train import TrainConfig
+from tspike_lab.models import NEURONS
+from tspike_lab.reparam import consumer_kinds
 
 # trace names every plot_* draws with its default arguments
 DEFAULT_TRACES = {
-    "plot_capacity": ["capacity (upper bound)"],
-    "plot_quantization": ["membrane u", "identity", "binary {0, 1}", "ternary {-1, 0, 1}", None, "MSE",
-                          "entropy (bits/neuron)"],
-    "plot_teaser": ["membrane u", "binary spikes", "ternary spikes"],
+    "plot_capacity": ["capacity (upper bound)", "capacity, float32 for scale"],
+    "plot_quantization": ["u < 0", "u ≥ 0", "identity", "binary {0, 1}", "ternary {-1, 0, 1}", None, "MSE",
+                          "entropy (bits/neuron)", "bound: log2(#values)"],
+    "plot_teaser": ["membrane u", "binary spikes", "ternary spikes", "spike +1 (u ≥ θ)",
+                    "spike −1 (u ≤ −θ, ternary only)", "no spike (0)"],
     "plot_neuron": ["input x", "u binary", "u ternary", "spikes binary", "spikes ternary",
                     "spikes trainable ternary (a·b)"],
     "plot_reset": ["u zero reset (paper)", "spikes zero reset (paper)", "u subtract reset", "spikes subtract reset"],
@@ -24,19 +31,27 @@ DEFAULT_TRACES = {
     "plot_training": [],
     "plot_firing_rates": ["untrained"],
     "plot_amplitudes": ["untrained"],
-    "plot_membrane_histogram": ["membrane stem_lif"],
+    "plot_membrane_histogram": ["u < 0", "u ≥ 0"],
     "plot_membrane_depth": ["stem_lif", "layers.0.lif1", "layers.0.lif2", "layers.1.lif1", "layers.1.lif2",
                             "std of u", "MSE-best a"],
     "plot_bn_invariance": ["conv output", "BN output (training mode)"],
-    "plot_logits_match": ["logits", "y = x"],
+    "plot_logits_match": ["logits (one per image and class)", "y = x"],
     "plot_spike_values": ["trained (a·b)", "folded (b)"],
-    "plot_energy": ["SNN MACs", "SNN SOPs", "ANN MACs", "energy (µJ)"],
-    "plot_results": ["ours (mean ± std over seeds)", "paper (secondary)"],
+    "plot_energy": ["SNN operations", "ANN MACs", "energy (µJ)"],
+    "plot_results": ["ours (mean ± std over seeds)", "paper"],
 }
+
+ROWS = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_acc": 0.4},
+        {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6, "test_acc": 0.7}]
 
 
 def test_every_plot_function_is_listed_here():
     assert sorted(DEFAULT_TRACES) == sorted(n for n in viz.__all__ if n.startswith("plot_"))
+
+
+@pytest.fixture(scope="module")
+def default_figures():
+    return {name: getattr(viz, name)() for name in DEFAULT_TRACES}
 
 
 @pytest.mark.parametrize("name", sorted(DEFAULT_TRACES))
@@ -52,31 +67,193 @@ def test_each_plot_returns_a_figure_with_the_expected_traces_for_default_args(na
     fig.to_json()  # serializable: what the notebook front end receives
 
 
+# --------------------------------------------------------------------------- reading a figure
+
+
+def _axes_used(fig) -> set[str]:
+    """Layout names ("xaxis", "yaxis2", ...) of the axes that carry at least one trace."""
+    used = set()
+    for t in fig.data:
+        for ref in (t.xaxis or "x", t.yaxis or "y"):
+            used.add(ref[0] + "axis" + ref[1:])
+    return used
+
+
+def _legend_entries(fig) -> list[str]:
+    """Names plotly lists in the legend: traces not hidden from it (heatmaps and boxes only on request)."""
+    shown = [t for t in fig.data
+             if t.showlegend or (t.showlegend is None and t.type not in ("heatmap", "box"))]
+    if fig.layout.showlegend is False or (len(shown) < 2 and not any(t.showlegend for t in fig.data)):
+        return []
+    return [t.name for t in shown]
+
+
+def _trace_color(t) -> str | None:
+    for c in (getattr(getattr(t, "marker", None), "color", None), getattr(getattr(t, "line", None), "color", None)):
+        if isinstance(c, str):
+            return c
+    return None
+
+
+def _with_data() -> dict[str, go.Figure]:
+    """Figures as the notebooks draw them: several runs, models and neurons at once."""
+    from tspike_lab import energy, probes
+
+    model, x = viz._demo_model("ternary")
+    counts = {"binary": energy.count_ops(viz._demo_model("binary")[0], x), "ternary": energy.count_ops(model, x)}
+    rec = viz._demo_recording()
+    return {
+        "capacity, measured": viz.plot_capacity((4, 2, 2), measured={"binary": 10.0, "ternary": 20.0}),
+        "training, three neurons": viz.plot_training({"binary": ROWS, "ternary": ROWS, "trainable_ternary": [ROWS, ROWS]}),
+        "firing rates, two runs": viz.plot_firing_rates({"binary": {"a": 0.1}, "ternary": {"a": 0.2}}),
+        "amplitudes, two runs": viz.plot_amplitudes({"SGD": {"a": 1.0}, "AdamW": {"a": 2.0}}),
+        "membrane histogram, learned a": viz.plot_membrane_histogram(rec, "stem_lif", learned_a=0.8),
+        "membrane depth, learned a": viz.plot_membrane_depth(rec, probes.amplitudes(viz._demo_model()[0])),
+        "energy, two models": viz.plot_energy(counts),
+        "results, two neurons": viz.plot_results([
+            {"neuron": "ternary", "mean": 90.0, "std": 0.5, "n_seeds": 3, "paper": 95.6},
+            {"neuron": "trainable_ternary", "mean": 91.0, "std": 0.4, "n_seeds": 3, "paper": 95.8}]),
+    }
+
+
+@pytest.fixture(scope="module")
+def figures(default_figures):
+    return {**{f"{k}()": v for k, v in default_figures.items()}, **_with_data()}
+
+
+def test_every_axis_that_carries_data_has_a_title(figures):
+    missing = []
+    for name, fig in figures.items():
+        for axis in _axes_used(fig):
+            layout_axis = fig.layout[axis]
+            if layout_axis.visible is False:  # image panels (the teaser's maps): no axis drawn
+                continue
+            if layout_axis.matches:  # a shared axis: the one it matches (the bottom panel's) carries the title
+                layout_axis = fig.layout[axis[0] + "axis" + layout_axis.matches[1:]]
+            if not (layout_axis.title and layout_axis.title.text):
+                missing.append(f"{name}: {axis}")
+    assert not missing, missing
+
+
+def test_colour_that_means_something_is_explained_by_a_legend_or_a_colour_bar(figures):
+    unexplained = []
+    for name, fig in figures.items():
+        legend = _legend_entries(fig)
+        for t in fig.data:
+            if t.type == "heatmap" and t.showscale is False and len(legend) < 2:
+                unexplained.append(f"{name}: heatmap {t.name!r} has neither a colour bar nor a legend")
+            if t.type == "heatmap" and t.showscale is not False and not (t.colorbar.title and t.colorbar.title.text):
+                unexplained.append(f"{name}: colour bar of {t.name!r} has no title")
+        colors = {_trace_color(t) for t in fig.data if t.type not in ("heatmap", "box")} - {None}
+        if len(colors) > 1 and len(legend) < 2:
+            unexplained.append(f"{name}: {len(colors)} trace colours, legend {legend}")
+    assert not unexplained, unexplained
+
+
+# --------------------------------------------------------------------------- one colour per meaning
+
+
+def test_neuron_colours_come_from_the_registry_and_spike_colours_differ_from_them():
+    for name, kind in NEURONS.items():
+        assert viz.COLORS[name] == kind.color
+    assert viz.COLORS["scaled_ternary"] == NEURONS["trainable_ternary"].color  # {-a, 0, a} is that neuron's spike
+    neuron_colors = {k.color.lower() for k in NEURONS.values()}
+    signs = {viz.COLORS[k].lower() for k in ("spike+1", "spike-1", "spike0", "membrane+", "membrane-")}
+    assert not signs & neuron_colors
+    assert viz.COLORS["spike+1"] == viz.COLORS["membrane+"] and viz.COLORS["spike-1"] == viz.COLORS["membrane-"]
+    assert len({viz.COLORS["spike+1"], viz.COLORS["spike-1"], viz.COLORS["spike0"]}) == 3
+    assert not {c.lower() for c in viz._PALETTE} & {c.lower() for c in viz.COLORS.values()}
+
+
+def test_viz_and_widgets_name_no_colour_outside_colors_and_the_palette():
+    root = Path(viz.__file__).parent
+    for module in ("viz.py", "widgets.py"):
+        src = (root / module).read_text()
+        if module == "viz.py":  # the one place colours are defined
+            start = src.index("_POSITIVE, _NEGATIVE, _ZERO =")
+            end = src.index("DISTRIBUTIONS = (")
+            src = src[:start] + src[end:]
+        assert not re.findall(r"#[0-9a-fA-F]{6}\b", src), module
+        assert not re.findall(r"""color\w*\s*=\s*["'](?!rgba)[a-z]+["']""", src), module
+
+
+def test_a_series_named_for_a_neuron_takes_its_colour_in_every_figure():
+    fig = viz.plot_training({"binary": ROWS, "trainable_ternary": ROWS, "SGD": ROWS})
+    colors = {t.name: t.line.color for t in fig.data}
+    assert colors["binary test acc"] == NEURONS["binary"].color
+    assert colors["trainable ternary test acc"] == NEURONS["trainable_ternary"].color  # the registry's label
+    assert colors["SGD test acc"] not in {k.color for k in NEURONS.values()}
+    fig = viz.plot_firing_rates({"trainable ternary (folded)": {"a": 0.1}, "ternary": {"a": 0.2}})
+    assert [t.marker.color for t in fig.data] == [NEURONS["trainable_ternary"].color, NEURONS["ternary"].color]
+    fig = viz.plot_neuron()
+    traces = {t.name: t for t in fig.data}
+    assert traces["u binary"].line.color == viz.COLORS["binary"]
+    assert traces["spikes trainable ternary (a·b)"].marker.color == viz.COLORS["trainable_ternary"]
+
+
+def test_teaser_colours_spike_values_and_membrane_sign_with_the_same_pair():
+    fig = viz.plot_teaser(torch.randn(2, 3, 4, 5, 5), threshold=0.5)
+    membrane, binary, ternary = fig.data[:3]
+    assert membrane.colorscale[0][1] == viz.COLORS["membrane-"] and membrane.colorscale[-1][1] == viz.COLORS["membrane+"]
+    assert binary.colorscale[0][1] == viz.COLORS["spike0"] and binary.colorscale[-1][1] == viz.COLORS["spike+1"]
+    assert ternary.colorscale[0][1] == viz.COLORS["spike-1"] and ternary.colorscale[-1][1] == viz.COLORS["spike+1"]
+    swatches = {t.name: t.marker.color for t in fig.data[3:]}
+    assert list(swatches.values()) == [viz.COLORS["spike+1"], viz.COLORS["spike-1"], viz.COLORS["spike0"]]
+
+
+def test_spike_value_figure_colours_each_model_by_the_values_it_emits():
+    rec = viz._demo_recording()
+    ternary = {layer: {**e, "amplitude": torch.tensor(1.0)} for layer, e in rec.items()}
+    scaled = {layer: {**e, "amplitude": torch.tensor(0.7)} for layer, e in rec.items()}
+    fig = viz.plot_spike_values({"a·b": scaled, "b": ternary})
+    assert [t.marker.color for t in fig.data] == [viz.COLORS["trainable_ternary"], viz.COLORS["ternary"]]
+
+
+# --------------------------------------------------------------------------- what each figure draws
+
+
 def test_quantization_figure_draws_the_library_errors_and_entropies():
     u = viz.synthetic_membrane("laplace", scale=0.7, n=5000, seed=3)
     fig = viz.plot_quantization(u, threshold=0.4, a=1.3)
-    mse = next(t for t in fig.data if t.name == "MSE").y
-    ent = next(t for t in fig.data if t.name == "entropy (bits/neuron)").y
+    traces = {t.name: t for t in fig.data}
+    mse, ent = traces["MSE"].y, traces["entropy (bits/neuron)"].y
     for i, kind in enumerate(info.QUANT_KINDS):
         a = 1.3 if kind == "scaled_ternary" else 1.0
         assert mse[i] == pytest.approx(float(info.quantization_error(u, kind, 0.4, a)), rel=1e-6)
         q = info.quantize(u, kind, 0.4, a)
         assert ent[i] == pytest.approx(info.entropy_bits(q.reshape(-1, 1, 1)), rel=1e-9)
-    assert "a=1.30" in fig.data[4].name
+    assert list(traces["bound: log2(#values)"].y) == pytest.approx([1.0, math.log2(3), math.log2(3)])
+    assert "trainable ternary {-a, 0, a}, a=1.30" in traces
+    # MSE and bits sit on separate axes
+    assert traces["MSE"].yaxis != traces["entropy (bits/neuron)"].yaxis
+
+
+def test_quantization_histogram_is_a_density_split_at_zero():
+    u = viz.synthetic_membrane("gaussian", loc=0.3, scale=0.5, n=4000, seed=1)
+    fig = viz.plot_quantization(u, bins=40)
+    neg, pos = fig.data[0], fig.data[1]
+    assert max(neg.x) < 0 <= min(pos.x)
+    width = neg.width
+    assert (sum(neg.y) + sum(pos.y)) * width == pytest.approx(1.0)  # a density integrates to one
+    assert sum(neg.y) * width == pytest.approx(float((u < 0).float().mean()), abs=1e-6)
 
 
 def test_quantization_default_amplitude_is_the_mse_best_one():
     u = viz.synthetic_membrane()
     fig = viz.plot_quantization(u, threshold=0.5)
     a = float(info.best_amplitude(u, 0.5))
-    assert f"a={a:.2f}" in fig.data[4].name
+    assert any(t.name == f"trainable ternary {{-a, 0, a}}, a={a:.2f}" for t in fig.data)
 
 
-def test_capacity_figure_adds_measured_entropy_next_to_the_bound():
+def test_capacity_figure_puts_measured_entropy_next_to_the_bound_on_a_linear_axis():
     fig = viz.plot_capacity((4, 2, 2), measured={"binary": 10.0, "ternary": 20.0})
-    assert [t.name for t in fig.data] == ["capacity (upper bound)", "measured entropy"]
-    assert list(fig.data[0].y) == pytest.approx([16.0, 16 * math.log2(3), 512.0])
-    assert fig.data[1].y[0] == 10.0 and fig.data[1].y[1] == 20.0 and math.isnan(fig.data[1].y[2])
+    bound, measured, scale = fig.data
+    assert [bound.name, measured.name, scale.name] == ["capacity (upper bound)", "measured entropy",
+                                                       "capacity, float32 for scale"]
+    assert list(bound.y) == pytest.approx([16.0, 16 * math.log2(3)])
+    assert list(measured.y) == [10.0, 20.0]
+    assert list(scale.y) == pytest.approx([16.0, 16 * math.log2(3), 512.0])
+    assert all(fig.layout[axis].type in (None, "linear", "-") for axis in ("yaxis", "yaxis2"))
 
 
 def test_neuron_figure_draws_the_oracle_membranes_and_spikes():
@@ -97,17 +274,21 @@ def test_teaser_panels_are_the_membrane_and_its_binary_and_ternary_quantization(
     u = mem[1, 2, 3]
     assert torch.allclose(torch.as_tensor(fig.data[0].z), u.double())
     assert torch.equal(torch.as_tensor(fig.data[1].z), info.quantize(u, "binary", 0.5).double())
-    assert torch.allclose(torch.as_tensor(fig.data[2].z), 0.8 * info.quantize(u, "ternary", 0.5).double())
+    assert torch.equal(torch.as_tensor(fig.data[2].z), info.quantize(u, "ternary", 0.5).double())
+    assert torch.allclose(torch.as_tensor(fig.data[2].customdata), 0.8 * info.quantize(u, "ternary", 0.5).double())
 
 
-def test_synthetic_membranes_have_the_requested_spread_and_are_seeded():
-    for dist in ("gaussian", "laplace", "uniform"):
+def test_synthetic_membranes_have_the_requested_mean_and_spread_and_are_seeded():
+    for dist in viz.DISTRIBUTIONS:
         u = viz.synthetic_membrane(dist, loc=0.2, scale=0.5, n=50000, seed=1)
-        assert float(u.mean()) == pytest.approx(0.2, abs=0.02)
-        assert float(u.std()) == pytest.approx(0.5, rel=0.03)
+        assert float(u.mean()) == pytest.approx(0.2, abs=0.02), dist
+        assert float(u.std()) == pytest.approx(0.5, rel=0.03), dist
     assert torch.equal(viz.synthetic_membrane(seed=4), viz.synthetic_membrane(seed=4))
-    bimodal = viz.synthetic_membrane("bimodal", loc=1.0, scale=0.2, n=10000)
-    assert float((bimodal.abs() > 0.5).float().mean()) > 0.99
+    # the bimodal peaks move with the mean: raising it moves both to the right
+    low = viz.synthetic_membrane("bimodal", loc=-0.5, scale=0.4, n=20000)
+    high = viz.synthetic_membrane("bimodal", loc=0.5, scale=0.4, n=20000)
+    for a, b in ((low[low < -0.5], high[high < 0.5]), (low[low > -0.5], high[high > 0.5])):
+        assert float(b.mean() - a.mean()) == pytest.approx(1.0, abs=0.03)
     with pytest.raises(ValueError, match="dist must be one of"):
         viz.synthetic_membrane("cauchy")
     with pytest.raises(ValueError, match="scale must be > 0"):
@@ -126,14 +307,17 @@ def test_input_currents_have_the_requested_shape_and_length():
 
 
 def test_consumer_kinds_names_what_reads_each_spiking_layer():
+    # lives in reparam beside fold_plan; tested here with the amplitude figure that shows it
     model = build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1, width=4)
-    assert viz.consumer_kinds(model) == {
+    assert consumer_kinds(model) == {
         "stem_lif": ["BatchNorm", "residual"],
         "layers.0.lif1": ["BatchNorm"],
         "layers.0.lif2": ["BatchNorm", "BatchNorm"],
         "layers.1.lif1": ["BatchNorm"],
         "layers.1.lif2": ["classifier"],
     }
+    with pytest.raises(ValueError, match="fold_plan"):
+        consumer_kinds(torch.nn.Linear(2, 2))
 
 
 def test_bn_invariance_figure_shows_conv_scaling_and_bn_cancelling():
@@ -144,13 +328,15 @@ def test_bn_invariance_figure_shows_conv_scaling_and_bn_cancelling():
     assert max(bn.y) < 1e-2
 
 
-def test_training_figure_draws_three_curves_per_run():
-    rows = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_acc": 0.4},
-            {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6, "test_acc": 0.7}]
-    fig = viz.plot_training({"binary": rows, "ternary": rows})
-    assert [t.name for t in fig.data] == ["binary train loss", "binary train acc", "binary test acc",
-                                          "ternary train loss", "ternary train acc", "ternary test acc"]
-    assert list(fig.data[2].y) == [0.4, 0.7]
+def test_training_figure_draws_loss_and_test_accuracy_per_run_and_one_line_per_seed():
+    fig = viz.plot_training({"binary": ROWS, "ternary": ROWS})
+    assert [t.name for t in fig.data] == ["binary train loss", "binary test acc", "ternary train loss", "ternary test acc"]
+    assert list(fig.data[1].y) == [0.4, 0.7]
+    seeds = [ROWS, [{**r, "test_acc": r["test_acc"] + 0.1} for r in ROWS]]
+    fig = viz.plot_training({"ternary": seeds})
+    acc = [t for t in fig.data if t.name == "ternary test acc"]
+    assert [list(t.y) for t in acc] == [[0.4, 0.7], pytest.approx([0.5, 0.8])]
+    assert [t.showlegend for t in acc] == [True, False]  # one legend entry per neuron
 
 
 def test_amplitude_and_rate_figures_read_histories_and_dicts():
@@ -160,6 +346,20 @@ def test_amplitude_and_rate_figures_read_histories_and_dicts():
     fig = viz.plot_amplitudes({"run": rows}, consumers={"a": ["classifier"]})
     assert list(fig.data[0].y) == [1.0, 3.0]  # per-channel a drawn as its mean
     assert "classifier" in fig.data[0].x[0]
+    assert fig.data[0].textposition == "inside"  # values off the dashed "initial a" line
+
+
+def test_energy_figure_draws_one_bar_per_layer_and_model_hatched_where_the_input_is_dense():
+    from tspike_lab import energy
+
+    model, x = viz._demo_model("ternary")
+    counts = energy.count_ops(model, x)
+    fig = viz.plot_energy({"ternary": counts})
+    ops = fig.data[0]
+    assert list(ops.y) == pytest.approx([(r.macs + r.sops) / counts.batch_size for r in counts.layers])
+    assert list(ops.marker.pattern.shape) == ["x" if r.macs else "" for r in counts.layers]
+    assert ops.marker.color == NEURONS["ternary"].color
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.dtick == 1  # powers of ten only
 
 
 def test_results_figure_draws_ours_beside_the_paper_and_leaves_unknown_cells_empty():
@@ -171,140 +371,22 @@ def test_results_figure_draws_ours_beside_the_paper_and_leaves_unknown_cells_emp
     ours, paper = fig.data
     assert list(ours.x) == ["ternary", "binary"]  # nothing varies but the neuron
     assert list(ours.y) == [90.0, 85.0] and list(ours.error_y.array) == [0.5, 0.0]
+    assert list(ours.marker.color) == [NEURONS["ternary"].color, NEURONS["binary"].color]
     assert list(paper.y) == [95.6, None] and paper.text[1] == "unknown"
     assert "cifar10" in fig.layout.title.text and "resnet19" in fig.layout.title.text
     fig = viz.plot_results([rows[0], {**rows[1], "dataset": "cifar100"}])
     assert list(fig.data[0].x) == ["cifar10 · ternary", "cifar100 · binary"]
 
 
+def test_the_legend_sits_in_its_own_band_below_the_title_and_above_the_panels():
+    fig = viz.plot_quantization()
+    height, top = fig.layout.height, fig.layout.margin.t
+    legend_top_px = (1 - fig.layout.legend.y) * height
+    assert fig.layout.legend.yref == "container"
+    assert 40 <= legend_top_px < top - 22  # below title and subtitle, above the plotting area
+
+
 def test_importing_the_package_viz_and_widgets_does_not_import_ipywidgets():
     code = ("import sys, tspike_lab, tspike_lab.viz, tspike_lab.widgets\n"
             "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported eagerly'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
-# --------------------------------------------------------------------------- widgets
-
-widgets = pytest.importorskip("tspike_lab.widgets")
-
-
-def _drawn(panel):
-    (out,) = panel.output.outputs
-    assert out["output_type"] == "display_data"
-    return out["data"][widgets.PLOTLY_MIMETYPE]
-
-
-def _nudge(control):
-    if hasattr(control, "options"):
-        control.value = next(o for o in control.options if o != control.value)
-    elif isinstance(control.value, bool):
-        control.value = not control.value
-    else:
-        control.value = control.value + control.step if control.value + control.step <= control.max \
-            else control.value - control.step
-
-
-PANELS = ["quantization_panel", "teaser_panel", "neuron_panel", "surrogate_panel", "membrane_panel", "energy_panel"]
-
-
-@pytest.mark.parametrize("name", PANELS)
-def test_each_panel_builds_and_redraws_its_figure_when_any_control_changes(name):
-    panel = getattr(widgets, name)()
-    assert isinstance(panel.figure, go.Figure)
-    assert panel.output in panel.children
-    for key, control in panel.controls.items():
-        before_fig, before_drawn = panel.figure, _drawn(panel)
-        _nudge(control)
-        assert panel.figure is not before_fig, key
-        assert _drawn(panel) != before_drawn, f"{name}: changing {key} did not change the drawn figure"
-        assert _drawn(panel) == json.loads(panel.figure.to_json()), f"{name}: drawn figure is not panel.figure"
-
-
-def test_quantization_panel_draws_exactly_what_plot_quantization_draws():
-    panel = widgets.quantization_panel()
-    panel.controls["threshold"].value = 0.8
-    panel.controls["best_a"].value = True
-    expected = viz.plot_quantization(viz.synthetic_membrane("gaussian", loc=0.0, scale=0.5), threshold=0.8)
-    assert panel.figure.to_json() == expected.to_json()
-
-
-def test_quantization_panel_on_given_membranes_offers_no_distribution_controls():
-    u = torch.randn(1000)
-    panel = widgets.quantization_panel(u)
-    assert set(panel.controls) == {"threshold", "a", "best_a"}
-    panel.controls["a"].value = 2.0
-    assert "a=2.00" in panel.figure.data[4].name
-
-
-def test_membrane_panel_marks_the_learned_amplitude_of_the_chosen_layer():
-    recording = viz._demo_recording()
-    panel = widgets.membrane_panel(recording, learned={"layers.1.lif2": 2.5})
-    panel.controls["layer"].value = "layers.1.lif2"
-    texts = [a.text for a in panel.figure.layout.annotations]
-    assert any("learned a = 2.50" in t for t in texts)
-
-
-def test_energy_panel_reprices_the_same_operations():
-    from tspike_lab import energy
-
-    model, x = viz._demo_model("ternary")
-    counts = energy.count_ops(model, x)
-    panel = widgets.energy_panel({"ternary": counts})
-    total = counts.total()
-    ann = counts.ann()
-    # at the break-even price of an accumulate, the SNN costs what the ANN costs
-    panel.controls["e_ac_pj"].value = round(4.6 * (ann["macs"] - total["macs"]) / total["sops"], 2)
-    bars = panel.figure.data[-1]
-    assert list(bars.x) == ["ternary", "ANN"]
-    assert bars.y[0] == pytest.approx(bars.y[1], rel=0.02)
-    panel.controls["convention"].value = "paper"
-    assert "paper convention" in panel.figure.layout.title.text
-
-
-def test_results_panel_filters_rows_by_dropdown():
-    rows = [{"table": "t2", "dataset": "cifar10", "arch": "resnet19", "num_steps": 2, "neuron": "ternary",
-             "mean": 90.0, "paper": None},
-            {"table": "t2", "dataset": "cifar100", "arch": "resnet19", "num_steps": 2, "neuron": "ternary",
-             "mean": 70.0, "paper": 80.2}]
-    panel = widgets.results_panel(rows)
-    assert set(panel.controls) == {"dataset"}  # the other keys take one value only
-    assert list(panel.figure.data[0].y) == [90.0, 70.0]
-    panel.controls["dataset"].value = "cifar100"
-    assert list(panel.figure.data[0].y) == [70.0] and list(panel.figure.data[1].y) == [80.2]
-
-
-def test_epoch_panel_shows_the_amplitudes_and_rates_of_the_chosen_epoch():
-    rows = [{"epoch": 1, "firing_rates": {"x": 0.1}, "amplitudes": {"x": 1.5}},
-            {"epoch": 2, "firing_rates": {"x": 0.2}, "amplitudes": {"x": 2.5}}]
-    panel = widgets.epoch_panel({"run": rows})
-    assert panel.controls["epoch"].max == 2 and list(panel.figure.data[0].y) == [1.5]
-    assert "after epoch 1" in panel.figure.layout.title.text
-    panel.controls["epoch"].value = 2
-    assert list(panel.figure.data[0].y) == [2.5]
-    panel.controls["epoch"].value = 1
-    panel.controls["quantity"].value = "firing rates"
-    assert list(panel.figure.data[0].y) == [0.1]
-
-
-def test_train_live_redraws_the_curves_and_returns_each_runs_history(tmp_path):
-    monitor = widgets.training_panel()
-    assert len(monitor.figure.data) == 0
-    configs = {name: TrainConfig(dataset="digits", arch="small", width=4, neuron=name, num_steps=1, epochs=2,
-                                 batch_size=64, max_steps_per_epoch=2, max_eval_steps=1, device="cpu",
-                                 num_workers=0, out_dir=str(tmp_path / name) if name == "ternary" else None)
-               for name in ("binary", "ternary")}
-    histories = widgets.train_live(configs, monitor, poll_s=0.05)
-    assert list(histories) == ["binary", "ternary"]
-    assert all(len(h) == 2 for h in histories.values())
-    assert histories["binary"].run_dir is None and histories["ternary"].run_dir == str(tmp_path / "ternary")
-    test_acc = {t.name: list(t.y) for t in monitor.figure.data}
-    assert test_acc["ternary test acc"] == histories["ternary"].column("test_acc")
-    assert _drawn(monitor)["data"]
-    assert "done" in monitor.status.value
-
-
-def test_train_live_reraises_what_train_raised():
-    bad = TrainConfig(dataset="digits", arch="small", width=4, epochs=1, batch_size=4096, device="cpu",
-                      num_workers=0)
-    with pytest.raises(ValueError, match="batch_size"):
-        widgets.train_live({"bad": bad}, widgets.training_panel())

@@ -20,7 +20,7 @@ from torch import nn
 from .models.layers import ConvBN, ScaledIdentity, SpikingNet
 from .neurons import MultiStepLIF
 
-__all__ = ["reparameterize", "fold_bn_into_conv"]
+__all__ = ["reparameterize", "fold_bn_into_conv", "consumer_kinds"]
 
 
 def _scale_input(consumer: nn.Module, a: torch.Tensor) -> None:
@@ -34,6 +34,39 @@ def _scale_input(consumer: nn.Module, a: torch.Tensor) -> None:
         consumer.scale = scale if consumer.scale is None else consumer.scale * scale
     else:
         raise TypeError(f"cannot fold an amplitude into {type(consumer).__name__}")
+
+
+def consumer_kinds(model: SpikingNet) -> dict[str, list[str]]:
+    """For every spiking layer, what reads its output (``model.fold_plan()``), as labels.
+
+    "BatchNorm" (a convolution followed by BatchNorm: a positive scale of its input is
+    normalized away in training mode), "residual" (an identity shortcut adds it to a
+    pre-activation), "classifier" (the final linear layer reads its pooled output), or the
+    consumer's class name. Which of them a layer feeds decides whether its amplitude a can
+    learn (notebooks 03-04) and where :func:`reparameterize` folds it.
+
+    Returns:
+        ``{layer name: [label, ...]}`` in forward order.
+    """
+    from .models import spiking_layers
+
+    if not hasattr(model, "fold_plan"):
+        raise ValueError(f"model must be a tspike_lab network with fold_plan(), got {type(model).__name__}")
+    names = {id(m): n for n, m in spiking_layers(model)}
+    out: dict[str, list[str]] = {}
+    for lif, consumers in model.fold_plan():
+        labels = []
+        for c in consumers:
+            if isinstance(c, ConvBN):
+                labels.append("BatchNorm" if isinstance(c.bn, nn.modules.batchnorm._BatchNorm) else "conv")
+            elif isinstance(c, ScaledIdentity):
+                labels.append("residual")
+            elif isinstance(c, nn.Linear) and c is getattr(model, "classifier", None):
+                labels.append("classifier")
+            else:
+                labels.append(type(c).__name__)
+        out[names[id(lif)]] = labels
+    return out
 
 
 @torch.no_grad()

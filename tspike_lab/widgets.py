@@ -140,7 +140,8 @@ def quantization_panel(u=None, *, threshold: float = 0.5):
 
     Args:
         u: membrane samples to quantize (e.g. a recorded layer). None: a synthetic
-            distribution chosen with the ``dist``, ``loc`` and ``scale`` controls.
+            distribution chosen with the ``dist``, ``loc`` (its mean) and ``scale`` (its std)
+            controls (``viz.synthetic_membrane``).
         threshold: initial threshold.
     Controls: loc, scale, dist (synthetic only), threshold, a, best_a (checkbox: use
     ``info.best_amplitude`` instead of the slider's a).
@@ -148,8 +149,8 @@ def quantization_panel(u=None, *, threshold: float = 0.5):
     w = _ipw()
     controls: dict[str, Any] = {}
     if u is None:
-        controls["loc"] = _float("mean", 0.0, -1.0, 1.0, 0.05)
-        controls["scale"] = _float("spread (std)", 0.5, 0.1, 2.0, 0.05)
+        controls["loc"] = _float("mean of u", 0.0, -1.0, 1.0, 0.05)
+        controls["scale"] = _float("std of u", 0.5, 0.1, 2.0, 0.05)
         controls["dist"] = _dropdown("distribution", viz.DISTRIBUTIONS)
     controls["threshold"] = _float("threshold", threshold, 0.05, 1.5, 0.05)
     controls["a"] = _float("a", 1.0, 0.1, 3.0, 0.05)
@@ -159,7 +160,7 @@ def quantization_panel(u=None, *, threshold: float = 0.5):
         samples = viz.synthetic_membrane(dist, loc=loc, scale=scale) if u is None else u
         return viz.plot_quantization(samples, threshold=threshold, a=None if best_a else a)
 
-    return panel(controls, render, description="Quantize a membrane distribution: move the sliders.")
+    return panel(controls, render)
 
 
 def teaser_panel(recording: Mapping[str, dict] | None = None):
@@ -293,7 +294,7 @@ def epoch_panel(histories: Mapping[str, Any], consumers: Mapping[str, list[str]]
 
     Args:
         histories: ``{run name: History or list of per-epoch dicts}`` (``train.train`` rows).
-        consumers: ``{layer: [labels]}`` from ``viz.consumer_kinds``, shown under each layer.
+        consumers: ``{layer: [labels]}`` from ``reparam.consumer_kinds``, shown under each layer.
     Controls: epoch (1..the longest run; starts at 1, to scrub forward), quantity
     ("amplitudes" or "firing rates").
     """
@@ -308,7 +309,7 @@ def epoch_panel(histories: Mapping[str, Any], consumers: Mapping[str, list[str]]
             fig = viz.plot_amplitudes(upto, consumers)
         else:
             fig = viz.plot_firing_rates(upto)
-        fig.update_layout(title=f"{fig.layout.title.text}, after epoch {epoch}")
+        fig.update_layout(title_text=f"{fig.layout.title.text}, after epoch {epoch}")  # keeps the subtitle
         return fig
 
     return panel(controls, render, columns=2)
