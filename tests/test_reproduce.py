@@ -178,9 +178,13 @@ def test_every_profile_of_every_table_resolves_to_valid_train_configs(table):
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4"])
-def test_paper_and_quick_profiles_validate_without_reading_data(table):
+def test_paper_and_quick_profiles_validate_without_reading_data(table, tmp_path):
+    imagenet = table in ("table1", "table3")  # ImageNet cannot be downloaded: its folder is required
+    if imagenet:
+        with pytest.raises(ConfigError, match=rf"{table}: parameter data_dir must be"):
+            reproduce.validate_params(table, profile="paper")
     for profile in ("paper", "quick"):
-        p = reproduce.validate_params(table, profile=profile)
+        p = reproduce.validate_params(table, profile=profile, **({"data_dir": str(tmp_path)} if imagenet else {}))
         assert p["epochs"] >= 1 and p["batch_size"] >= 1
 
 
@@ -228,12 +232,12 @@ def test_a_mistyped_parameter_papermill_injected_is_refused_naming_the_likely_on
     assert reproduce.params_from(ok, "table2") == {"seeds": [5]}  # the notebook's own variables are not parameters
 
 
-def test_parameters_left_none_take_the_profile():
+def test_parameters_left_none_take_the_profile(tmp_path):
     paper = reproduce.validate_params("table2", dataset="cifar100")
     assert (paper["epochs"], paper["batch_size"], paper["seeds"]) == (300, 128, [0, 1, 2])
     smoke = reproduce.validate_params("table2", profile="smoke")
     assert smoke["dataset"] == "digits" and smoke["epochs"] == 1 and smoke["max_steps_per_epoch"] == 2
-    imagenet = reproduce.validate_params("table3")
+    imagenet = reproduce.validate_params("table3", data_dir=str(tmp_path))
     assert imagenet["seeds"] == [1000] and imagenet["train_options"]["sync_bn"] is True
     assert reproduce.validate_params("table2", profile="cpu")["workers"] == 2
 

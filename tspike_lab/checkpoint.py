@@ -7,7 +7,6 @@ states are stored so a resumed run continues the same random streams.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ import torch
 
 from .config import RESUME_FREE, TrainConfig
 from .errors import CheckpointError, RunFolderError
-from .results import _fsync_dir, write_text_atomic
+from .results import atomic_write, write_text_atomic
 
 __all__ = ["CHECKPOINT", "METRICS", "RunDir", "load_checkpoint", "rng_state", "set_rng_state"]
 
@@ -56,19 +55,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, os.replace: never a torn file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    """torch.save through :func:`tspike_lab.results.atomic_write`: never a torn file."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _json_row(row: dict[str, Any]) -> dict[str, Any]:

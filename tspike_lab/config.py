@@ -208,9 +208,8 @@ def _check_pairing(c: TrainConfig) -> None:
     """Choices that must agree with each other: width with arch, the data's image size with the arch."""
     if c.width is not None and c.arch != "small":
         _fail("width", c.width, f"None for arch {c.arch!r} (width applies to arch 'small' only)")
-    spec = DATASETS[c.dataset] if isinstance(DATASETS, Mapping) else None  # TODO(data registry): always a Mapping
-    side = getattr(spec, "image_size", None)
-    side = min(side) if isinstance(side, tuple) else side
+    size = DATASETS[c.dataset].image_size  # None: known only after loading (an image folder)
+    side = min(size) if size else None
     need = ARCHS[c.arch].min_size
     if side is not None and side < need:
         _fail("arch", c.arch, f"a network that takes {side}x{side} images ({c.dataset!r}); {c.arch!r} needs "

@@ -111,9 +111,6 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-_fsync_dir = fsync_dir  # the old private name, still imported by checkpoint.py
-
-
 def _umask() -> int:
     """The process umask, read without changing it (``os.umask`` would, for every thread)."""
     try:

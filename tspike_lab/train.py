@@ -33,7 +33,7 @@ from torch import nn
 
 from .checkpoint import METRICS, RunDir, load_checkpoint, rng_state, set_rng_state
 from .config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, resolve_device, validate
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError, RunFolderError, TrainingDiverged
 from .models import build_model, spiking_layers
 from .probes import Recorder
 from .results import read_jsonl
@@ -42,7 +42,6 @@ __all__ = [
     "TrainConfig",
     "History",
     "TrainingDiverged",
-    "AUGMENT_RECIPES",
     "OPTIMIZERS",
     "SCHEDULES",
     "LOSSES",
@@ -61,20 +60,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_FORMAT = 1
-
-# Training augmentation per data set, used where a TrainConfig field is None. CIFAR follows
-# the authors' CIFAR recipe elsewhere (crop 4 + flip + AutoAugment + Cutout 16; an assumption,
-# no CIFAR script was released); CIFAR10-DVS the released loader (flip + roll up to 5 px);
-# 8x8 digits are not mirror-symmetric (no flip) and too small to crop (a 1-pixel crop
-# costs ~5 points of test accuracy after 10 epochs). ImageNet's Dataset does its own transforms.
-AUGMENT_RECIPES: dict[str, dict[str, Any] | None] = {
-    "digits": dict(crop_padding=0, flip=False, autoaugment=False, cutout=0, roll=0),
-    "cifar10": dict(crop_padding=4, flip=True, autoaugment=True, cutout=16, roll=0),
-    "cifar100": dict(crop_padding=4, flip=True, autoaugment=True, cutout=16, roll=0),
-    "imagefolder": dict(crop_padding=4, flip=True, autoaugment=False, cutout=0, roll=0),
-    "cifar10-dvs": dict(crop_padding=0, flip=True, autoaugment=False, cutout=0, roll=5),
-    "imagenet": None,
-}
 
 @dataclass
 class History:
@@ -111,10 +96,13 @@ class History:
 
 
 def augment_for(config: TrainConfig):
-    """The :class:`tspike_lab.data.Augment` a config trains with (None: no augmentation)."""
-    from .data import Augment
+    """The :class:`tspike_lab.data.Augment` a config trains with (None: no augmentation).
 
-    recipe = AUGMENT_RECIPES[config.dataset]
+    A field the config leaves None takes the data set's recipe, ``DATASETS[dataset].augment``.
+    """
+    from .data import DATASETS, Augment
+
+    recipe = DATASETS[config.dataset].augment
     if not config.augment or recipe is None:
         return None
     chosen = {k: (recipe[k] if getattr(config, k) is None else getattr(config, k)) for k in recipe}
@@ -412,10 +400,19 @@ def _check_epoch_end(model: nn.Module, row: dict[str, Any], epoch: int, d: _Dist
 
 
 def _load_source(config: TrainConfig):
+    """The run's DataSource: a missing data_dir, a folder of the wrong data or damaged files fail here, named."""
     from . import data
 
-    options = {"num_steps": config.num_steps} if config.dataset == "cifar10-dvs" else {}
-    return data.load(config.dataset, root=config.data_dir, **options)
+    return data.probe(data.describe(config.dataset, config.data_dir), num_steps=config.num_steps)
+
+
+def _check_same_data(ckpt: dict[str, Any], source, config: TrainConfig) -> None:
+    """Refuse to resume on other data than the checkpoint was trained on (data_dir is free on resume)."""
+    saved = ckpt.get("data_fingerprint")
+    if saved is not None and source.fingerprint is not None and saved != source.fingerprint:
+        raise RunFolderError(f"out_dir {config.out_dir} was trained on data {saved} but data_dir "
+                             f"{config.data_dir!r} holds data {source.fingerprint}; resume with the data it "
+                             f"started on, or choose a new out_dir")
 
 
 def train(config: TrainConfig) -> History:
@@ -627,6 +624,7 @@ def _state(s: _Session, epoch: int, history: History) -> dict[str, Any]:
         "history": history.epochs,
         "rng": rng_state(),
         "config": s.config.to_dict(),
+        "data_fingerprint": s.source.fingerprint,
     }
 
 
@@ -642,7 +640,10 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir) -> 
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    s = _build(config, d, device, run, _load_source(config))
+    source = _load_source(config)
+    if ckpt is not None:
+        _check_same_data(ckpt, source, config)
+    s = _build(config, d, device, run, source)
     start_epoch = 1
     if ckpt is not None:
         s.model.load_state_dict(ckpt["model"])

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..models import ARCHS, NEURONS
 from .paper import TABLES, Row
 
-__all__ = ["PROFILES", "RECIPES", "PARAMS", "PLUMBING_DATASET", "plan", "validate_params", "run_key",
+__all__ = ["PROFILES", "RECIPES", "TABLE_RECIPE", "PARAMS", "PLUMBING_DATASET", "plan", "validate_params", "run_key",
            "params_from", "train_config", "repository_root", "default_out_dir", "shipped_results"]
 
 PLUMBING_DATASET = "digits"
@@ -59,6 +59,10 @@ RECIPES = MappingProxyType({
             "2 CPU cores, crop + flip only (no AutoAugment, no Cutout: they slow a short schedule down). "
             "Optimizer as the authors' CIFAR code (SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine)."),
 })
+
+# The recipe each table trains with (its data set's), by key of RECIPES; the digits stand-in has its own.
+TABLE_RECIPE = MappingProxyType({"table1": "imagenet", "table2": "cifar", "table3": "imagenet",
+                                 "table4": "cifar10-dvs", "capacity": "digits"})
 
 _SMOKE = dict(epochs=1, seeds=(0,), max_steps_per_epoch=3, max_eval_steps=2, batch_size=32, lr=0.1)
 _IMAGENET = dict(seeds=(1000,), epochs=320, batch_size=40, lr=0.1,
@@ -333,14 +337,16 @@ def validate_params(table: str, **params: Any) -> dict[str, Any]:
     Raises:
         ConfigError naming the parameter, the value and what is allowed.
     """
-    from . import _datashim as data  # PROVISIONAL: tspike_lab.data.describe once it exists
+    from .. import data
 
     p = _resolve(table, params)
     runs = _runs(table, p)
     try:
         plans = {ds: data.describe(ds, p["data_dir"]) for ds in dict.fromkeys(r["dataset"] for r in runs)}
-    except (ValueError, ConfigError) as exc:
-        raise ConfigError(f"{table}: parameter {exc}", field="data_dir", value=p["data_dir"]) from None
+    except ConfigError as exc:
+        if exc.field == "data_dir" and exc.allowed:
+            _fail(table, "data_dir", exc.value, exc.allowed)
+        raise ConfigError(f"{table}: {exc}", field=exc.field, value=exc.value, allowed=exc.allowed) from None
     for run in runs:
         dp = plans[run["dataset"]]
         try:

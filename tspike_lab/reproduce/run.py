@@ -20,9 +20,9 @@ from typing import Any, Mapping
 from ..config import TrainConfig, resolve_device
 from ..errors import ConfigError, RunFolderError, TrainingDiverged
 from ..results import environment, new_run_dir, write_json_atomic
-from . import _datashim as data  # PROVISIONAL: tspike_lab.data.describe/probe once they exist
+from .. import data
 from .paper import TABLES
-from .plan import PARAMS, PROFILES, RECIPES, plan, run_key, train_config, validate_params
+from .plan import PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, TABLE_RECIPE, plan, run_key, train_config, validate_params
 from .records import METRICS_FILE, SCHEMA_VERSION, _finite, load_run, rows_from_record
 
 __all__ = ["run_table", "estimate", "estimate_from_flops", "test_batch"]
@@ -164,18 +164,26 @@ def _new_record(table: str, p: dict[str, Any], plans: dict, runs: list, device: 
     for name in ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "out_dir"):
         shared.pop(name)
     recipe = PROFILES[table][p["profile"]].get("recipe")
-    recipe_text = " ".join(dict.fromkeys(RECIPES[recipe or plans[ds].recipe] for ds in plans))
+    recipe_text = " ".join(dict.fromkeys(RECIPES[recipe or ("digits" if ds == PLUMBING_DATASET else TABLE_RECIPE[table])]
+                                         for ds in plans))
     workers = p["workers"]
     return {
         "schema": SCHEMA_VERSION, "table": table, "title": TABLES[table].title, "status": "running",
         "profile": p["profile"], "params": p,
-        "datasets": {ds: {"label": dp.label, "source": dp.source, "root": dp.root} for ds, dp in plans.items()},
+        "datasets": {ds: {"label": _label(table, dp), "source": dp.source, "root": dp.root} for ds, dp in plans.items()},
         "recipe": recipe_text, "train_config": shared,
         "launcher": (f"torchrun --nproc_per_node {nproc}" if nproc > 1
                      else f"workers={workers}" if workers > 1 else "in-process"),
         "environment": env, "hardware": _hardware(env, device, nproc, workers), "started_at": _now(),
         "wall_time_s": 0.0, "planned": len(runs), "runs": [], "aggregate": [],
     }
+
+
+def _label(table: str, dp) -> str:
+    """The data set's display label; the digits standing in for a paper's data set say so."""
+    if dp.dataset == PLUMBING_DATASET and TABLES[table].paper:
+        return f"{dp.label}, plumbing stand-in"
+    return dp.label
 
 
 def _resume_params(table: str, resume, params: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -229,7 +237,11 @@ def run_table(
     runs = plan(table, **{k: v for k, v in p.items()})
     plans = _data_plans(runs, p["data_dir"])
     for ds, dp in plans.items():  # a missing data set fails here, before any folder is made
-        data.probe(dp, num_steps=next(r["num_steps"] for r in runs if r["dataset"] == ds))
+        try:
+            data.probe(dp, num_steps=next(r["num_steps"] for r in runs if r["dataset"] == ds))
+        except data.DataUnavailableError as exc:
+            raise data.DataUnavailableError(f"{exc} In a table notebook that is the parameter data_dir "
+                                            f"(-p data_dir <folder or archive>).") from None
 
     if record is None:
         run_dir = new_run_dir(p["out_dir"], table)
@@ -348,9 +360,9 @@ def estimate(table: str, **params: Any) -> dict[str, Any]:
     timed: dict[tuple, float] = {}
     per_run = []
     for run in runs:
-        spec = None
-        shape = data.input_shape(run["dataset"], run["num_steps"])
-        sizes = data.split_sizes(run["dataset"])
+        spec = data.DATASETS[run["dataset"]]
+        shape = _input_shape(spec, run["num_steps"])
+        sizes = spec.split_sizes
         key = (run["arch"], run["width"], run["neuron"], run["num_steps"], shape, run["batch_size"])
         if key not in timed:
             timed[key] = _time_step(run, shape, device, spec)
@@ -368,6 +380,12 @@ def estimate(table: str, **params: Any) -> dict[str, Any]:
             "per_run": per_run, "total_s": total,
             "note": f"one step per network timed on {device}" + (f", {workers} runs side by side" if workers > 1
                                                                   else "") + "; data loading not included"}
+
+
+def _input_shape(spec, num_steps: int) -> tuple:
+    """One sample's shape: ``(C, H, W)``, or ``(T, C, H, W)`` for event frames."""
+    shape = (spec.in_channels, *spec.image_size)
+    return (num_steps, *shape) if spec.is_sequence else shape
 
 
 def _time_step(run: Mapping[str, Any], shape: tuple, device, spec) -> float:
@@ -447,7 +465,8 @@ def estimate_from_flops(table: str, profile: str | None = None, *, tflops: float
     macs: dict[tuple, float] = {}
     total = 0.0
     for run in runs:
-        shape = data.input_shape(run["dataset"], run["num_steps"])
+        spec = data.DATASETS[run["dataset"]]
+        shape = _input_shape(spec, run["num_steps"])
         key = (run["arch"], run["width"], run["num_steps"], shape)
         if key not in macs:
             extra = {"width": run["width"]} if run["width"] is not None else {}
@@ -458,7 +477,7 @@ def estimate_from_flops(table: str, profile: str | None = None, *, tflops: float
                 x = x.transpose(0, 1)
             ops = count_ops(model, x)
             macs[key] = float(sum(r.dense_macs * r.paper_repeat for r in ops.layers))
-        train_n, test_n = data.split_sizes(run["dataset"])
+        train_n, test_n = spec.split_sizes
         if run["max_steps_per_epoch"]:
             train_n = min(train_n, run["max_steps_per_epoch"] * run["batch_size"])
         if run["max_eval_steps"]:
