@@ -412,3 +412,33 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_r
     assert _no_timing([json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]) == \
         _no_timing(a["history"])
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def _images(root, seed):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c in range(2):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_resuming_on_other_data_is_refused_naming_both_fingerprints(tmp_path, monkeypatch):
+    monkeypatch.setenv("TSPIKE_DATA", str(tmp_path / "cache"))
+    a, b = _images(tmp_path / "a", 0), _images(tmp_path / "b", 1)
+    out = tmp_path / "run"
+    config = dict(dataset="imagefolder", arch="small", width=8, epochs=2, batch_size=4, progress=False,
+                  device="cpu", num_workers=0, out_dir=str(out))
+    train(TrainConfig(**config, data_dir=str(a)))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["epoch"], ckpt["history"] = 1, ckpt["history"][:1]  # as if killed after epoch 1
+    torch.save(ckpt, out / "checkpoint.pt")
+    with pytest.raises(RunFolderError, match=rf"was trained on data {ckpt['data_fingerprint']} but data_dir "
+                                             rf"'.*b' holds data [0-9a-f]+"):
+        train(TrainConfig(**config, data_dir=str(b)))
+    assert train(TrainConfig(**config, data_dir=str(a))).column("epoch") == [1, 2]  # the same data resumes
