@@ -1065,3 +1065,20 @@ def test_a_loader_based_source_is_fingerprinted_by_its_file_list(tiny_imagenet):
     assert first == load("imagenet", root=tiny_imagenet).fingerprint
     Image.new("RGB", (300, 260)).save(tiny_imagenet / "train" / "n01" / "extra.JPEG")
     assert load("imagenet", root=tiny_imagenet).fingerprint != first
+
+
+def test_distributed_test_shards_mark_the_wrapped_copies_so_each_sample_counts_once():
+    from tspike_lab.data import load, make_loader
+
+    source = load("digits")
+    n = source.test_x.shape[0]  # 360: make it uneven for 7 ranks
+    seen = []
+    for rank in range(7):
+        batches = list(make_loader(source, "test", batch_size=16, rank=rank, world_size=7))
+        assert all(len(b) == 3 for b in batches)
+        for x, y, keep in batches:
+            seen.append(y[keep])
+    counted = torch.cat(seen)
+    assert counted.numel() == n  # 360 = 7 x 52 - 4 wrapped copies, not counted
+    assert torch.equal(counted.sort().values, source.test_y.sort().values)
+    assert [len(b) for b in make_loader(source, "test", batch_size=16)][0] == 2  # one process: (x, y)

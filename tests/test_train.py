@@ -442,3 +442,14 @@ def test_resuming_on_other_data_is_refused_naming_both_fingerprints(tmp_path, mo
                                              rf"'.*b' holds data [0-9a-f]+"):
         train(TrainConfig(**config, data_dir=str(b)))
     assert train(TrainConfig(**config, data_dir=str(a))).column("epoch") == [1, 2]  # the same data resumes
+
+
+def test_evaluate_counts_a_wrapped_copy_of_a_distributed_shard_nowhere():
+    torch.manual_seed(0)
+    model = build_model("small", neuron="ternary", num_classes=3, num_steps=1, in_channels=1, width=2)
+    x, y = torch.randn(8, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    keep = torch.tensor([True] * 7 + [False])  # 7 test images, the 8th a copy evening out 2 ranks
+    full = evaluate(model, [(x[:7], y[:7])])
+    padded = evaluate(model, [(x, y, keep)])
+    assert padded["test_acc"] == pytest.approx(full["test_acc"]) and padded["test_loss"] == pytest.approx(full["test_loss"])
+    assert padded["firing_rates"] == pytest.approx(full["firing_rates"])

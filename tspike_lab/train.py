@@ -247,8 +247,9 @@ def evaluate(
 
     The firing rate of a layer is the fraction of its b in {-1, 0, 1} that are nonzero
     (-1 spikes count) over all neurons, steps and test samples; ``firing_rate`` is the mean
-    over layers. A batch may carry a third tensor, a 0/1 weight per sample (0: a padding
-    copy of a distributed shard, counted nowhere).
+    over layers. A batch may carry a third tensor ``keep`` (bool per sample, from a distributed
+    loader): samples with False are wrapped copies that even out the shards, counted nowhere, so
+    every test sample counts once over all ranks.
 
     Returns:
         dict with test_loss (cross-entropy on T-averaged logits), test_acc, firing_rate,
@@ -556,9 +557,10 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
     bar = tqdm(total=s.steps_per_epoch, desc=f"epoch {epoch}/{c.epochs}", leave=False,
                disable=not (c.progress and s.d.main), dynamic_ncols=True)
     try:
-        for i, (x, y) in enumerate(train_loader):
+        for i, batch in enumerate(train_loader):
             if i >= s.steps_per_epoch:
                 break
+            x, y = batch[0], batch[1]  # (a third entry marks wrapped copies: they train like any sample)
             lr = lr_at(s.global_step, lr=c.lr, total_steps=s.total_steps, warmup_steps=s.warmup_steps,
                        schedule=c.schedule)
             for g in s.optimizer.param_groups:

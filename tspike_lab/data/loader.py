@@ -32,6 +32,15 @@ def _device(device: torch.device | str) -> torch.device:
     return dev
 
 
+def shard_padding(n: int, rank: int, world_size: int) -> torch.Tensor:
+    """Which entries of this rank's shard (:func:`shard_indices`) are real samples (True) or wrapped copies (False).
+
+    A sample repeated to even out the ranks must not be counted twice in a test metric.
+    """
+    total = math.ceil(n / world_size) * world_size if n else 0
+    return torch.arange(total)[rank:total:world_size] < n
+
+
 def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's share of ``order``: padded by wrapping to a multiple of ``world_size``, then ``rank::world_size``.
 
@@ -84,6 +93,7 @@ class ResidentLoader:
         else:
             order = torch.arange(n)
         self.indices = shard_indices(order, rank, world_size)
+        self.keep = shard_padding(n, rank, world_size) if world_size > 1 else None
 
     def __len__(self) -> int:
         m = self.indices.numel()
@@ -117,7 +127,7 @@ class ResidentLoader:
         flat = cutout(flat, aug.cutout, g)
         return flat.reshape(b, t, c, h, w)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         xs, ys = self.source.on_device(self.split, self.device)
         idx = self.indices.to(self.device)
         g = torch.Generator(device=self.device)
@@ -129,7 +139,10 @@ class ResidentLoader:
             sel = idx[k * self.batch_size : (k + 1) * self.batch_size]
             x, y = xs[sel], ys[sel]
             x = self._sequences(x, g) if self.source.is_sequence else self._images(x, g, mean, std)
-            yield x, y
+            if self.keep is None:
+                yield x, y
+            else:  # distributed: mark the wrapped copies that even out the shards
+                yield x, y, self.keep[k * self.batch_size : (k + 1) * self.batch_size].to(self.device)
 
 
 class _SeededView(Dataset):
@@ -170,6 +183,8 @@ class DatasetLoader:
         num_workers: int,
     ) -> None:
         self.device = device
+        self.batch_size = batch_size
+        self.keep = shard_padding(len(dataset), rank, world_size) if world_size > 1 else None
         view = _SeededView(dataset, mix_seed("sample", seed, epoch))
         sampler = None
         if world_size > 1:
@@ -189,9 +204,13 @@ class DatasetLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        for k, (x, y) in enumerate(self.loader):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.keep is None:
+                yield x, y
+            else:  # DistributedSampler appends the wrapped copies after its (shuffled) order, as shard_padding
+                yield x, y, self.keep[k * self.batch_size : (k + 1) * self.batch_size].to(self.device)
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -234,7 +253,9 @@ def make_loader(
         num_workers: DataLoader workers for file-based sources.
 
     Returns:
-        An iterable with ``len()`` = number of batches, yielding ``(x, y)``.
+        An iterable with ``len()`` = number of batches, yielding ``(x, y)``, and with ``world_size > 1``
+        ``(x, y, keep)``: ``keep`` bool ``[B]`` is False for the wrapped copies that even out the
+        shards, which a metric must not count (``tspike_lab.train.evaluate`` does not).
 
     Shape:
         x: float32 ``[B, C, H, W]`` (normalized) or ``[B, T, C, H, W]`` for sequences (not normalized); y: int64 ``[B]``.
