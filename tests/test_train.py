@@ -449,7 +449,12 @@ def test_evaluate_counts_a_wrapped_copy_of_a_distributed_shard_nowhere():
     model = build_model("small", neuron="ternary", num_classes=3, num_steps=1, in_channels=1, width=2)
     x, y = torch.randn(8, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     keep = torch.tensor([True] * 7 + [False])  # 7 test images, the 8th a copy evening out 2 ranks
+    class Shard(list):  # a distributed loader: batches, and which samples are wrapped copies
+        pass
+
+    shard = Shard([(x[:5], y[:5]), (x[5:], y[5:])])
+    shard.keep = keep
     full = evaluate(model, [(x[:7], y[:7])])
-    padded = evaluate(model, [(x, y, keep)])
+    padded = evaluate(model, shard)
     assert padded["test_acc"] == pytest.approx(full["test_acc"]) and padded["test_loss"] == pytest.approx(full["test_loss"])
     assert padded["firing_rates"] == pytest.approx(full["firing_rates"])

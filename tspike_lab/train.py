@@ -247,9 +247,9 @@ def evaluate(
 
     The firing rate of a layer is the fraction of its b in {-1, 0, 1} that are nonzero
     (-1 spikes count) over all neurons, steps and test samples; ``firing_rate`` is the mean
-    over layers. A batch may carry a third tensor ``keep`` (bool per sample, from a distributed
-    loader): samples with False are wrapped copies that even out the shards, counted nowhere, so
-    every test sample counts once over all ranks.
+    over layers. A distributed loader's ``keep`` mask (see :func:`tspike_lab.data.make_loader`)
+    marks the wrapped copies that even out the shards: they are counted nowhere, so every test
+    sample counts once over all ranks.
 
     Returns:
         dict with test_loss (cross-entropy on T-averaged logits), test_acc, firing_rate,
@@ -267,12 +267,13 @@ def evaluate(
             layers = rec.layers
             fired = torch.zeros(len(layers), dtype=torch.float64, device=device)
             total = torch.zeros(len(layers), dtype=torch.float64, device=device)
-            for step, batch in enumerate(loader, 1):
+            keep_all, seen = getattr(loader, "keep", None), 0
+            for step, (x, y) in enumerate(loader, 1):
                 if max_steps is not None and step > max_steps:
                     break
-                x, y = batch[0], batch[1]
                 x, y = _prepare(x, device, channels_last), y.to(device, non_blocking=True)
-                keep = batch[2].to(device, torch.float64) if len(batch) > 2 else None
+                keep = None if keep_all is None else keep_all[seen:seen + y.numel()].to(device, torch.float64)
+                seen += y.numel()
                 with _autocast(device, amp, cpu_amp):
                     logits = model(x)
                 logits = logits.float()
@@ -557,10 +558,9 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
     bar = tqdm(total=s.steps_per_epoch, desc=f"epoch {epoch}/{c.epochs}", leave=False,
                disable=not (c.progress and s.d.main), dynamic_ncols=True)
     try:
-        for i, batch in enumerate(train_loader):
+        for i, (x, y) in enumerate(train_loader):
             if i >= s.steps_per_epoch:
                 break
-            x, y = batch[0], batch[1]  # (a third entry marks wrapped copies: they train like any sample)
             lr = lr_at(s.global_step, lr=c.lr, total_steps=s.total_steps, warmup_steps=s.warmup_steps,
                        schedule=c.schedule)
             for g in s.optimizer.param_groups:

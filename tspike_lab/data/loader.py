@@ -127,7 +127,7 @@ class ResidentLoader:
         flat = cutout(flat, aug.cutout, g)
         return flat.reshape(b, t, c, h, w)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         xs, ys = self.source.on_device(self.split, self.device)
         idx = self.indices.to(self.device)
         g = torch.Generator(device=self.device)
@@ -139,10 +139,7 @@ class ResidentLoader:
             sel = idx[k * self.batch_size : (k + 1) * self.batch_size]
             x, y = xs[sel], ys[sel]
             x = self._sequences(x, g) if self.source.is_sequence else self._images(x, g, mean, std)
-            if self.keep is None:
-                yield x, y
-            else:  # distributed: mark the wrapped copies that even out the shards
-                yield x, y, self.keep[k * self.batch_size : (k + 1) * self.batch_size].to(self.device)
+            yield x, y
 
 
 class _SeededView(Dataset):
@@ -183,7 +180,7 @@ class DatasetLoader:
         num_workers: int,
     ) -> None:
         self.device = device
-        self.batch_size = batch_size
+        # DistributedSampler appends its wrapped copies after its (shuffled) order, as shard_padding says
         self.keep = shard_padding(len(dataset), rank, world_size) if world_size > 1 else None
         view = _SeededView(dataset, mix_seed("sample", seed, epoch))
         sampler = None
@@ -204,13 +201,9 @@ class DatasetLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        for k, (x, y) in enumerate(self.loader):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.keep is None:
-                yield x, y
-            else:  # DistributedSampler appends the wrapped copies after its (shuffled) order, as shard_padding
-                yield x, y, self.keep[k * self.batch_size : (k + 1) * self.batch_size].to(self.device)
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -253,9 +246,10 @@ def make_loader(
         num_workers: DataLoader workers for file-based sources.
 
     Returns:
-        An iterable with ``len()`` = number of batches, yielding ``(x, y)``, and with ``world_size > 1``
-        ``(x, y, keep)``: ``keep`` bool ``[B]`` is False for the wrapped copies that even out the
-        shards, which a metric must not count (``tspike_lab.train.evaluate`` does not).
+        An iterable with ``len()`` = number of batches, yielding ``(x, y)``. With ``world_size > 1``
+        its ``keep`` (bool, one per sample of this rank's shard, in batch order) is False for the
+        wrapped copies that even out the shards, which a metric must not count
+        (``tspike_lab.train.evaluate`` does not); None in one process.
 
     Shape:
         x: float32 ``[B, C, H, W]`` (normalized) or ``[B, T, C, H, W]`` for sequences (not normalized); y: int64 ``[B]``.
