@@ -273,15 +273,35 @@ class MultiStepLIF(SpikingLayer):
     in forward and in gradients. State starts at zero on every call (one sample = one
     sequence), so there is nothing to reset between batches.
 
+    The options are checked and resolved into a :class:`~tspike_lab.kernels.LIFSpec` here, at
+    construction, and again whenever one of them is set (``lif.beta = 0.3``): a bad value fails
+    there, and a forward only runs the kernels.
+
     Args:
         kind: "binary" or "ternary".
         graded_spikes_factor: a, initial value (1.0, the released code's init).
         learn_graded_spikes_factor: train a (Eq. 13-14).
         num_channels: if given, one a per channel (dim 2 of the input) instead of one per layer.
         detach_reset: cut the gradient through the reset path (the paper's code does not).
+        backend: one of :data:`tspike_lab.kernels.BACKENDS` ("auto" picks per input).
+    Attributes:
         record: keep the last ``mem_seq`` and ``b_seq`` (detached) for probes.
     Shape: ``[T, B, ...]`` -> ``[T, B, ...]``.
     """
+
+    def _option(name: str, doc: str):  # noqa: N805 - runs in the class body: one property per option
+        return property(lambda self: self._backend if name == "backend" else getattr(self._spec, name),
+                        lambda self, value: self._configure(**{name: value}), doc=doc)
+
+    kind = _option("kind", '"binary" or "ternary".')
+    beta = _option("beta", "Membrane decay in [0, 1] (a float).")
+    threshold = _option("threshold", "Firing threshold > 0 (a float).")
+    spike_grad = _option("spike_grad", "The surrogate (a tspike_lab.surrogate object, or an snnTorch callable).")
+    reset_mechanism = _option("reset_mechanism", '"zero" or "subtract".')
+    detach_reset = _option("detach_reset", "Cut the gradient through the reset path.")
+    backend = _option("backend", "Which kernels run the layer (tspike_lab.kernels.BACKENDS).")
+    del _option
+    _OPTIONS = ("kind", "beta", "threshold", "spike_grad", "reset_mechanism", "detach_reset", "backend")
 
     def __init__(
         self,
@@ -298,20 +318,11 @@ class MultiStepLIF(SpikingLayer):
         backend: str = "auto",
     ):
         super().__init__()
-        self.kind = functional.check_kind(kind)
-        self.reset_mechanism = functional.check_reset(reset_mechanism)
-        if not 0.0 <= float(beta) <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta!r}")
-        if not float(threshold) > 0.0:
-            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        self._configure(kind=kind, reset_mechanism=reset_mechanism, beta=beta, threshold=threshold,
+                        spike_grad=spike_grad, detach_reset=detach_reset, backend=backend)
         if num_channels is not None and (not isinstance(num_channels, int) or num_channels < 1):
             raise ValueError(f"num_channels must be None or a positive int, got {num_channels!r}")
-        self.beta = float(beta)
-        self.threshold = float(threshold)
-        self.spike_grad = surrogate.get(spike_grad)
-        self.detach_reset = bool(detach_reset)
         self.num_channels = num_channels
-        self.backend = backend
         a = torch.full((num_channels,) if num_channels else (), float(graded_spikes_factor))
         if learn_graded_spikes_factor:
             self.graded_spikes_factor = nn.Parameter(a)
@@ -320,6 +331,29 @@ class MultiStepLIF(SpikingLayer):
         self.record = False
         self.mem_seq: torch.Tensor | None = None
         self.b_seq: torch.Tensor | None = None
+
+    def _configure(self, **changes) -> None:
+        """Check the options with ``changes`` applied and rebuild the spec; a bad value raises and
+        leaves the layer as it was."""
+        from . import kernels  # lazily: the kernel modules load with the first layer
+
+        current = {name: getattr(self, name) for name in self._OPTIONS} if "_spec" in self.__dict__ else {}
+        opts = {**current, **changes}
+        beta, threshold = opts["beta"], opts["threshold"]
+        spec = kernels.make_spec(beta=float(beta), threshold=float(threshold), kind=opts["kind"],
+                                 reset_mechanism=opts["reset_mechanism"], spike_grad=opts["spike_grad"],
+                                 detach_reset=opts["detach_reset"])  # checks kind, reset, spike_grad
+        if not 0.0 <= spec.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta!r}")
+        if not spec.threshold > 0.0:
+            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        self._backend = kernels.check_backend(opts["backend"])
+        self._spec = spec
+
+    @property
+    def spec(self):
+        """The layer's options resolved for the kernels (:class:`~tspike_lab.kernels.LIFSpec`)."""
+        return self._spec
 
     @property
     def learn_graded_spikes_factor(self) -> bool:
@@ -358,20 +392,10 @@ class MultiStepLIF(SpikingLayer):
         ``out_seq`` is ``amplitude * b_seq`` if an amplitude is given, else ``b_seq``;
         ``mem_seq`` is None unless ``self.record``: the fast paths then skip writing it.
         """
-        from . import kernels  # lazily: the kernel modules load on the first forward
+        from . import kernels
 
-        return kernels.lif_seq(
-            x_seq,
-            amplitude=amplitude,
-            beta=self.beta,
-            threshold=self.threshold,
-            kind=self.kind,
-            reset_mechanism=self.reset_mechanism,
-            spike_grad=self.spike_grad,
-            detach_reset=self.detach_reset,
-            backend=self.backend,
-            return_mem=self.record,
-        )
+        return kernels.lif_seq_spec(x_seq, self._spec, backend=self._backend, amplitude=amplitude,
+                                    return_mem=self.record)
 
 
 def reset(net: nn.Module) -> nn.Module:

@@ -20,10 +20,17 @@ One entry point, :func:`lif_seq`, with the oracle's arguments plus ``backend``:
                  surrogates; it multiplies by the amplitude as the C kernel does.
 ===============  ==============================================================
 
-An explicit backend that cannot run the input raises ``ValueError`` saying why.
+An explicit backend that cannot run the input raises ``ValueError`` saying why; where the
+Triton kernels fail their first launch, ``"auto"`` warns once with the reason and moves on.
 Every path returns spikes equal to the oracle's and gradients equal to float rounding.
+
+:func:`lif_seq` resolves its options into a :class:`LIFSpec` at every call; a layer builds its
+spec once (:func:`make_spec`, :func:`check_backend`) and calls :func:`lif_seq_spec`.
 """
 from __future__ import annotations
+
+import functools
+import warnings
 
 import torch
 
@@ -31,7 +38,8 @@ from .. import functional, surrogate
 from . import cpu, eager, triton_lif
 from .spec import LIFSpec, amplitude_reason, make_spec
 
-__all__ = ["BACKENDS", "lif_seq", "select_backend", "backend_report", "make_spec", "LIFSpec", "broadcast_amplitude"]
+__all__ = ["BACKENDS", "lif_seq", "lif_seq_spec", "check_backend", "select_backend", "backend_report", "make_spec",
+           "LIFSpec", "broadcast_amplitude"]
 
 BACKENDS = ("auto", "torch", "fused", "fused_torch", "triton")
 
@@ -51,19 +59,35 @@ def _why_not(backend: str, x: torch.Tensor, spec: LIFSpec) -> str | None:
     raise AssertionError(backend)
 
 
-def select_backend(x_seq: torch.Tensor, spec: LIFSpec, backend: str = "auto") -> str:
-    """The backend that runs ``x_seq`` with ``spec``: ``backend`` itself, or the choice of "auto"."""
+def check_backend(backend: str) -> str:
+    """``backend`` if it names one of :data:`BACKENDS`, else ``ValueError`` naming the value."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(reason: str, chosen: str) -> None:
+    # Once per reason and process: "auto" asks at every forward.
+    warnings.warn(f"backend='auto' does not use the Triton kernels: {reason}; running backend={chosen!r} instead",
+                  RuntimeWarning, stacklevel=2)
+
+
+def select_backend(x_seq: torch.Tensor, spec: LIFSpec, backend: str = "auto") -> str:
+    """The backend that runs ``x_seq`` with ``spec``: ``backend`` itself, or the choice of "auto"."""
+    check_backend(backend)
     if backend != "auto":
         reason = _why_not(backend, x_seq, spec)
         if reason is not None:
             raise ValueError(f"backend={backend!r} cannot run this input: {reason}")
         return backend
-    for candidate in ("triton", "fused", "fused_torch"):
-        if _why_not(candidate, x_seq, spec) is None:
-            return candidate
-    return "torch"
+    triton_reason = _why_not("triton", x_seq, spec)
+    if triton_reason is None:
+        return "triton"
+    chosen = next((c for c in ("fused", "fused_torch") if _why_not(c, x_seq, spec) is None), "torch")
+    if triton_lif.input_reason(x_seq, spec) is None:
+        _warn_fallback(triton_reason, chosen)  # an input Triton takes, refused by the machine: say so once
+    return chosen
 
 
 def backend_report() -> dict[str, str]:
@@ -109,40 +133,72 @@ def lif_seq(
         ``(out_seq, mem_seq)``: spikes ``[T, B, ...]`` (times ``amplitude`` if given), and the
         membranes or None.
     """
+    _check_input(x_seq)
+    check_backend(backend)
+    if backend == "auto" and any(isinstance(v, torch.Tensor) for v in (beta, threshold)):
+        backend = "torch"  # a tensor beta / threshold (maybe trained) is the oracle's business
+    _check_amplitude(x_seq, amplitude)
+    if backend == "torch":
+        b_seq, mem_seq = functional.lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
+                                            reset_mechanism=reset_mechanism, spike_grad=spike_grad,
+                                            detach_reset=detach_reset)
+        return _scale(b_seq, amplitude), (mem_seq if return_mem else None)
+    spec = make_spec(beta=beta, threshold=threshold, kind=kind, reset_mechanism=reset_mechanism,
+                     spike_grad=spike_grad, detach_reset=detach_reset)
+    return _run(x_seq, spec, backend, return_mem, amplitude)
+
+
+def lif_seq_spec(
+    x_seq: torch.Tensor,
+    spec: LIFSpec,
+    *,
+    backend: str = "auto",
+    return_mem: bool = False,
+    amplitude: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`lif_seq` with the options already resolved into ``spec`` (:func:`make_spec`) and
+    ``backend`` already checked (:func:`check_backend`): what a layer calls at every forward."""
+    _check_input(x_seq)
+    _check_amplitude(x_seq, amplitude)
+    return _run(x_seq, spec, backend, return_mem, amplitude)
+
+
+def _check_input(x_seq: torch.Tensor) -> None:
     if x_seq.dim() < 2:
         raise ValueError(f"x_seq must be [T, B, ...] (rank >= 2), got shape {tuple(x_seq.shape)}")
     if not x_seq.is_floating_point():
         raise ValueError(f"x_seq must be a floating-point tensor, got dtype {x_seq.dtype}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto" and any(isinstance(v, torch.Tensor) for v in (beta, threshold)):
-        backend = "torch"  # a tensor beta / threshold (maybe trained) is the oracle's business
-    if amplitude is not None:
-        if not isinstance(amplitude, torch.Tensor):
-            raise ValueError(f"amplitude must be a tensor or None, got {type(amplitude).__name__}")
-        if amplitude.dim() == 1 and (x_seq.dim() < 3 or x_seq.shape[2] != amplitude.shape[0]):
-            raise ValueError(f"amplitude of shape {tuple(amplitude.shape)} needs x_seq [T, B, "
-                             f"{amplitude.shape[0]}, ...], got {tuple(x_seq.shape)}")
-        if amplitude.dim() > 1:
-            raise ValueError(f"amplitude must be a scalar or one value per channel, got shape "
-                             f"{tuple(amplitude.shape)}")
-    chosen, spec = backend, None
-    if backend != "torch":
-        spec = make_spec(beta=beta, threshold=threshold, kind=kind, reset_mechanism=reset_mechanism,
-                         spike_grad=spike_grad, detach_reset=detach_reset)
-        chosen = select_backend(x_seq, spec, backend)
+
+
+def _check_amplitude(x_seq: torch.Tensor, amplitude) -> None:
+    if amplitude is None:
+        return
+    if not isinstance(amplitude, torch.Tensor):
+        raise ValueError(f"amplitude must be a tensor or None, got {type(amplitude).__name__}")
+    if amplitude.dim() == 1 and (x_seq.dim() < 3 or x_seq.shape[2] != amplitude.shape[0]):
+        raise ValueError(f"amplitude of shape {tuple(amplitude.shape)} needs x_seq [T, B, "
+                         f"{amplitude.shape[0]}, ...], got {tuple(x_seq.shape)}")
+    if amplitude.dim() > 1:
+        raise ValueError(f"amplitude must be a scalar or one value per channel, got shape "
+                         f"{tuple(amplitude.shape)}")
+
+
+def _scale(b_seq: torch.Tensor, amplitude: torch.Tensor | None) -> torch.Tensor:
+    return b_seq if amplitude is None else b_seq * broadcast_amplitude(amplitude, b_seq.dim())
+
+
+def _run(x_seq, spec: LIFSpec, backend: str, return_mem: bool, amplitude):
+    chosen = select_backend(x_seq, spec, backend)
     if (chosen in ("fused", "triton") and amplitude is not None and not return_mem
             and amplitude_reason(x_seq, amplitude) is None):
         scaled = cpu.scaled_lif_seq_cpu if chosen == "fused" else triton_lif.scaled_lif_seq_triton
         return scaled(x_seq, amplitude, spec), None
     if chosen == "torch":
-        b_seq, mem_seq = functional.lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
-                                            reset_mechanism=reset_mechanism, spike_grad=spike_grad,
-                                            detach_reset=detach_reset)
+        b_seq, mem_seq = functional.lif_seq(x_seq, beta=spec.beta, threshold=spec.threshold, kind=spec.kind,
+                                            reset_mechanism=spec.reset_mechanism, spike_grad=spec.spike_grad,
+                                            detach_reset=spec.detach_reset)
         mem_seq = mem_seq if return_mem else None
     else:
         fused = {"fused": cpu.lif_seq_cpu, "triton": triton_lif.lif_seq_triton, "fused_torch": eager.lif_seq_eager}
         b_seq, mem_seq = fused[chosen](x_seq, spec, return_mem)
-    if amplitude is not None:
-        b_seq = b_seq * broadcast_amplitude(amplitude, x_seq.dim())
-    return b_seq, mem_seq
+    return _scale(b_seq, amplitude), mem_seq

@@ -12,6 +12,13 @@ Rounding follows the oracle's eager ops: arithmetic runs in float32 and, for flo
 bfloat16 storage, every intermediate is rounded to the storage type where an eager op
 would write a tensor (``_rnd``). Launches pass ``enable_fp_fusion=False`` so no
 multiply-add is contracted into an FMA, which would move spikes at the threshold.
+
+Divisions follow PyTorch's CUDA kernels, since Triton's ``/`` compiles to an approximate
+division on NVIDIA GPUs: a tensor over a Python number (the triangle's ``|x| / width``) is a
+multiply by the float32 reciprocal ``inv_p``, as PyTorch's CUDA division by a CPU scalar
+computes it; a number over a tensor (``reciprocal``, the sigmoid's ``1 / (1 + e)``) is
+``tl.math.div_rn``, IEEE round to nearest. ``tl.exp`` (the sigmoid) stays approximate there,
+so the sigmoid's gradients equal the oracle's to a tolerance, not bit for bit.
 """
 from __future__ import annotations
 
@@ -28,26 +35,27 @@ def _rnd(v, LOWP: tl.constexpr):
         v = v.to(tl.float16).to(tl.float32)
     elif LOWP == 2:
         # Round to nearest even on the bits: the same on every Triton version and in its
-        # CPU interpreter (whose float32 -> bfloat16 cast truncates).
+        # CPU interpreter (whose float32 -> bfloat16 cast truncates). Infinities come through
+        # unchanged; a NaN (the carry would turn 0x7FFFFFFF into -0.0) stays the NaN it was.
         bits = v.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        v = bits.to(tl.float32, bitcast=True)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
+        v = tl.where(v != v, v, rounded)
     return v
 
 
 @triton.jit
-def _sg(x, p, k, half_alpha, SG: tl.constexpr, LOWP: tl.constexpr):
+def _sg(x, p, inv_p, k, half_alpha, SG: tl.constexpr, LOWP: tl.constexpr):
     # ds/dx of the smooth surrogates (surrogate.py), x = u - th. SG: 1 triangle, 2 atan, 3 sigmoid.
     if SG == 1:
-        v = _rnd(1.0 - _rnd(tl.abs(x) / p, LOWP), LOWP)
+        v = _rnd(1.0 - _rnd(tl.abs(x) * inv_p, LOWP), LOWP)  # |x| / width, as PyTorch's CUDA division
         v = tl.where(v < 0.0, 0.0, v)
-        r = _rnd(v / p, LOWP)
+        r = _rnd(v * inv_p, LOWP)
     elif SG == 2:
         y = _rnd(k * x, LOWP)
-        r = _rnd(_rnd(1.0 / _rnd(1.0 + _rnd(y * y, LOWP), LOWP), LOWP) * half_alpha, LOWP)
+        r = _rnd(_rnd(tl.math.div_rn(1.0, _rnd(1.0 + _rnd(y * y, LOWP), LOWP)), LOWP) * half_alpha, LOWP)
     else:
         z = _rnd(p * x, LOWP)
-        s = _rnd(1.0 / (1.0 + tl.exp(-z)), LOWP)
+        s = _rnd(tl.math.div_rn(1.0, 1.0 + tl.exp(-z)), LOWP)
         r = _rnd(_rnd(p * s, LOWP) * _rnd(1.0 - s, LOWP), LOWP)
     return r
 
@@ -118,7 +126,7 @@ def lif_fwd_kernel(
 def lif_bwd_kernel(
     g_ptr, code_ptr, u_ptr, gx_ptr, a_ptr, ga_ptr,
     T, N, u_rows, a_div, a_mod,
-    beta, th, th_sub, p, k, half_alpha,
+    beta, th, th_sub, p, inv_p, k, half_alpha,
     TERNARY: tl.constexpr, SUBTRACT: tl.constexpr, DETACH: tl.constexpr, SG: tl.constexpr,
     AMP: tl.constexpr, GRAD_A: tl.constexpr, LOWP: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -148,9 +156,9 @@ def lif_bwd_kernel(
             s = ((c >> 2) & 1).to(tl.float32)
         else:
             uu = tl.load(up, mask=mu, other=0.0).to(tl.float32)
-            s = _sg(_rnd(uu - th, LOWP), p, k, half_alpha, SG, LOWP)
+            s = _sg(_rnd(uu - th, LOWP), p, inv_p, k, half_alpha, SG, LOWP)
             if TERNARY:
-                s = _rnd(s + _sg(_rnd(-uu - th, LOWP), p, k, half_alpha, SG, LOWP), LOWP)
+                s = _rnd(s + _sg(_rnd(-uu - th, LOWP), p, inv_p, k, half_alpha, SG, LOWP), LOWP)
         G = tl.load(gp, mask=m, other=0.0).to(tl.float32)
         if GRAD_A:
             acc += G * b  # out = a * b: dL/da gets dL/dout * b

@@ -10,11 +10,9 @@ saved membrane, exactly as the oracle does).
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
+from .spec import FunctionPasses, LIFSpec, code_bits, plain_function, run_fused
 
-from .spec import LIFSpec, code_bits, run_fused, save_forward
-
-__all__ = ["LIFSeqEager", "lif_seq_eager"]
+__all__ = ["LIFSeqEager", "PASSES", "lif_seq_eager"]
 
 
 def _surrogate_grad(spec: LIFSpec, u: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
@@ -52,42 +50,39 @@ def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool):
     return b_seq, code, saved_u, mem
 
 
-class LIFSeqEager(torch.autograd.Function):
-    """``b_seq`` (and ``mem_seq``, no grad) from ``x_seq``; backward of :mod:`.spec` in torch ops."""
+def _backward(ctx, grad_b, amp, want_ga):
+    """``(dL/dx, None)``: the backward of :mod:`.spec` in torch ops (this path has no scaled Function)."""
+    code, u = ctx.saved_tensors
+    spec = ctx.spec
+    T = code.shape[0]
+    dtype = grad_b.dtype
+    th = torch.as_tensor(spec.threshold, dtype=dtype, device=grad_b.device)
+    gx = torch.empty_like(grad_b, memory_format=torch.contiguous_format)
+    gn = torch.zeros_like(gx[0])
+    has_u = 0 if u is None else u.shape[0]
+    for t in range(T - 1, -1, -1):
+        b = (code[t] & 3).to(dtype) - 1
+        s = ((code[t] >> 2) & 1).to(dtype) if spec.ste else _surrogate_grad(spec, u[t], th)
+        gb = grad_b[t]
+        if spec.zero_reset:
+            ga = (gn * (1 - b.abs())) * spec.beta
+            if not spec.detach_reset and t < has_u:
+                gb = gb + (-(gn * (spec.beta * u[t]))) * b
+        else:
+            ga = gn * spec.beta
+            if not spec.detach_reset:
+                gb = gb + (-gn) * spec.threshold
+        gn = gb * s + ga
+        gx[t] = gn
+    return gx, None
 
-    @staticmethod
-    def forward(ctx, x_seq, spec: LIFSpec, return_mem: bool):
-        b, code, u, mem = _forward(x_seq, spec, save=True, return_mem=return_mem)
-        return save_forward(ctx, spec, b, code, u, mem, return_mem)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_b, *_):
-        code, u = ctx.saved_tensors
-        spec = ctx.spec
-        T = code.shape[0]
-        dtype = grad_b.dtype
-        th = torch.as_tensor(spec.threshold, dtype=dtype, device=grad_b.device)
-        gx = torch.empty_like(grad_b, memory_format=torch.contiguous_format)
-        gn = torch.zeros_like(gx[0])
-        has_u = 0 if u is None else u.shape[0]
-        for t in range(T - 1, -1, -1):
-            b = (code[t] & 3).to(dtype) - 1
-            s = ((code[t] >> 2) & 1).to(dtype) if spec.ste else _surrogate_grad(spec, u[t], th)
-            gb = grad_b[t]
-            if spec.zero_reset:
-                ga = (gn * (1 - b.abs())) * spec.beta
-                if not spec.detach_reset and t < has_u:
-                    gb = gb + (-(gn * (spec.beta * u[t]))) * b
-            else:
-                ga = gn * spec.beta
-                if not spec.detach_reset:
-                    gb = gb + (-gn) * spec.threshold
-            gn = gb * s + ga
-            gx[t] = gn
-        return gx, None, None
+PASSES = FunctionPasses(_forward, _backward)
+LIFSeqEager = plain_function("LIFSeqEager", __name__, """
+    ``b_seq`` (and ``mem_seq``, no grad) from ``x_seq``; backward of :mod:`.spec` in torch ops.
+    """)
 
 
 def lif_seq_eager(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):
     """``(b_seq, mem_seq or None)``; saves state only where a gradient is wanted."""
-    return run_fused(LIFSeqEager, _forward, x_seq, spec, return_mem)
+    return run_fused(LIFSeqEager, PASSES, x_seq, spec, return_mem)

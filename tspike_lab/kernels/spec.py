@@ -29,14 +29,17 @@ What the backward needs, per element and step:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from .. import functional, surrogate
 
-__all__ = ["LIFSpec", "SURROGATE_CODES", "make_spec", "code_bits", "save_forward", "run_fused"]
+__all__ = ["LIFSpec", "SURROGATE_CODES", "make_spec", "code_bits", "save_forward", "Passes", "FunctionPasses",
+           "plain_function", "scaled_function", "run_fused", "run_scaled"]
 
 # Surrogate classes the compiled kernels implement, with their parameter's name. Exact
 # types only: a subclass may override grad(), which a kernel cannot see.
@@ -50,7 +53,8 @@ SURROGATE_CODES = {
 
 @dataclass(frozen=True)
 class LIFSpec:
-    """The neuron's options, resolved once per call.
+    """The neuron's options, resolved once: by a layer when it is built (and when an option
+    changes), or by :func:`tspike_lab.kernels.lif_seq` at each call.
 
     ``sg_code`` is None where the surrogate is not one the compiled kernels implement.
     """
@@ -86,7 +90,7 @@ class LIFSpec:
 
 
 def make_spec(*, beta, threshold, kind, reset_mechanism, spike_grad, detach_reset) -> LIFSpec:
-    """Validate and resolve the options of one LIF call."""
+    """Validate and resolve the options of a LIF layer or call; ``ValueError`` names a bad one."""
     functional.check_kind(kind)
     functional.check_reset(reset_mechanism)
     for name, value in (("beta", beta), ("threshold", threshold)):
@@ -128,16 +132,6 @@ def save_forward(ctx, spec: LIFSpec, b: torch.Tensor, code, u, mem, return_mem: 
     return b
 
 
-def run_fused(function, forward, x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool):
-    """``(b_seq, mem_seq or None)`` of a fused path: its autograd ``function`` where a gradient
-    is wanted, else its ``forward(x_seq, spec, save=False, return_mem=...)``, which saves nothing."""
-    if torch.is_grad_enabled() and x_seq.requires_grad:
-        out = function.apply(x_seq, spec, return_mem)
-        return (out[0], out[1]) if return_mem else (out, None)
-    b, _, _, mem = forward(x_seq, spec, save=False, return_mem=return_mem)
-    return b, mem
-
-
 _LOW = (torch.float16, torch.bfloat16)
 
 
@@ -171,31 +165,88 @@ def amplitude_index(steps: torch.Tensor, amp: torch.Tensor | None) -> tuple[int,
     return steps.stride(2), amp.shape[0]  # a dense step: the index along dim c is (n // stride_c) % size_c
 
 
-def scaled_function(name: str, forward, backward, doc: str):
-    """The autograd Function of one backend's ``a * b_seq``, from that backend's two passes.
+class Passes(Protocol):
+    """One backend's two passes, as its autograd Functions call them.
 
-    ``forward(x_seq, spec, save, return_mem, amp)`` returns ``(out, code, u, mem)`` with ``out = a * b``;
-    ``backward(ctx, grad_out, amp, want_ga)`` returns ``(dL/dx, dL/da or None)``.
+    ``forward(x_seq, spec, save, return_mem, amp=None)`` returns ``(out, code, u, mem)``: ``out`` the
+    spikes (``a * b`` given ``amp``), ``code`` / ``u`` what the backward needs (None unless ``save``),
+    ``mem`` the membranes (None unless ``return_mem``). ``backward(ctx, grad_out, amp, want_ga)``
+    returns ``(dL/dx, dL/da or None)`` from what :func:`save_forward` kept on ``ctx``.
     """
 
-    def fwd(ctx, x_seq, amplitude, spec: LIFSpec):
+    def forward(self, x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool, amp=None): ...
+
+    def backward(self, ctx, grad_out: torch.Tensor, amp, want_ga: bool): ...
+
+
+@dataclass(frozen=True)
+class FunctionPasses:
+    """:class:`Passes` made of two functions (a backend without options)."""
+
+    forward: Callable
+    backward: Callable
+
+
+def _function(name: str, module: str, doc: str, fwd, bwd):
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd),
+                                                   "__doc__": doc, "__module__": module})
+
+
+def plain_function(name: str, module: str, doc: str):
+    """The autograd Function of a backend's ``b_seq`` (and ``mem_seq``, no grad).
+
+    ``apply(x_seq, spec, return_mem, passes)`` runs ``passes`` (:class:`Passes`) forward, and backward
+    from the saved codes and membranes.
+    """
+
+    def fwd(ctx, x_seq, spec: LIFSpec, return_mem: bool, passes: Passes):
+        b, code, u, mem = passes.forward(x_seq, spec, save=True, return_mem=return_mem)
+        ctx.passes = passes
+        return save_forward(ctx, spec, b, code, u, mem, return_mem)
+
+    @once_differentiable
+    def bwd(ctx, grad_b, *_):
+        gx, _ = ctx.passes.backward(ctx, grad_b, None, False)
+        return gx, None, None, None
+
+    return _function(name, module, doc, fwd, bwd)
+
+
+def scaled_function(name: str, module: str, doc: str):
+    """The autograd Function of a backend's ``a * b_seq``, differentiable in ``x_seq`` and ``a``.
+
+    ``apply(x_seq, amplitude, spec, passes)`` runs ``passes`` (:class:`Passes`) with the amplitude.
+    """
+
+    def fwd(ctx, x_seq, amplitude, spec: LIFSpec, passes: Passes):
         amp = compute_amplitude(amplitude, x_seq.dtype)
-        out, code, u, _ = forward(x_seq, spec, save=True, return_mem=False, amp=amp)
+        out, code, u, _ = passes.forward(x_seq, spec, save=True, return_mem=False, amp=amp)
+        ctx.passes = passes
         ctx.amp_dtype, ctx.amp_shape = amplitude.dtype, amplitude.shape
         return save_forward(ctx, spec, out, code, u, None, False, extra=(amp,))
 
     @once_differentiable
     def bwd(ctx, grad_out):
-        gx, ga = backward(ctx, grad_out, ctx.saved_tensors[2], ctx.needs_input_grad[1])
-        return gx, ga, None
+        gx, ga = ctx.passes.backward(ctx, grad_out, ctx.saved_tensors[2], ctx.needs_input_grad[1])
+        return gx, ga, None, None
 
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd),
-                                                   "__doc__": doc, "__module__": forward.__module__})
+    return _function(name, module, doc, fwd, bwd)
 
 
-def run_scaled(function, forward, x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
-    """``a * b_seq`` of a fused path: its scaled autograd ``function`` where a gradient is wanted,
-    else its ``forward``, which saves nothing."""
+def run_fused(function, passes: Passes, x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool):
+    """``(b_seq, mem_seq or None)`` of a fused path: its autograd ``function`` (:func:`plain_function`)
+    where a gradient is wanted, else ``passes.forward`` with ``save=False``, which saves nothing."""
+    if torch.is_grad_enabled() and x_seq.requires_grad:
+        out = function.apply(x_seq, spec, return_mem, passes)
+        return (out[0], out[1]) if return_mem else (out, None)
+    b, _, _, mem = passes.forward(x_seq, spec, save=False, return_mem=return_mem)
+    return b, mem
+
+
+def run_scaled(function, passes: Passes, x_seq: torch.Tensor, amplitude: torch.Tensor,
+               spec: LIFSpec) -> torch.Tensor:
+    """``a * b_seq`` of a fused path: its scaled autograd ``function`` (:func:`scaled_function`) where a
+    gradient is wanted, else ``passes.forward``, which saves nothing."""
     if torch.is_grad_enabled() and (x_seq.requires_grad or amplitude.requires_grad):
-        return function.apply(x_seq, amplitude, spec)
-    return forward(x_seq, spec, save=False, return_mem=False, amp=amplitude)[0]
+        return function.apply(x_seq, amplitude, spec, passes)
+    return passes.forward(x_seq, spec, save=False, return_mem=False, amp=amplitude)[0]
