@@ -458,3 +458,28 @@ def test_evaluate_counts_a_wrapped_copy_of_a_distributed_shard_nowhere():
     padded = evaluate(model, shard)
     assert padded["test_acc"] == pytest.approx(full["test_acc"]) and padded["test_loss"] == pytest.approx(full["test_loss"])
     assert padded["firing_rates"] == pytest.approx(full["firing_rates"])
+
+
+# --------------------------------------------------------------------------- oneDNN strided 1x1 bug
+
+
+@pytest.mark.parametrize("width, hazard", [(1, None), (2, "layers.1.shortcut.conv"), (7, "layers.1.shortcut.conv"),
+                                           (16, None)])
+def test_onednn_strided_1x1_hazard_names_the_small_nets_shortcut_at_narrow_widths(width, hazard):
+    model = build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1, width=width)
+    assert train_mod._onednn_1x1_hazard(model) == hazard
+
+
+def test_small_widths_train_in_one_thread_without_corrupting_the_heap(tmp_path):
+    # oneDNN 3.12's channels-last backward of a strided 1x1 conv with few input channels writes out of
+    # bounds in one thread (arch "small": the stage-2 shortcut); train() must not take that path. In a
+    # child process: the corruption aborts it (MALLOC_CHECK_=3 makes glibc notice at once).
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from tspike_lab.train import TrainConfig, train\n"
+            "for w in (2, 3, 4, 5, 6, 7, 2):\n"
+            "    train(TrainConfig(dataset='digits', arch='small', width=w, num_steps=2, epochs=1, batch_size=128,\n"
+            "                      max_steps_per_epoch=2, max_eval_steps=1, progress=False, device='cpu'))\n"
+            "print('done', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(_env(), MALLOC_CHECK_="3"), capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0 and "done" in proc.stdout, (proc.returncode, proc.stderr[-2000:])

@@ -38,7 +38,8 @@ DEFAULT_TRACES = {
     "plot_logits_match": ["logits (one per image and class)", "y = x"],
     "plot_spike_values": ["trained (a·b)", "folded (b)"],
     "plot_energy": ["SNN operations", "ANN MACs", "energy (µJ)"],
-    "plot_results": ["ours (mean ± std over seeds)", "paper"],
+    "plot_table": [],
+    "plot_figure2": [f"T={t}, layer {i}" for t in (1, 2) for i in (1, 2, 3, 4)],
 }
 
 ROWS = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_acc": 0.4},
@@ -110,9 +111,9 @@ def _with_data() -> dict[str, go.Figure]:
         "membrane histogram, learned a": viz.plot_membrane_histogram(rec, "stem_lif", learned_a=0.8),
         "membrane depth, learned a": viz.plot_membrane_depth(rec, probes.amplitudes(viz._demo_model()[0])),
         "energy, two models": viz.plot_energy(counts),
-        "results, two neurons": viz.plot_results([
-            {"neuron": "ternary", "mean": 90.0, "std": 0.5, "n_seeds": 3, "paper": 95.6},
-            {"neuron": "trainable_ternary", "mean": 91.0, "std": 0.4, "n_seeds": 3, "paper": 95.8}]),
+        "results, two neurons": viz.plot_table([
+            dict(_ROW, neuron="ternary", mean=90.0, std=0.5, paper=95.6, paper_std=0.09),
+            dict(_ROW, neuron="trainable_ternary", mean=91.0, std=0.4, paper=95.8, paper_std=0.10)]),
     }
 
 
@@ -166,15 +167,15 @@ def test_neuron_colours_come_from_the_registry_and_spike_colours_differ_from_the
 
 
 def test_viz_and_widgets_name_no_colour_outside_colors_and_the_palette():
-    root = Path(viz.__file__).parent
-    for module in ("viz.py", "widgets.py"):
-        src = (root / module).read_text()
-        if module == "viz.py":  # the one place colours are defined
+    package = Path(viz.__file__).parent
+    for path in [*sorted(package.glob("*.py")), package.parent / "widgets.py"]:
+        src = path.read_text()
+        if path.name == "style.py":  # the one place colours are defined
             start = src.index("_POSITIVE, _NEGATIVE, _ZERO =")
             end = src.index("DISTRIBUTIONS = (")
             src = src[:start] + src[end:]
-        assert not re.findall(r"#[0-9a-fA-F]{6}\b", src), module
-        assert not re.findall(r"""color\w*\s*=\s*["'](?!rgba)[a-z]+["']""", src), module
+        assert not re.findall(r"#[0-9a-fA-F]{6}\b", src), path.name
+        assert not re.findall(r"""color\w*\s*=\s*["'](?!rgba)[a-z]+["']""", src), path.name
 
 
 def test_a_series_named_for_a_neuron_takes_its_colour_in_every_figure():
@@ -362,20 +363,22 @@ def test_energy_figure_draws_one_bar_per_layer_and_model_hatched_where_the_input
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.dtick == 1  # powers of ten only
 
 
+_ROW = dict(table="table2", dataset="cifar10", dataset_label="CIFAR-10", arch="resnet19", width=None, num_steps=2,
+            n_seeds=3, profile="paper", ours=False, paper=None, paper_std=None)
+
+
 def test_results_figure_draws_ours_beside_the_paper_and_leaves_unknown_cells_empty():
-    rows = [{"table": "table2", "dataset": "cifar10", "arch": "resnet19", "num_steps": 2, "neuron": "ternary",
-             "mean": 90.0, "std": 0.5, "n_seeds": 3, "paper": 95.6},
-            {"table": "table2", "dataset": "cifar10", "arch": "resnet19", "num_steps": 2, "neuron": "binary",
-             "mean": 85.0, "std": None, "n_seeds": 1, "paper": None}]
-    fig = viz.plot_results(rows)
-    ours, paper = fig.data
-    assert list(ours.x) == ["ternary", "binary"]  # nothing varies but the neuron
-    assert list(ours.y) == [90.0, 85.0] and list(ours.error_y.array) == [0.5, 0.0]
-    assert list(ours.marker.color) == [NEURONS["ternary"].color, NEURONS["binary"].color]
-    assert list(paper.y) == [95.6, None] and paper.text[1] == "unknown"
-    assert "cifar10" in fig.layout.title.text and "resnet19" in fig.layout.title.text
-    fig = viz.plot_results([rows[0], {**rows[1], "dataset": "cifar100"}])
-    assert list(fig.data[0].x) == ["cifar10 · ternary", "cifar100 · binary"]
+    rows = [dict(_ROW, neuron="ternary", mean=90.0, std=0.5, paper=95.6, paper_std=0.09),
+            dict(_ROW, neuron="binary", mean=85.0, std=None, n_seeds=1, ours=True)]
+    fig = viz.plot_table(rows)
+    names = [t.name for t in fig.data]
+    assert names == ["ternary", "paper (Guo et al. 2024)", "binary (ours)"]
+    ternary, paper, binary = fig.data
+    assert list(ternary.y) == [90.0] and list(ternary.error_y.array) == [0.5]
+    assert ternary.marker.color == NEURONS["ternary"].color and binary.marker.color == NEURONS["binary"].color
+    assert list(paper.y) == [95.6] and list(binary.error_y.array) == [0.0]  # one seed: no spread drawn
+    fig = viz.plot_table([rows[0], {**rows[1], "dataset": "cifar100", "dataset_label": "CIFAR-100"}])
+    assert len(fig.layout.annotations) == 2  # two data sets, two panels: never one bar chart
 
 
 def test_the_legend_sits_in_its_own_band_below_the_title_and_above_the_panels():

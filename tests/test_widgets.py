@@ -104,13 +104,13 @@ def test_energy_panel_reprices_the_same_operations():
 
 
 def test_results_panel_filters_rows_by_dropdown():
-    rows = [{"table": "t2", "dataset": "cifar10", "arch": "resnet19", "num_steps": 2, "neuron": "ternary",
-             "mean": 90.0, "paper": None},
-            {"table": "t2", "dataset": "cifar100", "arch": "resnet19", "num_steps": 2, "neuron": "ternary",
-             "mean": 70.0, "paper": 80.2}]
+    base = dict(table="table2", arch="resnet19", width=None, num_steps=2, neuron="ternary", std=None, n_seeds=1,
+                profile="paper", ours=False, paper_std=0.08)
+    rows = [dict(base, dataset="cifar10", dataset_label="CIFAR-10", mean=90.0, paper=None),
+            dict(base, dataset="cifar100", dataset_label="CIFAR-100", mean=70.0, paper=80.2)]
     panel = widgets.results_panel(rows)
     assert set(panel.controls) == {"dataset"}  # the other keys take one value only
-    assert list(panel.figure.data[0].y) == [90.0, 70.0]
+    assert [list(t.y) for t in panel.figure.data if t.type == "bar"] == [[90.0], [70.0]]  # one panel per data set
     panel.controls["dataset"].value = "cifar100"
     assert list(panel.figure.data[0].y) == [70.0] and list(panel.figure.data[1].y) == [80.2]
 

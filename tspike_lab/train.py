@@ -222,6 +222,23 @@ def _autocast(device: torch.device, amp: bool, cpu_amp: bool = False):
     return contextlib.nullcontext()
 
 
+def _onednn_1x1_hazard(model: nn.Module) -> str | None:
+    """The first Conv2d of ``model`` whose CPU backward corrupts the heap in channels-last, or None.
+
+    oneDNN 3.12 (torch 2.13 CPU wheels; kernel ``jit_1x1:avx2`` backward_weights) writes out of
+    bounds computing the weight gradient of a 1x1 convolution with stride > 1 on channels-last
+    input with 2..7 input channels when torch runs one thread: the heap is corrupted and the
+    process dies later ("corrupted size vs. prev_size", "free(): invalid size", segfaults).
+    Arch "small" at widths 2..7 has such a shortcut (its stage-2 downsampling 1x1 conv). Measured
+    on an AVX2 CPU; an AVX-512 CPU blocks channels by 16, so there up to 15 channels are avoided.
+    """
+    limit = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and 1 < m.in_channels < limit:
+            return name
+    return None
+
+
 def _prepare(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     if x.dim() == 5:
@@ -498,6 +515,9 @@ def _build(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, sou
                         num_steps=config.num_steps, in_channels=source.in_channels,
                         amplitude=config.amplitude, **extra)
     model.to(device)
+    if channels_last and device.type == "cpu" and (hazard := _onednn_1x1_hazard(model)) is not None:
+        logger.info("channels_last off: %s would hit oneDNN's strided 1x1 backward bug on the CPU", hazard)
+        channels_last = False
     if channels_last:
         model.to(memory_format=torch.channels_last)
     groups = param_groups(model, config.weight_decay)
@@ -506,7 +526,7 @@ def _build(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, sou
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
     return _Session(config, d, device, run, model, model, optimizer, [p for g in groups for p in g["params"]],
-                    source, channels_last, augment_for(config))
+                    source, channels_last, augment_for(config))  # channels_last as used: batches follow the model
 
 
 def _wrap_distributed(s: _Session) -> None:

@@ -414,7 +414,7 @@ def energy_panel(counts=None):
 
 
 def results_panel(rows, *, filters=("table", "dataset", "arch", "num_steps")):
-    """Filter reproduction rows by table, dataset, arch and T -> ``viz.plot_results``.
+    """Filter reproduction rows by table, dataset, arch and T -> ``viz.plot_table``.
 
     Args:
         rows: rows of ``tspike_lab.reproduce.aggregate``.
@@ -430,6 +430,6 @@ def results_panel(rows, *, filters=("table", "dataset", "arch", "num_steps")):
 
     def render(**chosen):
         keep = [r for r in rows if all(v == "all" or str(r.get(k)) == v for k, v in chosen.items())]
-        return viz.plot_results(keep)
+        return viz.plot_table(keep)
 
     return panel(controls, render, columns=4)
