@@ -42,9 +42,6 @@ REDRAW_TIMEOUT_MS = 60_000  # a kernel round trip through the widget, on a busy 
 # 06 is being rewritten (issue 15) to show real CIFAR-10 results with at least one control; today,
 # on a smoke reproduction, its results panel offers no dropdown (no key varies). It must still run
 # and render; only the move step is excused, as an expected failure, while it has no panel.
-PENDING_REWRITE = {"06_results": "notebook 06 is being rewritten (issue 15)"}
-
-
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def chromium() -> str:
@@ -274,8 +271,6 @@ def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(note
 
         # Move the first panel's first control: the kernel redraws that panel's figure.
         panels = page.evaluate(MARK_PANELS_JS)
-        if not panels and name in PENDING_REWRITE:
-            pytest.xfail(f"{PENDING_REWRITE[name]}: no widget panel with a control and a plotly figure yet")
         assert panels, "no widget panel with a control and a plotly figure"
         drew = page.evaluate(SIGNATURE_JS, 0)
         assert drew, "the first panel draws nothing"

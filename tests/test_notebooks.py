@@ -90,11 +90,7 @@ def _shows_something(src: str) -> bool:
 
 # 06 is being rewritten (issue 15) to show real CIFAR-10 results; until it lands it may still
 # draw a default figure and leave figures without prose. Not strict: the rewrite passes as XPASS.
-PENDING_REWRITE = {"06_results": "notebook 06 is being rewritten (issue 15)"}
-
-
-@pytest.fixture(params=[pytest.param(p, id=p.stem, marks=[pytest.mark.xfail(reason=PENDING_REWRITE[p.stem], strict=False)]
-                                     if p.stem in PENDING_REWRITE else []) for p in NOTEBOOKS])
+@pytest.fixture(params=[pytest.param(p, id=p.stem) for p in NOTEBOOKS])
 def notebook_strict(request):
     return request.param, _read(request.param)
 
