@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import types
@@ -28,7 +27,7 @@ from typing import Any, Sequence
 
 from .config import CHOICES, TrainConfig
 from .errors import ConfigError, TspikeError, exit_code
-from .results import environment, new_run_dir
+from .results import environment, json_safe, new_run_dir
 from .train import train
 
 __all__ = ["main", "build_parser", "config_from_args", "config_to_args"]
@@ -131,16 +130,6 @@ def config_to_args(config: TrainConfig) -> list[str]:
     return args
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def _flag(field: str | None) -> str:
     return "--" + field.replace("_", "-") if field else ""
 
@@ -180,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         final = dict(history.final)
         if history.run_dir is not None:
             final["run_dir"] = history.run_dir
-        print(json.dumps(_json_safe(final), indent=2))
+        print(json.dumps(json_safe(final), indent=2))
     return 0
 
 

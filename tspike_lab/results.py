@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
 
 __all__ = ["new_run_dir", "environment", "atomic_write", "write_text_atomic", "write_json_atomic", "fsync_dir",
-           "read_jsonl", "mean_std"]
+           "read_jsonl", "mean_std", "json_safe"]
 
 
 def new_run_dir(out_dir: str | os.PathLike, name: str = "run", *, attempts: int = 100) -> Path:
@@ -196,6 +196,17 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise
     return rows
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by None, recursively: strict JSON readers accept it."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:

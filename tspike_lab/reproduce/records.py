@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..models import NEURONS
-from ..results import mean_std
+from ..results import json_safe, mean_std
 from .paper import TABLES, paper_cell
 
 __all__ = ["SCHEMA_VERSION", "METRICS_FILE", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "STATUSES",
@@ -150,16 +150,6 @@ def find_runs(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[P
     return [f.parent for f in found if _is_table_run(f.parent)]
 
 
-def _finite(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
 def rows_from_record(record: Mapping[str, Any], run_dir: Path | str) -> list[dict[str, Any]]:
     """One row per (data set, arch, width, T, neuron) of a table run, over seeds, beside the paper's cell."""
     table = TABLES[record["table"]]
@@ -182,7 +172,7 @@ def rows_from_record(record: Mapping[str, Any], run_dir: Path | str) -> list[dic
             diff = mean - paper["top1"]
             within = None if paper["std"] is None else bool(abs(diff) <= 2 * paper["std"])
         info = record["datasets"].get(dataset, {})
-        rows.append(_finite({
+        rows.append(json_safe({
             "table": record["table"], "dataset": dataset, "dataset_label": info.get("label", dataset),
             "arch": arch, "width": width, "neuron": neuron, "num_steps": t,
             "n_seeds": len(ok), "seeds": [r["seed"] for r in ok],

@@ -19,11 +19,11 @@ from typing import Any, Mapping
 
 from ..config import TrainConfig, resolve_device
 from ..errors import ConfigError, RunFolderError, TrainingDiverged
-from ..results import environment, new_run_dir, write_json_atomic
+from ..results import environment, json_safe, new_run_dir, write_json_atomic
 from .. import data
 from .paper import TABLES
 from .plan import PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, TABLE_RECIPE, plan, run_key, train_config, validate_params
-from .records import METRICS_FILE, SCHEMA_VERSION, _finite, load_run, rows_from_record
+from .records import METRICS_FILE, SCHEMA_VERSION, load_run, rows_from_record
 
 __all__ = ["run_table", "estimate", "estimate_from_flops", "test_batch"]
 
@@ -39,7 +39,7 @@ def _run_record(run: Mapping[str, Any], epochs: list[dict[str, Any]], wall: floa
     tests = [e["test_acc"] for e in epochs if e.get("test_acc") is not None]
     speeds = [e["images_per_s"] for e in epochs if e.get("images_per_s") is not None
               and math.isfinite(e["images_per_s"])]
-    return _finite({
+    return json_safe({
         "key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
         "run_dir": f"runs/{run_key(run)}", "status": "complete", "epochs": len(epochs),
         "top1": _pct(final.get("test_acc")),
@@ -273,7 +273,7 @@ def _train_all(table, record, run_dir: Path, runs, plans, p, done, workers: int,
         record.pop("error", None)
         if error is not None:
             record["error"] = error
-        write_json_atomic(run_dir / METRICS_FILE, _finite(record))
+        write_json_atomic(run_dir / METRICS_FILE, json_safe(record))
 
     def config(run) -> TrainConfig:
         dp = plans[run["dataset"]]
