@@ -101,3 +101,14 @@ def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_the_last_checkpoint
                      "--no-progress", "--out-dir", str(out)])
     assert code == 2
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "cifar10", "--data-dir", "/no/such/folder"], "--data-dir must be an existing folder or archive"),
+    (["--dataset", "digits", "--data-dir", "."], "--data-dir must be None for 'digits'"),
+    (["--dataset", "digits", "--arch", "vgg16"], "'vgg16' needs at least 32x32"),
+])
+def test_a_wrong_data_dir_or_arch_fails_in_one_line_before_any_folder_is_made(args, message, tmp_path):
+    done = _tspike("train", *args, "--epochs", "1", "--no-progress", "--out-dir", str(tmp_path / "run"))
+    assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -418,11 +418,11 @@ def _check_epoch_end(model: nn.Module, row: dict[str, Any], epoch: int, d: _Dist
 # --------------------------------------------------------------------------- train
 
 
-def _load_source(config: TrainConfig):
-    """The run's DataSource: a missing data_dir, a folder of the wrong data or damaged files fail here, named."""
+def _load_source(plan, config: TrainConfig):
+    """The run's DataSource: data missing from the plan's folder, of the wrong kind or damaged fail here, named."""
     from . import data
 
-    return data.probe(data.describe(config.dataset, config.data_dir), num_steps=config.num_steps)
+    return data.probe(plan, num_steps=config.num_steps)
 
 
 def _check_same_data(ckpt: dict[str, Any], source, config: TrainConfig) -> None:
@@ -458,8 +458,11 @@ def train(config: TrainConfig) -> History:
         if config.cpu_amp and device.type == "cpu" and cpu_bf16_reason() is not None:
             raise ConfigError(f"TrainConfig.cpu_amp=True needs native bfloat16: {cpu_bf16_reason()}; "
                               f"use cpu_amp=False", field="cpu_amp")
+        from . import data
+
+        plan = data.describe(config.dataset, config.data_dir)  # a wrong data_dir fails before any folder is made
         run.open()
-        history = _train(config, d, device, run)
+        history = _train(config, d, device, run, plan)
         if d.owns_group:
             # every rank leaves together: tearing gloo down while a peer still has a
             # collective in flight aborts that peer ("terminate called without an active exception")
@@ -650,7 +653,7 @@ def _state(s: _Session, epoch: int, history: History) -> dict[str, Any]:
     }
 
 
-def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir) -> History:
+def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, plan) -> History:
     ckpt = run.existing(config)
     history = History(epochs=list(ckpt["history"]) if ckpt else [], config=config.to_dict(),
                       run_dir=str(run.path) if run.path is not None else None)
@@ -662,7 +665,7 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir) -> 
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    source = _load_source(config)
+    source = _load_source(plan, config)
     if ckpt is not None:
         _check_same_data(ckpt, source, config)
     s = _build(config, d, device, run, source)
