@@ -301,8 +301,9 @@ def paper_table(rows: Sequence[Mapping[str, Any]]) -> str:
             if r["paper_source"] and r["paper_source"] not in notes:
                 notes.append(r["paper_source"])
     footer = ["Ours: final-epoch test top-1 %, mean ± std over seeds (sample std; n=1: spread unknown).",
-              "Paper: " + (", ".join(notes) if notes else "no cell of the paper matches these rows") + ".",
-              "In brackets: ours − paper; ✓ within 2 of the paper's std, ✗ outside."]
+              "Paper: " + (", ".join(notes) if notes else "no cell of the paper matches these rows") + "."]
+    if notes:
+        footer.append("In brackets: ours − paper; ✓ within 2 of the paper's std, ✗ outside.")
     parts.append("\n\n".join(footer))
     return "\n".join(parts)
 
