@@ -48,7 +48,7 @@ def test_run_demo_at_a_tiny_size_prints_a_table_and_a_conclusion_computed_from_i
     assert all(r["n_seeds"] == 3 for r in rows)
     text = result.text
     for r in rows:
-        assert reproduce.fmt_mean_std(r["mean"], r["std"], 3, digits=1) in text
+        assert reproduce.fmt_mean_std(r["mean"], r["std"], digits=1) in text
     for width in (1, 2):
         mean, std, n = demo.paired_difference(record, width, 1, "ternary")
         assert f"{mean:+.1f} ± {std:.1f}" in text

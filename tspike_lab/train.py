@@ -231,6 +231,12 @@ def _onednn_1x1_hazard(model: nn.Module) -> str | None:
     process dies later ("corrupted size vs. prev_size", "free(): invalid size", segfaults).
     Arch "small" at widths 2..7 has such a shortcut (its stage-2 downsampling 1x1 conv). Measured
     on an AVX2 CPU; an AVX-512 CPU blocks channels by 16, so there up to 15 channels are avoided.
+    Pure-torch repro (crashes within 20 iterations)::
+
+        torch.set_num_threads(1)
+        conv = nn.Conv2d(2, 4, 1, stride=2, bias=False).to(memory_format=torch.channels_last)
+        x = torch.randn(256, 2, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+        conv(x).sum().backward()
     """
     limit = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
     for name, m in model.named_modules():
