@@ -89,9 +89,9 @@ def summarize(record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> s
             line = f"  {_LABEL.get(n, n)}".ljust(22)
             for w in widths:
                 r = cell.get((w, t, n))
-                cell = reproduce.fmt_mean_std(r["mean"], r["std"], None if r["std"] is not None else r["n_seeds"],
-                                              digits=1) if r else "—"
-                line += cell.rjust(col)
+                shown = reproduce.fmt_mean_std(r["mean"], r["std"], None if r["std"] is not None else r["n_seeds"],
+                                               digits=1) if r else "—"
+                line += shown.rjust(col)
             out.append(line)
         for n in neurons:
             if n == "binary" or "binary" not in neurons:
