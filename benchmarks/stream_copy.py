@@ -11,11 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 
@@ -51,28 +46,16 @@ _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11"]
 
 @functools.lru_cache(maxsize=None)
 def load() -> ctypes.CDLL | None:
-    """The compiled copy (cached next to the kernel), or None where no C compiler works."""
-    from tspike_lab.kernels import cpu
+    """The compiled copy, built and checked as the kernel is (private cache, sidecar hash), or None without a compiler."""
+    from tspike_lab.kernels import build
 
-    key = hashlib.sha256((_SOURCE + " ".join(_FLAGS) + cpu._cpu_id()).encode()).hexdigest()[:16]
-    for folder in cpu._cache_dirs():
-        path = folder / f"stream_copy_{key}.so"
-        try:
-            if not path.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                    src, so = Path(tmp) / "copy.c", Path(tmp) / path.name
-                    src.write_text(_SOURCE)
-                    subprocess.run([os.environ.get("CC", "cc"), *_FLAGS, str(src), "-o", str(so)], check=True,
-                                   capture_output=True, timeout=300)
-                    os.replace(so, path)
-            lib = ctypes.CDLL(str(path))
-        except (OSError, subprocess.SubprocessError):
-            continue
-        lib.copy_f32.restype = None
-        lib.copy_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-        return lib
-    return None
+    try:
+        lib = build.load_library("stream_copy", {"copy.c": _SOURCE.encode()}, [_FLAGS])
+    except build.KernelUnavailable:
+        return None
+    lib.copy_f32.restype = None
+    lib.copy_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    return lib
 
 
 def streaming_copy(dst: torch.Tensor, src: torch.Tensor):

@@ -321,7 +321,7 @@ class MultiStepLIF(SpikingLayer):
         self._configure(kind=kind, reset_mechanism=reset_mechanism, beta=beta, threshold=threshold,
                         spike_grad=spike_grad, detach_reset=detach_reset, backend=backend)
         if num_channels is not None and (not isinstance(num_channels, int) or num_channels < 1):
-            raise ValueError(f"num_channels must be None or a positive int, got {num_channels!r}")
+            raise ConfigError(f"num_channels must be None or a positive int, got {num_channels!r}")
         self.num_channels = num_channels
         a = torch.full((num_channels,) if num_channels else (), float(graded_spikes_factor))
         if learn_graded_spikes_factor:
@@ -344,9 +344,9 @@ class MultiStepLIF(SpikingLayer):
                                  reset_mechanism=opts["reset_mechanism"], spike_grad=opts["spike_grad"],
                                  detach_reset=opts["detach_reset"])  # checks kind, reset, spike_grad
         if not 0.0 <= spec.beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta!r}")
+            raise ConfigError(f"beta must be in [0, 1], got {beta!r}")
         if not spec.threshold > 0.0:
-            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+            raise ConfigError(f"threshold must be > 0, got {threshold!r}")
         self._backend = kernels.check_backend(opts["backend"])
         self._spec = spec
 
