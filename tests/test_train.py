@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import tspike_lab.data
+from tspike_lab import config
 from tspike_lab import train as train_mod
 from tspike_lab.models import build_model, spiking_layers
 from tspike_lab.errors import RunFolderError
@@ -467,7 +468,7 @@ def test_evaluate_counts_a_wrapped_copy_of_a_distributed_shard_nowhere():
                                            (16, None)])
 def test_onednn_strided_1x1_hazard_names_the_small_nets_shortcut_at_narrow_widths(width, hazard):
     model = build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1, width=width)
-    assert train_mod._onednn_1x1_hazard(model) == hazard
+    assert config.onednn_1x1_hazard(model) == hazard
 
 
 def test_small_widths_train_in_one_thread_without_corrupting_the_heap(tmp_path):

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 import torch
+from torch import nn
 
 from .data import DATASETS
 from .errors import ConfigError
@@ -24,7 +25,7 @@ from .models import ARCHS, NEURONS
 from .models.layers import AMPLITUDES
 
 __all__ = ["TrainConfig", "validate", "CHOICES", "OPTIMIZERS", "SCHEDULES", "LOSSES", "RESUME_FREE",
-           "resolve_device"]
+           "resolve_device", "cpu_bf16_reason", "onednn_1x1_hazard"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -248,3 +249,39 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
     return dev
+
+
+# --------------------------------------------------------------------------- what this CPU can do
+
+
+def cpu_bf16_reason() -> str | None:
+    """None if this CPU computes bfloat16 natively (AVX512-BF16 or AMX), else why not."""
+    try:
+        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+            return None
+    except AttributeError:  # pragma: no cover - older torch
+        return "this torch cannot tell whether the CPU has AVX512-BF16 or AMX"
+    return "this CPU has neither AVX512-BF16 nor AMX: bfloat16 convolutions would be emulated and slower"
+
+
+def onednn_1x1_hazard(model: nn.Module) -> str | None:
+    """The first Conv2d of ``model`` whose CPU backward corrupts the heap in channels-last, or None.
+
+    oneDNN 3.12 (torch 2.13 CPU wheels; kernel ``jit_1x1:avx2`` backward_weights) writes out of
+    bounds computing the weight gradient of a 1x1 convolution with stride > 1 on channels-last
+    input with 2..7 input channels when torch runs one thread: the heap is corrupted and the
+    process dies later ("corrupted size vs. prev_size", "free(): invalid size", segfaults).
+    Arch "small" at widths 2..7 has such a shortcut (its stage-2 downsampling 1x1 conv). Measured
+    on an AVX2 CPU; an AVX-512 CPU blocks channels by 16, so there up to 15 channels are avoided.
+    Pure-torch repro (crashes within 20 iterations)::
+
+        torch.set_num_threads(1)
+        conv = nn.Conv2d(2, 4, 1, stride=2, bias=False).to(memory_format=torch.channels_last)
+        x = torch.randn(256, 2, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+        conv(x).sum().backward()
+    """
+    limit = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and 1 < m.in_channels < limit:
+            return name
+    return None

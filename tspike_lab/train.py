@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import METRICS, RunDir, load_checkpoint, rng_state, set_rng_state
-from .config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, resolve_device, validate
+from .config import (LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, cpu_bf16_reason, onednn_1x1_hazard,
+                     resolve_device, validate)
 from .errors import ConfigError, RunFolderError, TrainingDiverged
 from .models import build_model, spiking_layers
 from .probes import Recorder
@@ -204,45 +205,12 @@ def _any_rank(flag: bool, d: _Dist, device: torch.device) -> bool:
 # --------------------------------------------------------------------------- loops
 
 
-def cpu_bf16_reason() -> str | None:
-    """None if this CPU computes bfloat16 natively (AVX512-BF16 or AMX), else why not."""
-    try:
-        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
-            return None
-    except AttributeError:  # pragma: no cover - older torch
-        return "this torch cannot tell whether the CPU has AVX512-BF16 or AMX"
-    return "this CPU has neither AVX512-BF16 nor AMX: bfloat16 convolutions would be emulated and slower"
-
-
 def _autocast(device: torch.device, amp: bool, cpu_amp: bool = False):
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if cpu_amp and device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _onednn_1x1_hazard(model: nn.Module) -> str | None:
-    """The first Conv2d of ``model`` whose CPU backward corrupts the heap in channels-last, or None.
-
-    oneDNN 3.12 (torch 2.13 CPU wheels; kernel ``jit_1x1:avx2`` backward_weights) writes out of
-    bounds computing the weight gradient of a 1x1 convolution with stride > 1 on channels-last
-    input with 2..7 input channels when torch runs one thread: the heap is corrupted and the
-    process dies later ("corrupted size vs. prev_size", "free(): invalid size", segfaults).
-    Arch "small" at widths 2..7 has such a shortcut (its stage-2 downsampling 1x1 conv). Measured
-    on an AVX2 CPU; an AVX-512 CPU blocks channels by 16, so there up to 15 channels are avoided.
-    Pure-torch repro (crashes within 20 iterations)::
-
-        torch.set_num_threads(1)
-        conv = nn.Conv2d(2, 4, 1, stride=2, bias=False).to(memory_format=torch.channels_last)
-        x = torch.randn(256, 2, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
-        conv(x).sum().backward()
-    """
-    limit = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and 1 < m.in_channels < limit:
-            return name
-    return None
 
 
 def _prepare(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -524,7 +492,7 @@ def _build(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, sou
                         num_steps=config.num_steps, in_channels=source.in_channels,
                         amplitude=config.amplitude, **extra)
     model.to(device)
-    if channels_last and device.type == "cpu" and (hazard := _onednn_1x1_hazard(model)) is not None:
+    if channels_last and device.type == "cpu" and (hazard := onednn_1x1_hazard(model)) is not None:
         logger.info("channels_last off: %s would hit oneDNN's strided 1x1 backward bug on the CPU", hazard)
         channels_last = False
     if channels_last:
