@@ -39,9 +39,7 @@ pytestmark = pytest.mark.browser
 RUN_TIMEOUT_MS = 300_000  # torch import + every cell; 03 trains nine small networks
 LOAD_TIMEOUT_MS = 60_000
 REDRAW_TIMEOUT_MS = 60_000  # a kernel round trip through the widget, on a busy machine
-# 06 is being rewritten (issue 15) to show real CIFAR-10 results with at least one control; today,
-# on a smoke reproduction, its results panel offers no dropdown (no key varies). It must still run
-# and render; only the move step is excused, as an expected failure, while it has no panel.
+
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def chromium() -> str:

@@ -32,7 +32,7 @@ def _read(path):
     return nb
 
 
-def test_the_notebooks_of_the_issue_exist():
+def test_the_series_has_its_six_notebooks():
     assert set(EXPECTED) <= {p.stem for p in NOTEBOOKS}
 
 
@@ -88,15 +88,8 @@ def _shows_something(src: str) -> bool:
     return bool(_viz_calls(src)) or bool(re.search(r"\bwidgets\.(\w+_panel|train_live)\(", src))
 
 
-# 06 is being rewritten (issue 15) to show real CIFAR-10 results; until it lands it may still
-# draw a default figure and leave figures without prose. Not strict: the rewrite passes as XPASS.
-@pytest.fixture(params=[pytest.param(p, id=p.stem) for p in NOTEBOOKS])
-def notebook_strict(request):
-    return request.param, _read(request.param)
-
-
-def test_every_figure_shows_the_notebooks_own_data_never_a_plot_default(notebook_strict):
-    _, nb = notebook_strict
+def test_every_figure_shows_the_notebooks_own_data_never_a_plot_default(notebook):
+    _, nb = notebook
     calls = [c for src in _code(nb) for c in _viz_calls(src)]
     assert calls, "no viz.plot_* figure"
     assert {c.func.attr for c in calls} <= set(viz.__all__), sorted({c.func.attr for c in calls} - set(viz.__all__))
@@ -104,8 +97,8 @@ def test_every_figure_shows_the_notebooks_own_data_never_a_plot_default(notebook
     assert not defaults, f"figures drawn from defaults (exercise those in tests/test_viz.py): {defaults}"
 
 
-def test_every_figure_and_widget_has_prose_before_it_and_after_it(notebook_strict):
-    _, nb = notebook_strict
+def test_every_figure_and_widget_has_prose_before_it_and_after_it(notebook):
+    _, nb = notebook
     cells = nb.cells
     lonely = []
     for i, cell in enumerate(cells):
@@ -120,8 +113,8 @@ def test_every_figure_and_widget_has_prose_before_it_and_after_it(notebook_stric
     assert not lonely, lonely
 
 
-def test_every_section_ends_with_asserts_on_what_it_teaches(notebook_strict):
-    _, nb = notebook_strict
+def test_every_section_ends_with_asserts_on_what_it_teaches(notebook):
+    _, nb = notebook
     sections, title = {}, None
     for cell in nb.cells:
         if cell.cell_type == "markdown" and cell.source.startswith("## "):

@@ -52,7 +52,7 @@ def test_the_pinned_torch_of_environment_and_makefile_is_inside_the_pyproject_ra
     assert "2.13.0" in spec
 
 
-def test_core_dependencies_are_the_ones_the_issue_names_and_torchvision_is_optional():
+def test_core_dependencies_are_torch_snntorch_numpy_plotly_ipywidgets_tqdm_and_torchvision_is_optional():
     core = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
     assert {"torch", "snntorch", "numpy", "plotly", "ipywidgets", "tqdm"} <= core
     assert "torchvision" not in core
