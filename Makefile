@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo install bench lab clean
+.PHONY: test test-fast test-matrix demo install bench lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,33 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# Each learning notebook runs once: in JupyterLab + headless Chromium (tests/test_browser.py, which
+# fails on any cell error), or with nbval where that test cannot run (no Chromium or playwright).
 test: $(STAMP)
-	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval notebooks
+	$(PY) -m pytest -q -rs tests
+	@if why=$$($(PY) tests/browser_helpers.py); then \
+		echo "make: the browser test above ran every learning notebook; not running them again with nbval"; \
+	else \
+		echo "make: $$why: running the learning notebooks with nbval instead"; \
+		$(PY) -m pytest -q -rs --nbval notebooks; \
+	fi
+
+# The day-to-day loop: everything but the tests marked slow (browser, papermill, subprocess runs).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -rs -m "not slow" tests
+
+# The portability matrix (tools/test-matrix): the fast suite and the notebooks under other CPU
+# settings, and in a second venv with the newest torch pyproject.toml admits (pip's own choice).
+NEWEST := .venv-newest
+$(NEWEST)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install -q --upgrade pip
+	$(NEWEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[lab,reproduce,test]"
+	$(NEWEST)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+test-matrix: $(STAMP) $(NEWEST)/.installed
+	tools/test-matrix
 
 demo: $(STAMP)
 	$(PY) -m tspike_lab.demo
@@ -38,4 +62,4 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(NEWEST) .matrix *.egg-info .pytest_cache

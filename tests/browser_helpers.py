@@ -42,6 +42,19 @@ def chromium_path() -> str:
     return os.environ.get("TSPIKE_CHROMIUM") or DEFAULT_CHROMIUM
 
 
+def browser_unavailable_reason() -> str | None:
+    """Why tests/test_browser.py would skip here (no Chromium, no playwright module), or None."""
+    path = chromium_path()
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        return (f"no Chromium executable at {path} (apt-get install chromium, "
+                f"or set TSPIKE_CHROMIUM to a Chromium binary)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        return f"the playwright module is not importable ({exc}); pip install -e '.[test]'"
+    return None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -268,3 +281,12 @@ def start_lab(tmp: Path, root: Path, env: dict) -> LabServer:
                             stdin=subprocess.DEVNULL, start_new_session=True)
     return LabServer(proc=proc, port=port, token=token, root=root,
                      runtime_dir=Path(env["JUPYTER_RUNTIME_DIR"]), log_path=log_path, _log=log)
+
+
+if __name__ == "__main__":
+    # `python tests/browser_helpers.py`: exit 0 where the browser test runs the notebooks, else print why
+    # and exit 1 (`make test` then runs them with nbval instead).
+    reason = browser_unavailable_reason()
+    if reason:
+        print(reason)
+    sys.exit(1 if reason else 0)

@@ -27,6 +27,7 @@ import pytest
 from browser_helpers import (
     CHROMIUM_ARGS,
     NOTEBOOKS,
+    browser_unavailable_reason,
     chromium_path,
     jupyter_env,
     prepare_root,
@@ -43,19 +44,16 @@ REDRAW_TIMEOUT_MS = 60_000  # a kernel round trip through the widget, on a busy 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    path = chromium_path()
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.skip(f"no Chromium executable at {path} (apt-get install chromium, "
-                    f"or set TSPIKE_CHROMIUM to a Chromium binary)")
-    return path
+    reason = browser_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return chromium_path()
 
 
 @pytest.fixture(scope="module")
-def sync_playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.skip(f"the playwright module is not importable ({exc}); pip install -e '.[test]'")
+def sync_playwright(chromium):
+    from playwright.sync_api import sync_playwright
+
     return sync_playwright
 
 
