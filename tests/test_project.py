@@ -71,3 +71,12 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", ci, re.M)
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
+
+
+def test_the_torch_and_python_ranges_are_closed_above_so_an_untested_release_is_not_admitted():
+    from packaging.specifiers import SpecifierSet
+
+    torch_req = next(r for r in PYPROJECT["project"]["dependencies"] if _name(r) == "torch")
+    for spec in (SpecifierSet(torch_req[len("torch"):]), SpecifierSet(PYPROJECT["project"]["requires-python"])):
+        assert {s.operator for s in spec} == {">=", "<"}, spec
+    assert "2.11.0" in SpecifierSet(torch_req[len("torch"):])  # the GPU image's torch (Python 3.12)
