@@ -183,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .config import validate
 
             validate(config)  # before a folder is made
+            if os.path.exists(ns.new_run_in) and not os.path.isdir(ns.new_run_in):
+                raise ConfigError(f"--new-run-in {ns.new_run_in!r} is a file, not a folder; give the folder to "
+                                  f"create the run folder in (it is created if missing)")
             made = new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}")
             config.out_dir = str(made)
         history = train(config)

@@ -293,6 +293,7 @@ def estimate_memory(config: TrainConfig, *, in_channels: int, image_size: tuple[
     from .models.layers import MultiStepLIF
 
     extra = {"width": config.width} if config.width is not None else {}
+    extra.update({k: getattr(config, k) for k in ("step_bn", "init") if hasattr(config, k)})  # recipe fields, if any
     kept = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, MultiStepLIF)
     acts, params = [], 0
     for t in (1, 2):
@@ -409,8 +410,9 @@ def check_memory(config: TrainConfig, device: torch.device, *, in_channels: int,
                           is_sequence=is_sequence, half=half)
     free = available_memory(device)
     if free is not None and est["total"] > free[0]:
+        width = f"width={config.width}, " if config.width is not None else ""
         raise ResourceError(
-            f"TrainConfig width={config.width}, batch_size={config.batch_size}, num_steps={config.num_steps} "
+            f"TrainConfig {width}batch_size={config.batch_size}, num_steps={config.num_steps} "
             f"(arch {config.arch!r}) needs at least {_size(est['total'])} on {device} (weights, gradients and "
             f"optimizer state {_size(est['weights'])}, activations {_size(est['activations'])}), but "
             f"{_size(free[0])} is available ({free[1]}); lower batch_size, num_steps or width")

@@ -87,8 +87,11 @@ def _decode_chunk(items: list[tuple[str, bytes]], channels: int) -> np.ndarray:
                             f"{first[0]}x{first[1]}; all images of an image folder must have one size"
                         )
                     arr = np.asarray(img.convert(mode))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DataIntegrityError(f"image file {name!r} is refused as a decompression bomb: {exc}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own, stricter check
+            raise DataIntegrityError(
+                f"image file {name!r} is above the decoded-size limit of {MAX_IMAGE_PIXELS} pixels "
+                f"(tspike_lab.data.imagefolder.MAX_IMAGE_PIXELS; Pillow: {exc}); refusing to decode it (a "
+                f"decompression bomb?)") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # Pillow's parse errors
             raise DataIntegrityError(f"image file {name!r} cannot be decoded: {exc}") from None
         if arr.ndim == 2:

@@ -208,7 +208,7 @@ def describe(dataset: str, data_dir: str | os.PathLike | None) -> DataPlan:
     if not (path.is_dir() or path.is_file()):  # a FIFO, socket or device: reading it would block or never end
         raise ConfigError(
             f"data_dir {root!r} is neither a folder nor a regular file; give the folder that holds {spec.label}, "
-            f"or its archive", field="data_dir", value=root, allowed="a folder or an archive",
+            f"or its archive", field="data_dir", value=root, allowed="a folder or a regular (archive) file, not a special file",
         )
     if path.is_file() and archive_kind(path) is None:
         raise ConfigError(
