@@ -636,7 +636,7 @@ def test_the_recycler_never_raises_buffer_error_for_a_block_still_in_use_nor_whe
 
 
 @pytest.mark.parametrize("name, value", [("TSPIKE_STREAM_BYTES", "abc"), ("TSPIKE_RECYCLE_MB", "abc"),
-                                         ("TSPIKE_RECYCLE_MB", "-5")])
+                                         ("TSPIKE_RECYCLE_MB", "-5"), ("WORLD_SIZE", "two")])
 def test_a_bad_tspike_environment_variable_ends_the_cli_in_one_line_naming_it(tmp_path, capsys, monkeypatch,
                                                                             name, value):
     monkeypatch.setenv(name, value)
@@ -1058,6 +1058,7 @@ def test_the_aggregate_refuses_a_record_with_impossible_values_naming_file_and_f
     ('{"schema": "tspike_lab.reproduce/2", "table": "tab', "not valid JSON"),
     ("", "not valid JSON"),
     ("\udcff", "not UTF-8"),
+    ('{"planned": ' + "9" * 5000 + "}", "not valid JSON"),  # an integer too long for Python to convert
 ])
 def test_the_aggregate_names_a_malformed_truncated_or_deeply_nested_record(tmp_path, capsys, raw, words):
     folder = tmp_path / "out" / "run"
@@ -1143,3 +1144,25 @@ def test_snn_functional_has_every_public_name_and_submodule_of_snntorch_function
     namespace: dict = {}
     exec("from tspike_lab.snn_functional import *", namespace)
     assert set(SF.__all__) <= set(namespace)
+
+
+def test_imagenet_style_folders_refuse_a_bomb_and_a_fifo_and_a_worker_error_stays_one_line(tmp_path):
+    from torch._utils import ExceptionWrapper
+
+    from tspike_lab.data import ImageFolderDataset
+
+    (tmp_path / "train" / "c").mkdir(parents=True)
+    (tmp_path / "train" / "c" / "bomb.png").write_bytes(_png_header(9000, 9000))
+    ds = ImageFolderDataset(tmp_path / "train", train=False)
+    with pytest.raises(DataIntegrityError, match=r"bomb\.png.*9000x9000.*MAX_IMAGE_PIXELS") as info:
+        ds.get(0)
+    try:  # as a DataLoader worker hands it to the main process: the traceback inside the message
+        raise info.value
+    except DataIntegrityError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(DataIntegrityError) as again:
+        wrapped.reraise()
+    assert "\n" in str(again.value) and cli._one_line(str(again.value)) == str(info.value)
+    os.mkfifo(tmp_path / "train" / "c" / "fifo.png")
+    with deadline(30), pytest.raises(DataIntegrityError, match=r"fifo\.png' is not a regular file"):
+        ImageFolderDataset(tmp_path / "train", train=False)

@@ -141,12 +141,22 @@ def _message(e: TspikeError, config: TrainConfig) -> str:
     """The error's line, naming a TrainConfig field as its option (``--num-steps``); other errors as they are."""
     field = getattr(e, "field", None)
     if not (isinstance(e, ConfigError) and field is not None and e.allowed is not None):
-        return str(e)
+        return _one_line(str(e))
     if field == "root" and config.data_dir is not None:  # a data loader's root is the --data-dir given
         field = "data_dir"
     if field not in _FIELDS:
         return str(e)
     return f"--{field.replace('_', '-')} must be {e.allowed}, got {e.value!r}"
+
+
+def _one_line(text: str) -> str:
+    """An error's text on one line: a DataLoader worker's re-raised error carries the worker's traceback, whose
+    last line is the original message."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and "DataLoader worker" in lines[0]:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
+    return " ".join(line.strip() for line in lines)
 
 
 def _interrupted(config: TrainConfig) -> str:

@@ -68,7 +68,7 @@ def _decode_chunk(items: list[tuple[str, bytes]], channels: int) -> np.ndarray:
 
     Each image's size is checked from its header (the pixel cap, the first image's size) before it is decoded.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     mode = "RGB" if channels == 3 else "L"
     out: np.ndarray | None = None
@@ -92,8 +92,11 @@ def _decode_chunk(items: list[tuple[str, bytes]], channels: int) -> np.ndarray:
                 f"image file {name!r} is above the decoded-size limit of {MAX_IMAGE_PIXELS} pixels "
                 f"(tspike_lab.data.imagefolder.MAX_IMAGE_PIXELS; Pillow: {exc}); refusing to decode it (a "
                 f"decompression bomb?)") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # Pillow's parse errors
-            raise DataIntegrityError(f"image file {name!r} cannot be decoded: {exc}") from None
+        except DataIntegrityError:
+            raise
+        except Exception as exc:  # any parse failure of untrusted bytes: OSError, SyntaxError, struct.error, ...
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataIntegrityError(f"image file {name!r} cannot be decoded: {detail}") from None
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if out is None:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataIntegrityError, DataUnavailableError
-from ..results import SpecialFileError, open_regular
+from ..results import open_regular
 from .imagefolder import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, check_image_size
 from .sources import FINGERPRINT_CHARS, DataSource
 
@@ -191,8 +191,11 @@ class ImageFolderDataset(Dataset):
             with open_regular(path, "rb", max_bytes=MAX_IMAGE_BYTES) as f, Image.open(f) as raw:
                 check_image_size(path, *raw.size)  # from the header, before any pixel is decoded
                 img = raw.convert("RGB")
-        except (SpecialFileError, Image.DecompressionBombError) as exc:
-            raise DataIntegrityError(f"image {path!r} refused: {exc}") from None
+        except DataIntegrityError:
+            raise
+        except Exception as exc:  # a special or oversized file, Pillow's bomb check, any parse failure
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataIntegrityError(f"image {path!r} cannot be read: {detail}") from None
         if self.train:
             img = train_transform(img, self.crop, generator)
         else:

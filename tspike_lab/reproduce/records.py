@@ -195,9 +195,9 @@ def _read_json(file: Path) -> Any:
         raise RecordError(f"{str(file)!r} cannot be read: {exc.strerror or exc}") from None
     try:
         return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
+    except UnicodeDecodeError:  # before ValueError, of which it is one
         raise RecordError(f"{str(file)!r} is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
         raise RecordError(f"{str(file)!r} is not valid JSON (truncated or damaged?): {exc}") from None
     except RecursionError:
         raise RecordError(f"{str(file)!r} is nested too deeply to be a table run record") from None
