@@ -1166,3 +1166,15 @@ def test_imagenet_style_folders_refuse_a_bomb_and_a_fifo_and_a_worker_error_stay
     os.mkfifo(tmp_path / "train" / "c" / "fifo.png")
     with deadline(30), pytest.raises(DataIntegrityError, match=r"fifo\.png' is not a regular file"):
         ImageFolderDataset(tmp_path / "train", train=False)
+
+
+def test_without_the_stdlib_filter_extraction_drops_setuid_bits_and_keeps_our_owner(tmp_path, monkeypatch):
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)  # as on Python 3.10.0-3.10.11, 3.11.0-3.11.3
+    archive = tmp_path / "modes.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = _member("top/tool")
+        info.size, info.mode, info.uid, info.gid = 1, 0o6777, 4321, 4321
+        tf.addfile(info, io.BytesIO(b"x"))
+    safe_extract(archive, tmp_path / "out")
+    st = (tmp_path / "out" / "top" / "tool").stat()
+    assert st.st_mode & 0o7777 == 0o755 and st.st_uid == os.getuid()

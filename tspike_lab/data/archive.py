@@ -262,7 +262,12 @@ def _safe_extract(archive: str, root: str) -> None:
         _check_links(checked, archive)
         if hasattr(tarfile, "data_filter"):
             tf.extractall(root, members=members, filter="data")
-        else:  # Python without extraction filters (3.10.0-3.10.11, 3.11.0-3.11.3): the checks above suffice
+        else:  # Python without extraction filters (3.10.0-3.10.11, 3.11.0-3.11.3): the checks above, and what
+            # the data filter also does: no setuid/setgid/sticky or group/other write bits, no change of owner
+            for m in members:
+                if m.mode is not None:
+                    m.mode &= 0o755
+            tf.chown = lambda *args, **kwargs: None
             tf.extractall(root, members=members)
 
 
