@@ -1178,3 +1178,20 @@ def test_without_the_stdlib_filter_extraction_drops_setuid_bits_and_keeps_our_ow
     safe_extract(archive, tmp_path / "out")
     st = (tmp_path / "out" / "top" / "tool").stat()
     assert st.st_mode & 0o7777 == 0o755 and st.st_uid == os.getuid()
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_the_memory_available_under_a_cgroup_counts_inactive_page_cache_as_free(tmp_path, v2):
+    from tspike_lab.config import _cgroup_free
+
+    folder = tmp_path if v2 else tmp_path / "memory"
+    folder.mkdir(exist_ok=True)
+    names = ("memory.max", "memory.current", "memory.stat", "inactive_file") if v2 else \
+        ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat", "total_inactive_file")
+    (folder / names[0]).write_text(f"{8 * 2**30}\n")
+    (folder / names[1]).write_text(f"{7 * 2**30}\n")
+    (folder / names[2]).write_text(f"anon {2**30}\n{names[3]} {5 * 2**30}\n")
+    free, source = _cgroup_free(str(tmp_path))
+    assert free == 6 * 2**30 and names[0] in source  # 8 GiB limit - (7 GiB used - 5 GiB reclaimable cache)
+    (folder / names[0]).write_text("max\n" if v2 else f"{2**63 - 4096}\n")
+    assert _cgroup_free(str(tmp_path)) is None

@@ -324,19 +324,31 @@ def estimate_memory(config: TrainConfig, *, in_channels: int, image_size: tuple[
     return {"params": params, "weights": weights, "activations": activations, "total": weights + activations}
 
 
-def _cgroup_free() -> tuple[int, str] | None:
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+def _cgroup_free(root: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
+    """The cgroup's memory limit less its working set (usage less inactive page cache, which is reclaimable)."""
+    for limit_name, usage_name, stat_name, inactive in (
+            ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
+             "total_inactive_file")):
         try:
-            with open(limit_file, encoding="ascii") as f:
+            with open(os.path.join(root, limit_name), encoding="ascii") as f:
                 limit = f.read().strip()
-            with open(usage_file, encoding="ascii") as f:
+            with open(os.path.join(root, usage_name), encoding="ascii") as f:
                 usage = int(f.read().strip())
         except (OSError, ValueError):
             continue
-        if limit.isdigit() and int(limit) < 2**60:
-            return max(int(limit) - usage, 0), f"the cgroup's memory limit ({limit_file})"
+        if not limit.isdigit() or int(limit) >= 2**60:  # "max", or v1's "no limit"
+            continue
+        cache = 0
+        try:
+            with open(os.path.join(root, stat_name), encoding="ascii") as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == inactive:
+                        cache = int(value)
+        except (OSError, ValueError):
+            pass
+        return max(int(limit) - max(usage - cache, 0), 0), f"the cgroup's memory limit ({os.path.join(root, limit_name)})"
     return None
 
 
