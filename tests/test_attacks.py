@@ -594,21 +594,34 @@ def test_the_memory_estimate_is_a_lower_bound_of_what_a_step_allocates(tmp_path)
     assert 0 < est["activations"] <= sum(saved)  # autograd keeps at least what the estimate counts
 
 
-@pytest.mark.slow  # a real process under an address-space limit (ulimit -v): the estimate or the allocator stops it
-def test_under_a_memory_ulimit_a_run_too_large_ends_in_one_line_without_a_buffer_error_at_exit(tmp_path):
+def test_an_allocation_failure_mid_run_ends_in_one_line_naming_what_to_lower(tmp_path, capsys, monkeypatch):
+    from tspike_lab import train as train_mod
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 94175232 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(train_mod, "_epoch_row", out_of_memory)
+    code, err = _cli(capsys, *TINY_RUN, "--out-dir", str(tmp_path / "run"))
+    assert code == 2 and "ran out of memory training arch 'small'" in _one_line(err)
+    assert "lower batch_size, num_steps or width" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # a real process (startup ~4-7 s): only there can an address-space ulimit be set and read back
+def test_under_a_memory_ulimit_a_run_too_large_is_refused_naming_the_limit(tmp_path):
     import resource
 
-    def limit():
+    def limit():  # ulimit -v: the address space a process may map
         resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
 
-    done = subprocess.run([sys.executable, "-m", "tspike_lab", "train", "--dataset", "digits", "--width", "64",
+    done = subprocess.run([sys.executable, "-m", "tspike_lab", "train", "--dataset", "digits", "--width", "128",
                            "--batch-size", "1437", "--num-steps", "8", "--epochs", "1", "--max-steps-per-epoch", "1",
                            "--max-eval-steps", "1", "--no-progress", "--out-dir", str(tmp_path / "run")],
                           env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600,
                           preexec_fn=limit)
     assert done.returncode == 2, done.stderr[-3000:]
-    assert "ran out of memory" in _one_line(done.stderr) or "needs at least" in done.stderr
-    assert "BufferError" not in done.stderr and not (tmp_path / "run").exists()
+    assert "needs at least" in _one_line(done.stderr) and "RLIMIT_AS" in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_recycler_never_raises_buffer_error_for_a_block_still_in_use_nor_when_mmap_fails(monkeypatch):
@@ -718,11 +731,11 @@ sys.exit(main(sys.argv[1:]))
 def test_ctrl_c_mid_epoch_ends_in_one_line_with_status_130_and_the_run_resumes(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--dataset", "digits", "--width", "8", "--batch-size", "32", "--epochs", "3", "--seed", "1",
-            "--no-progress", "--out-dir", str(run)]
+            "--max-steps-per-epoch", "10", "--max-eval-steps", "2", "--no-progress", "--out-dir", str(run)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
-    # digits' 1437 training images in batches of 32: 44 steps an epoch; step 54 is step 10 of epoch 2
-    done = subprocess.run([sys.executable, "-c", _INTERRUPTED.format(at=54), *args], env=env, capture_output=True,
+    # 10 steps an epoch: step 15 is step 5 of epoch 2
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED.format(at=15), *args], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 130, done.stderr[-3000:]
     assert "interrupted (Ctrl-C)" in _one_line(done.stderr) and "run the same command to resume" in done.stderr
