@@ -174,3 +174,15 @@ def test_mean_std_of_one_run_has_unknown_spread():
 def test_mean_std_of_nothing_is_an_error():
     with pytest.raises(ValueError):
         results.mean_std([])
+
+
+def test_read_regular_reads_a_file_under_its_cap_and_refuses_one_above_or_a_folder(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"12345")
+    assert results.read_regular(path) == b"12345" and results.read_regular(path, max_bytes=5) == b"12345"
+    with pytest.raises(results.SpecialFileError, match="holds 5 bytes, more than the 4 allowed"):
+        results.read_regular(path, max_bytes=4)
+    with pytest.raises(results.SpecialFileError, match="is a folder, not a regular file"):
+        results.read_regular(tmp_path)
+    with results.open_regular(path, "r") as f:
+        assert f.read() == "12345"

@@ -448,6 +448,7 @@ def test_resuming_on_other_data_is_refused_naming_both_fingerprints(tmp_path, mo
     train(TrainConfig(**config, data_dir=str(a)))
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     ckpt["epoch"], ckpt["history"] = 1, ckpt["history"][:1]  # as if killed after epoch 1
+    ckpt["scheduler"]["step"] = ckpt["scheduler"]["steps_per_epoch"]
     torch.save(ckpt, out / "checkpoint.pt")
     with pytest.raises(RunFolderError, match=rf"was trained on data {ckpt['data_fingerprint']} but data_dir "
                                              rf"'.*b' holds data [0-9a-f]+"):

@@ -11,7 +11,8 @@ Every :class:`tspike_lab.train.TrainConfig` field is an option (``num_steps`` ->
 
 Choices are not checked here: :func:`tspike_lab.config.validate` owns what is allowed and the
 command line prints its message. Every error a user can cause (:class:`tspike_lab.errors.TspikeError`)
-ends in one line on stderr and exit status 2 (3: the run diverged).
+ends in one line on stderr and exit status 2 (3: the run diverged). Ctrl-C ends in one line and
+exit status 130; the run folder keeps its last checkpoint, and the same command resumes it.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ import os
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any, Sequence
 
 from .config import CHOICES, TrainConfig
-from .errors import ConfigError, TspikeError, exit_code
+from .errors import EXIT_INTERRUPTED, ConfigError, TspikeError, exit_code
 from .results import environment, json_safe, new_run_dir
 from .train import train
 
@@ -61,6 +63,8 @@ _HELP = {
     "sync_bn": "SyncBatchNorm under torchrun",
     "out_dir": "run folder (metrics.jsonl, checkpoint.pt); resumed if it holds a checkpoint",
     "resume": "continue from out_dir's checkpoint",
+    "assume_same_data": "resume a checkpoint that records no data fingerprint (written before tspike_lab recorded "
+                        "one) on data_dir's data, which you vouch is the data it was trained on",
     "max_steps_per_epoch": "truncate epochs (smoke tests)",
     "max_eval_steps": "truncate test passes (smoke tests)",
     "eval_every": "test every k epochs (and at the last)",
@@ -130,8 +134,41 @@ def config_to_args(config: TrainConfig) -> list[str]:
     return args
 
 
-def _flag(field: str | None) -> str:
-    return "--" + field.replace("_", "-") if field else ""
+_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _message(e: TspikeError, config: TrainConfig) -> str:
+    """The error's line, naming a TrainConfig field as its option (``--num-steps``); other errors as they are."""
+    field = getattr(e, "field", None)
+    if not (isinstance(e, ConfigError) and field is not None and e.allowed is not None):
+        return _one_line(str(e))
+    if field == "root" and config.data_dir is not None:  # a data loader's root is the --data-dir given
+        field = "data_dir"
+    if field not in _FIELDS:
+        return str(e)
+    return f"--{field.replace('_', '-')} must be {e.allowed}, got {e.value!r}"
+
+
+def _one_line(text: str) -> str:
+    """An error's text on one line: a DataLoader worker's re-raised error carries the worker's traceback, whose
+    last line is the original message."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and "DataLoader worker" in lines[0]:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
+    return " ".join(line.strip() for line in lines)
+
+
+def _interrupted(config: TrainConfig) -> str:
+    folder = config.out_dir
+    if folder is None:
+        return "interrupted (Ctrl-C); no run folder was kept (out_dir none)"
+    from .checkpoint import CHECKPOINT
+
+    ckpt = Path(folder) / CHECKPOINT
+    if ckpt.is_file():
+        return f"interrupted (Ctrl-C); {str(ckpt)!r} holds the last finished epoch: run the same command to resume"
+    return f"interrupted (Ctrl-C) before the first epoch ended; no checkpoint in {str(folder)!r}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,35 +179,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(environment(), indent=2))
         return 0
 
-    rank0 = int(os.environ.get("RANK", "0")) == 0
+    rank0 = os.environ.get("RANK", "0").strip() in ("", "0")
     logging.basicConfig(level=getattr(logging, ns.log_level), format="%(levelname)s %(name)s: %(message)s")
     config = config_from_args(ns)
+    made = None  # the folder --new-run-in made: removed again if the run fails before writing anything
     try:
         if ns.new_run_in is not None:
             if config.out_dir is not None:
                 raise ConfigError("give --out-dir or --new-run-in, not both")
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
                 raise ConfigError("--new-run-in cannot be used under torchrun (each process would make a folder); "
                                   "use --out-dir")
             from .config import validate
 
             validate(config)  # before a folder is made
-            config.out_dir = str(new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}"))
+            if os.path.exists(ns.new_run_in) and not os.path.isdir(ns.new_run_in):
+                raise ConfigError(f"--new-run-in {ns.new_run_in!r} is a file, not a folder; give the folder to "
+                                  f"create the run folder in (it is created if missing)")
+            made = new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}")
+            config.out_dir = str(made)
         history = train(config)
     except TspikeError as e:
-        if isinstance(e, ConfigError) and e.field is not None and e.allowed is not None:
-            message = f"{_flag(e.field)} must be {e.allowed}, got {e.value!r}"
-        else:
-            message = str(e)
+        _remove_if_empty(made)
         if rank0:
-            print(f"tspike train: error: {message}", file=sys.stderr)
+            print(f"tspike train: error: {_message(e, config)}", file=sys.stderr)
         return exit_code(e)
+    except KeyboardInterrupt:
+        _remove_if_empty(made)
+        if rank0:
+            print(f"tspike train: {_interrupted(config)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if rank0:
         final = dict(history.final)
         if history.run_dir is not None:
             final["run_dir"] = history.run_dir
         print(json.dumps(json_safe(final), indent=2))
     return 0
+
+
+def _remove_if_empty(folder: Path | None) -> None:
+    if folder is not None:
+        try:
+            folder.rmdir()  # only an empty folder goes
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ import torch
 from torch import nn
 
 from .data import DATASETS
-from .errors import ConfigError
+from .errors import ConfigError, ResourceError
 from .models import ARCHS, NEURONS
 from .models.layers import AMPLITUDES
 
 __all__ = ["TrainConfig", "validate", "CHOICES", "OPTIMIZERS", "SCHEDULES", "LOSSES", "RESUME_FREE",
-           "resolve_device", "cpu_bf16_reason", "onednn_1x1_hazard"]
+           "resolve_device", "cpu_bf16_reason", "onednn_1x1_hazard", "check_environment", "estimate_memory",
+           "available_memory", "check_memory"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -33,7 +34,7 @@ LOSSES = ("ce", "tet")
 
 # Fields that do not change what a run computes: a checkpoint written under other values
 # of these may be resumed.
-RESUME_FREE = ("data_dir", "device", "out_dir", "resume", "progress", "num_workers")
+RESUME_FREE = ("data_dir", "device", "out_dir", "resume", "progress", "num_workers", "assume_same_data")
 
 
 @dataclass
@@ -63,8 +64,11 @@ class TrainConfig:
         distributed on GPUs; a no-op in one process), num_workers (DataLoader workers, file-based data only).
     Bookkeeping:
         seed, out_dir (run folder; None: no files), resume (continue from out_dir's
-        checkpoint), max_steps_per_epoch and max_eval_steps (truncate epochs, for smoke
-        tests), eval_every (test every k epochs and at the last), progress (tqdm bar).
+        checkpoint), assume_same_data (resume a checkpoint that records no data fingerprint,
+        written before tspike_lab recorded one, as if trained on data_dir's data; otherwise such
+        a resume is refused, since nothing can tell other data apart), max_steps_per_epoch and
+        max_eval_steps (truncate epochs, for smoke tests), eval_every (test every k epochs and
+        at the last), progress (tqdm bar).
     """
 
     dataset: str = "digits"
@@ -106,6 +110,7 @@ class TrainConfig:
     seed: int = 0
     out_dir: str | None = None
     resume: bool = True
+    assume_same_data: bool = False
     max_steps_per_epoch: int | None = None
     max_eval_steps: int | None = None
     eval_every: int = 1
@@ -134,7 +139,7 @@ CHOICES: Mapping[str, Mapping | tuple] = MappingProxyType({
     "loss": LOSSES,
 })
 
-_DEVICE_HELP = "'auto' or a torch device string such as 'cpu', 'cuda', 'cuda:1'"
+_DEVICE_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
 def _fail(name: str, value: Any, allowed: str):
@@ -186,7 +191,7 @@ def _check_ranges(c: TrainConfig) -> None:
         value = getattr(c, name)
         if value is not None and not isinstance(value, bool):
             _fail(name, value, "None (the data set's recipe), True or False")
-    for name in ("augment", "amp", "cpu_amp", "channels_last", "sync_bn", "resume", "progress"):
+    for name in ("augment", "amp", "cpu_amp", "channels_last", "sync_bn", "resume", "assume_same_data", "progress"):
         if not isinstance(getattr(c, name), bool):
             _fail(name, getattr(c, name), "True or False")
 
@@ -196,8 +201,10 @@ def _check_paths_and_device(c: TrainConfig) -> None:
         _fail("device", c.device, _DEVICE_HELP)
     if c.device != "auto":
         try:
-            torch.device(c.device)
+            dev = torch.device(c.device)
         except (RuntimeError, ValueError):
+            _fail("device", c.device, _DEVICE_HELP)
+        if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
             _fail("device", c.device, _DEVICE_HELP)
     for name in ("data_dir", "out_dir"):
         value = getattr(c, name)
@@ -231,7 +238,20 @@ def validate(config: TrainConfig) -> TrainConfig:
     _check_ranges(config)
     _check_paths_and_device(config)
     _check_pairing(config)
+    check_environment()
     return config
+
+
+def check_environment() -> None:
+    """Raise ConfigError naming the variable when ``TSPIKE_STREAM_BYTES``, ``TSPIKE_RECYCLE_MB`` or one of
+    torchrun's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` is not a whole number >= 0 (``TSPIKE_DATA`` is
+    checked where the data folder is used: :func:`tspike_lab.data.cache_dir`)."""
+    from .kernels.recycle import env_int
+
+    env_int("TSPIKE_STREAM_BYTES", 0, unit="bytes")
+    env_int("TSPIKE_RECYCLE_MB", 0, unit="MiB")
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env_int(name, 0)
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
@@ -248,7 +268,170 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
                               field="device", value=device, allowed="'auto' or 'cpu' (no CUDA here)")
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
+        if dev.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise ConfigError(f"device is {device!r} but this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})",
+                              field="device", value=device, allowed=f"'auto', 'cpu' or 'cuda:0'..'cuda:{n - 1}'")
     return dev
+
+
+# --------------------------------------------------------------------------- will it fit
+
+
+def estimate_memory(config: TrainConfig, *, in_channels: int, image_size: tuple[int, int], num_classes: int,
+                    is_sequence: bool = False, half: bool = False) -> dict[str, int]:
+    """A lower bound of the bytes one training step of ``config`` holds: weights, gradients, optimizer state, activations.
+
+    The network is built on the ``meta`` device (no memory) and run forward on a meta batch of
+    ``batch_size``; activations are what backward must keep at the least: the output of every
+    convolution / linear layer (BatchNorm's input) and of every spiking layer (the next
+    convolution's input), at T=1 and T=2, extrapolated linearly to ``num_steps``. ``half``:
+    activations in 2-byte floats (bf16 autocast).
+
+    Returns:
+        dict with ``params`` (count), ``weights`` (weights + gradients + optimizer state, bytes),
+        ``activations`` (bytes) and ``total`` (bytes).
+    """
+    from .models import build_model
+    from .models.layers import MultiStepLIF
+
+    extra = {"width": config.width} if config.width is not None else {}
+    extra.update({k: getattr(config, k) for k in ("step_bn", "init") if hasattr(config, k)})  # recipe fields, if any
+    kept = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, MultiStepLIF)
+    acts, params = [], 0
+    for t in (1, 2):
+        with torch.device("meta"):
+            model = build_model(config.arch, neuron=config.neuron, num_classes=num_classes, num_steps=t,
+                                in_channels=in_channels, amplitude=config.amplitude, **extra)
+        params = sum(p.numel() for p in model.parameters())
+        total = [0]
+
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                total[0] += output.numel() * (2 if half and output.is_floating_point() else output.element_size())
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kept)]
+        shape = (t, config.batch_size, in_channels, *image_size) if is_sequence else \
+            (config.batch_size, in_channels, *image_size)
+        with torch.no_grad():
+            model(torch.empty(shape, device="meta"))
+        for h in handles:
+            h.remove()
+        acts.append(total[0])
+    activations = acts[0] + (acts[1] - acts[0]) * (config.num_steps - 1)
+    states = 2 if config.optimizer == "adamw" else (1 if config.momentum else 0)
+    weights = params * 4 * (2 + states)
+    return {"params": params, "weights": weights, "activations": activations, "total": weights + activations}
+
+
+def _cgroup_free(root: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
+    """The cgroup's memory limit less its working set (usage less inactive page cache, which is reclaimable)."""
+    for limit_name, usage_name, stat_name, inactive in (
+            ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
+             "total_inactive_file")):
+        try:
+            with open(os.path.join(root, limit_name), encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(os.path.join(root, usage_name), encoding="ascii") as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if not limit.isdigit() or int(limit) >= 2**60:  # "max", or v1's "no limit"
+            continue
+        cache = 0
+        try:
+            with open(os.path.join(root, stat_name), encoding="ascii") as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == inactive:
+                        cache = int(value)
+        except (OSError, ValueError):
+            pass
+        return max(int(limit) - max(usage - cache, 0), 0), f"the cgroup's memory limit ({os.path.join(root, limit_name)})"
+    return None
+
+
+def _rlimit_free() -> tuple[int, str] | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    best = None
+    for name, field in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")):
+        kind = getattr(resource, name, None)
+        if kind is None:
+            continue
+        soft = resource.getrlimit(kind)[0]
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            continue
+        used = 0
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        used = int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        free = max(soft - used, 0)
+        if best is None or free < best[0]:
+            best = (free, f"the process limit {name} (ulimit)")
+    return best
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """Bytes free for a run on ``device`` and where the number comes from; None when it cannot be told.
+
+    CUDA: the device's free memory. CPU: the least of MemAvailable (/proc/meminfo), the
+    cgroup's limit less its usage, and the address-space / data ulimits less this process's use.
+    """
+    if device.type == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+        except (RuntimeError, AssertionError):
+            return None
+        return int(free), f"free memory of {device}"
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append((int(line.split()[1]) * 1024, "MemAvailable (/proc/meminfo)"))
+    except (OSError, ValueError, IndexError):
+        pass
+    for extra in (_cgroup_free(), _rlimit_free()):
+        if extra is not None:
+            found.append(extra)
+    return min(found) if found else None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} EiB"  # pragma: no cover
+
+
+def check_memory(config: TrainConfig, device: torch.device, *, in_channels: int, image_size: tuple[int, int],
+                 num_classes: int, is_sequence: bool = False) -> dict[str, int]:
+    """Raise ResourceError when :func:`estimate_memory` (a lower bound) exceeds :func:`available_memory`.
+
+    Called before the network is built, so a width, batch or T that cannot fit is refused in one
+    line instead of failing in the allocator. Returns the estimate.
+    """
+    half = (config.amp and device.type == "cuda") or (config.cpu_amp and device.type == "cpu")
+    est = estimate_memory(config, in_channels=in_channels, image_size=image_size, num_classes=num_classes,
+                          is_sequence=is_sequence, half=half)
+    free = available_memory(device)
+    if free is not None and est["total"] > free[0]:
+        width = f"width={config.width}, " if config.width is not None else ""
+        raise ResourceError(
+            f"TrainConfig {width}batch_size={config.batch_size}, num_steps={config.num_steps} "
+            f"(arch {config.arch!r}) needs at least {_size(est['total'])} on {device} (weights, gradients and "
+            f"optimizer state {_size(est['weights'])}, activations {_size(est['activations'])}), but "
+            f"{_size(free[0])} is available ({free[1]}); lower batch_size, num_steps or width")
+    return est
 
 
 # --------------------------------------------------------------------------- what this CPU can do

@@ -2,15 +2,20 @@
 
 Every error a user can cause derives from :class:`TspikeError`; its message names the
 parameter or file, what was found and what to do. ``tspike`` prints ``str(error)`` and
-exits 2 (3 for a diverged run); notebooks show the same line.
+exits 2 (3 for a diverged run); notebooks show the same line. Ctrl-C ends ``tspike train``
+in one line with exit status 130 (:data:`EXIT_INTERRUPTED`, the shell's 128 + SIGINT); the
+run folder keeps its last checkpoint and resumes.
 
     TspikeError
-    ├── ConfigError          a bad parameter (also a ValueError)
+    ├── ConfigError          a bad parameter or environment variable (also a ValueError)
     ├── DataError            data that cannot be used
     │   ├── DataUnavailableError   not on disk and not downloadable
-    │   └── DataIntegrityError     on disk but wrong: checksum, truncated, unsafe, other data
+    │   │   └── MissingPackageError   an optional package the data set needs is not installed
+    │   └── DataIntegrityError     on disk but wrong: checksum, truncated, unsafe, too large, other data
     ├── RunFolderError       an out_dir or run folder that cannot be used (another run's, a file, locked)
-    ├── CheckpointError      a checkpoint that cannot be read
+    ├── CheckpointError      a checkpoint that cannot be read or does not fit the run
+    ├── RecordError          a results record (``metrics.json``) that cannot be read or is inconsistent
+    ├── ResourceError        a run that does not fit in this machine's memory (also a MemoryError)
     └── TrainingDiverged     NaN or inf in the loss, gradients, weights or evaluation
 """
 from __future__ import annotations
@@ -20,11 +25,15 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataUnavailableError",
+    "MissingPackageError",
     "DataIntegrityError",
     "RunFolderError",
     "CheckpointError",
+    "RecordError",
+    "ResourceError",
     "TrainingDiverged",
     "EXIT_CODES",
+    "EXIT_INTERRUPTED",
     "exit_code",
 ]
 
@@ -59,6 +68,10 @@ class DataUnavailableError(DataError, RuntimeError):
     """A data set is neither on disk nor downloadable; the message says what to fetch and where."""
 
 
+class MissingPackageError(DataUnavailableError, ImportError):
+    """A data set needs an optional package that is not installed; the message says what to install."""
+
+
 class DataIntegrityError(DataError, ValueError):
     """Data on disk that is not what it claims: a checksum mismatch, a truncated or unsafe file, other data."""
 
@@ -68,7 +81,15 @@ class RunFolderError(TspikeError, ValueError):
 
 
 class CheckpointError(TspikeError, ValueError):
-    """A checkpoint that is missing, truncated or not a tspike_lab checkpoint."""
+    """A checkpoint that is missing, truncated, not a tspike_lab checkpoint, or not one of this run's model."""
+
+
+class RecordError(TspikeError, ValueError):
+    """A results record that cannot be read (missing, malformed, a special file) or holds impossible values."""
+
+
+class ResourceError(TspikeError, MemoryError):
+    """A run that cannot fit in this machine's memory: refused before it starts, or stopped when allocation fails."""
 
 
 class TrainingDiverged(TspikeError, FloatingPointError):
@@ -76,6 +97,7 @@ class TrainingDiverged(TspikeError, FloatingPointError):
 
 
 EXIT_CODES = {TrainingDiverged: 3, TspikeError: 2}
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it
 
 
 def exit_code(error: BaseException) -> int:

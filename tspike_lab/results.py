@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import secrets
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,71 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
 
 __all__ = ["new_run_dir", "environment", "atomic_write", "write_text_atomic", "write_json_atomic", "fsync_dir",
-           "read_jsonl", "mean_std", "json_safe"]
+           "read_jsonl", "mean_std", "json_safe", "SpecialFileError", "open_regular", "read_regular", "file_kind"]
+
+
+class SpecialFileError(OSError):
+    """A path that is not a regular file (a FIFO, socket, device or folder), or a file above a size cap.
+
+    An OSError, so code that handles unreadable files handles these too; the message names the path.
+    """
+
+
+def file_kind(mode: int) -> str:
+    """What ``st_mode`` describes, in words: "regular file", "FIFO", "socket", "folder", ..."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISLNK, "symbolic link")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def open_regular(path: str | os.PathLike, mode: str = "rb", *, max_bytes: int | None = None,
+                 encoding: str | None = None):
+    """Open ``path`` for reading if it is a regular file (symlinks followed; a loop fails), never blocking.
+
+    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open descriptor, so a
+    FIFO, socket or device named like a data file is refused at once instead of blocking or
+    streaming forever; the check and the read see the same file.
+
+    Args:
+        path: the file.
+        mode: "rb" or "r" (text, ``encoding`` default UTF-8).
+        max_bytes: refuse a file larger than this (None: any size).
+
+    Raises:
+        SpecialFileError: not a regular file, or larger than ``max_bytes``.
+        OSError: missing, unreadable, a symlink loop.
+    """
+    if mode not in ("rb", "r"):
+        raise ValueError(f"mode must be 'rb' or 'r', got {mode!r}")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecialFileError(f"{os.fspath(path)!r} is a {file_kind(st.st_mode)}, not a regular file")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise SpecialFileError(f"{os.fspath(path)!r} holds {st.st_size} bytes, more than the {max_bytes} "
+                                   f"allowed for it")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        if mode == "r":
+            return os.fdopen(fd, "r", encoding=encoding or "utf-8")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file (:func:`open_regular`), at most ``max_bytes`` even if it grows meanwhile."""
+    with open_regular(path, "rb", max_bytes=max_bytes) as f:
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise SpecialFileError(f"{os.fspath(path)!r} holds more than the {max_bytes} bytes allowed for it")
+    return data
 
 
 def new_run_dir(out_dir: str | os.PathLike, name: str = "run", *, attempts: int = 100) -> Path:
@@ -33,18 +98,31 @@ def new_run_dir(out_dir: str | os.PathLike, name: str = "run", *, attempts: int 
         attempts: collisions tolerated before giving up.
     Returns:
         The new folder's path.
+
+    Raises:
+        RunFolderError: ``out_dir`` is a file, or cannot be created or written.
     """
+    from .errors import RunFolderError
+
     name = str(name)
     if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ValueError(f"name must be a non-empty folder name without path separators, got {name!r}")
     parent = Path(out_dir)
-    parent.mkdir(parents=True, exist_ok=True)
+    if parent.exists() and not parent.is_dir():
+        raise RunFolderError(f"{str(parent)!r} is a file, not a folder; give the folder to create run folders in "
+                             f"(it is created if missing)")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create run folders in {str(parent)!r}: {exc.strerror or exc}") from None
     for _ in range(attempts):
         path = parent / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         try:
             os.makedirs(path, exist_ok=False)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise RunFolderError(f"cannot create a run folder in {str(parent)!r}: {exc.strerror or exc}") from None
         return path
     raise FileExistsError(f"could not create a unique run folder under {parent} after {attempts} attempts")
 
@@ -182,9 +260,12 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines file (e.g. ``metrics.jsonl``); a torn last line is ignored."""
+    """Read a JSON-lines file (e.g. ``metrics.jsonl``); a torn last line is ignored.
+
+    Regular files only (:func:`open_regular`): a FIFO of that name raises SpecialFileError, never blocks.
+    """
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open_regular(path, "r") as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):
         if not line.strip():

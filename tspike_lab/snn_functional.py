@@ -16,9 +16,20 @@ are replaced here:
 
 On spikes in {0, 1} each replacement equals snnTorch's. The losses keep snnTorch's
 ``__name__``, so ``snntorch.backprop.BPTT`` / ``TBPTT`` accept them.
+
+Every other public name of ``snntorch.functional`` is its own object, re-exported, so switching
+the import is safe: the probe monitors (``OutputMonitor``, ``InputMonitor``,
+``AttributeMonitor``, ``GradInputMonitor``, ``GradOutputMonitor``), ``SpikeTime``,
+``LossFunctions``, and the submodules ``acc``, ``loss``, ``reg``, ``probe``, ``quant`` and
+``stdp_learner`` (attributes here; e.g. ``SF.quant.state_quant``).
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from types import ModuleType
+
+import snntorch.functional as _sf
 import torch
 from snntorch.functional import acc as _acc
 from snntorch.functional import loss as _loss
@@ -32,19 +43,33 @@ from snntorch.functional.loss import (
     mse_membrane_loss,
 )
 
+_REPLACED = ("accuracy_temporal", "ce_temporal_loss", "mse_temporal_loss", "l1_rate_sparsity")
+_SUBMODULES = tuple(m.name for m in pkgutil.iter_modules(_sf.__path__) if not m.name.startswith("_"))
+
+# snnTorch's own objects for every public name it has that is not replaced here (monitors, SpikeTime, ...).
+_REEXPORTED = tuple(n for n in dir(_sf) if not n.startswith("_") and n not in _REPLACED and n not in _SUBMODULES)
+globals().update({n: getattr(_sf, n) for n in _REEXPORTED})
+
 __all__ = [
     "positive_spikes",
-    "accuracy_temporal",
-    "ce_temporal_loss",
-    "mse_temporal_loss",
-    "l1_rate_sparsity",
-    "accuracy_rate",
-    "ce_rate_loss",
-    "ce_count_loss",
-    "mse_count_loss",
-    "ce_max_membrane_loss",
-    "mse_membrane_loss",
+    *_REPLACED,
+    # snnTorch's functions, classes and submodules (not the modules and typing names it happens to import)
+    *(n for n in _REEXPORTED if getattr(getattr(_sf, n), "__module__", "").startswith("snntorch.functional")),
+    *_SUBMODULES,
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``acc``, ``loss``, ``reg``, ``probe``, ``quant``, ``stdp_learner``: snnTorch's submodules, imported on first use."""
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"snntorch.functional.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))
 
 
 def positive_spikes(spk_seq: torch.Tensor) -> torch.Tensor:

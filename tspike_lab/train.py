@@ -31,10 +31,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import METRICS, RunDir, load_checkpoint, rng_state, set_rng_state
-from .config import (LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, cpu_bf16_reason, onednn_1x1_hazard,
+from .checkpoint import METRICS, RunDir, check_model_state, check_resumable, load_checkpoint, rng_state, set_rng_state
+from .config import (LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, check_memory, cpu_bf16_reason, onednn_1x1_hazard,
                      resolve_device, validate)
-from .errors import ConfigError, RunFolderError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, ResourceError, RunFolderError, TrainingDiverged
 from .models import build_model, spiking_layers
 from .probes import Recorder
 from .results import read_jsonl
@@ -402,6 +402,12 @@ def _load_source(plan, config: TrainConfig):
 def _check_same_data(ckpt: dict[str, Any], source, config: TrainConfig) -> None:
     """Refuse to resume on other data than the checkpoint was trained on (data_dir is free on resume)."""
     saved = ckpt.get("data_fingerprint")
+    if saved is None and source.fingerprint is not None and not config.assume_same_data:
+        raise RunFolderError(f"out_dir {config.out_dir} holds a checkpoint that records no data fingerprint (written "
+                             f"before tspike_lab recorded one), so nothing can tell whether data_dir "
+                             f"{config.data_dir!r} (data {source.fingerprint}) is the data it was trained on; if it "
+                             f"is, resume with --assume-same-data (TrainConfig.assume_same_data=True), else choose a "
+                             f"new out_dir")
     if saved is not None and source.fingerprint is not None and saved != source.fingerprint:
         raise RunFolderError(f"out_dir {config.out_dir} was trained on data {saved} but data_dir "
                              f"{config.data_dir!r} holds data {source.fingerprint}; resume with the data it "
@@ -425,6 +431,7 @@ def train(config: TrainConfig) -> History:
     validate(config)
     d, device = _setup_distributed(config)
     run = RunDir(Path(config.out_dir) if config.out_dir is not None else None, d.main)
+    done = False
     try:
         if config.sync_bn and d.enabled and device.type != "cuda":
             raise ConfigError(f"TrainConfig.sync_bn=True needs CUDA devices (torch's SyncBatchNorm is GPU-only), "
@@ -436,16 +443,38 @@ def train(config: TrainConfig) -> History:
 
         plan = data.describe(config.dataset, config.data_dir)  # a wrong data_dir fails before any folder is made
         run.open()
-        history = _train(config, d, device, run, plan)
+        try:
+            history = _train(config, d, device, run, plan)
+        except (MemoryError, RuntimeError) as exc:
+            raise _out_of_memory(exc, config, run) or exc
         if d.owns_group:
             # every rank leaves together: tearing gloo down while a peer still has a
             # collective in flight aborts that peer ("terminate called without an active exception")
             dist.barrier()
+        done = True
         return history
     finally:
-        run.close()
+        run.close(failed=not done)
         if d.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _out_of_memory(exc: BaseException, config: TrainConfig, run: RunDir) -> ResourceError | None:
+    """A ResourceError for an allocation failure (MemoryError, torch's OutOfMemoryError or allocator error), else None."""
+    if isinstance(exc, ResourceError):
+        return None
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
+        s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory", "not enough memory"))
+    if not oom:
+        return None
+    kept = ""
+    if run.path is not None:
+        kept = " The last checkpoint in the run folder is intact: resume with a smaller batch_size." \
+            if run.checkpoint.exists() else " No checkpoint was written."
+    return ResourceError(f"ran out of memory training arch {config.arch!r} (width={config.width}, batch_size="
+                         f"{config.batch_size}, num_steps={config.num_steps}): {text[:200]}; lower batch_size, "
+                         f"num_steps or width.{kept}")
 
 
 @dataclass
@@ -642,9 +671,14 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, pla
     source = _load_source(plan, config)
     if ckpt is not None:
         _check_same_data(ckpt, source, config)
+    check_memory(config, device, in_channels=source.in_channels, image_size=source.image_size,
+                 num_classes=source.num_classes, is_sequence=source.is_sequence)  # before the network is built
     s = _build(config, d, device, run, source)
+    _schedule(s)
     start_epoch = 1
     if ckpt is not None:
+        check_resumable(ckpt, s.model, s.optimizer, {"steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps,
+                                                    "warmup_steps": s.warmup_steps}, run.checkpoint)
         s.model.load_state_dict(ckpt["model"])
         s.optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, s.global_step = ckpt["epoch"] + 1, ckpt["scheduler"]["step"]
@@ -653,7 +687,6 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, pla
         logger.info("resuming %s at epoch %d", run.path, start_epoch)
     del ckpt
     _wrap_distributed(s)
-    _schedule(s)
 
     for epoch in range(start_epoch, config.epochs + 1):
         _reseed(_epoch_seed(config.seed, epoch))  # anything random beyond the loader's (seed, epoch)
@@ -674,9 +707,14 @@ def model_from_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") ->
     config = TrainConfig.from_dict(ckpt["config"])
     state = ckpt["model"]
     extra = {"width": config.width} if config.width is not None else {}
-    model = build_model(config.arch, neuron=config.neuron, num_classes=state["classifier.weight"].shape[0],
-                        num_steps=config.num_steps, in_channels=state["stem.conv.weight"].shape[1],
+    shapes = [state.get(k) for k in ("classifier.weight", "stem.conv.weight")]
+    if not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in shapes):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds no classifier.weight and stem.conv.weight of arch "
+                              f"{config.arch!r}: not this library's network")
+    model = build_model(config.arch, neuron=config.neuron, num_classes=shapes[0].shape[0],
+                        num_steps=config.num_steps, in_channels=shapes[1].shape[1],
                         amplitude=config.amplitude, **extra)
+    check_model_state(state, model, Path(path))
     model.load_state_dict(state)
     return model.eval(), config
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataIntegrityError, DataUnavailableError
-from ..results import atomic_write
+from ..results import atomic_write, open_regular, read_regular
 from . import sources
 from .archive import archive_kind, check_md5, extract_atomically, first_names, md5_file
 from .sources import DataSource, cache_dir, checksum_fingerprint
@@ -186,7 +186,7 @@ def read_batch(path: str | os.PathLike) -> Any:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "rb") as f:
             return _CifarUnpickler(f, path).load()
     except DataIntegrityError:
         raise
@@ -244,8 +244,8 @@ def _read_record(folder: Path) -> dict[str, str] | None:
     """The md5s recorded when this library extracted ``folder`` from an archive you vouched for."""
     path = _record_path(folder)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = json.loads(read_regular(path, max_bytes=2**20).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or record.get("folder") != os.path.realpath(folder):
         return None
@@ -324,6 +324,9 @@ def _locate(spec: CifarSpec, root: str | os.PathLike | None, download: bool, md5
     """Return ``(folder, vouched)``: the extracted folder, and ``(archive, md5)`` when it was just extracted."""
     if root is not None and archive_kind(root) is not None:
         archive = Path(root).expanduser()
+        if archive.exists() and not archive.is_file():
+            raise ConfigError(f"root {os.fspath(root)!r} is not a regular file; give the path of {spec.filename}",
+                              field="root", value=os.fspath(root), allowed="an archive file or a folder")
         if not archive.is_file():
             raise DataUnavailableError(
                 f"root {os.fspath(root)!r} names an archive that does not exist; give the path of "
@@ -336,7 +339,7 @@ def _locate(spec: CifarSpec, root: str | os.PathLike | None, download: bool, md5
         dest = archive.parent if _writable_dir(archive.parent) else cache_dir()
         return _extract(archive, dest, spec), (archive, md5)
     base = cache_dir(root)
-    if base.is_file():
+    if base.exists() and not base.is_dir():
         raise ConfigError(
             f"root {str(base)!r} is a file, not an archive tspike_lab can read (.tar.gz, .tgz, .tar, .tar.xz, .zip); "
             f"give the folder that holds {spec.folder}/ or {spec.filename}, or the archive itself",

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataUnavailableError
+from ..errors import ConfigError, DataUnavailableError, MissingPackageError
 from .sources import DataSource, cache_dir, read_cache, tensor_fingerprint, write_cache
 
 __all__ = ["CIFAR10_CLASSES", "dvs_split", "load_cifar10_dvs"]
@@ -58,7 +58,7 @@ def load_cifar10_dvs(
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ConfigError.bad("", "size", size, "a positive int")
     base = cache_dir(root) if root is not None else cache_dir() / "cifar10-dvs"
-    if base.is_file():
+    if base.exists() and not base.is_dir():
         raise ConfigError(f"root {str(base)!r} is a file; cifar10-dvs needs a folder (tonic's download and the "
                           f"frame cache); give its folder", field="root", value=str(base), allowed="a folder")
     cache_file = base / f"frames-T{num_steps}-{size}px.pt"
@@ -67,7 +67,9 @@ def load_cifar10_dvs(
         try:
             import tonic
         except ImportError:
-            raise ImportError("cifar10-dvs needs the optional dependency tonic: pip install tspike_lab[dvs]") from None
+            raise MissingPackageError(f"dataset 'cifar10-dvs' needs the optional package tonic, which is not "
+                                      f"installed (and there is no frame cache {str(cache_file)!r}): "
+                                      f"pip install tspike_lab[dvs]") from None
         frames, labels = _build_dvs_frames(tonic, base, download, num_steps, size)
         data = {"frames": frames, "labels": labels,
                 "fingerprint": tensor_fingerprint(CIFAR10_CLASSES, frames, labels)}

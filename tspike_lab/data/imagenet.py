@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataIntegrityError, DataUnavailableError
-from .imagefolder import IMAGE_SUFFIXES
+from ..results import open_regular
+from .imagefolder import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, check_image_size
 from .sources import FINGERPRINT_CHARS, DataSource
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderDataset", "load_imagenet", "eval_transform",
@@ -143,11 +144,14 @@ class ImageFolderDataset(Dataset):
             )
         self.samples: list[tuple[str, int]] = []
         for c in found:
-            for dirpath, dirnames, filenames in os.walk(self.root / c):
+            for dirpath, dirnames, filenames in os.walk(self.root / c):  # symlinked folders not followed: no loops
                 dirnames.sort()
                 for fn in sorted(filenames):
                     if fn.lower().endswith(IMAGE_SUFFIXES) and not fn.startswith("."):
-                        self.samples.append((os.path.join(dirpath, fn), index[c]))
+                        path = os.path.join(dirpath, fn)
+                        if not os.path.isfile(path):  # a FIFO, socket or device named like an image
+                            raise DataIntegrityError(f"image {path!r} is not a regular file; refusing to read it")
+                        self.samples.append((path, index[c]))
         if not self.samples:
             raise DataIntegrityError(f"root {str(self.root)!r} holds no images under <class>/ folders")
         self.train = bool(train)
@@ -183,8 +187,15 @@ class ImageFolderDataset(Dataset):
         from PIL import Image
 
         path, label = self.samples[index]
-        with Image.open(path) as raw:
-            img = raw.convert("RGB")
+        try:
+            with open_regular(path, "rb", max_bytes=MAX_IMAGE_BYTES) as f, Image.open(f) as raw:
+                check_image_size(path, *raw.size)  # from the header, before any pixel is decoded
+                img = raw.convert("RGB")
+        except DataIntegrityError:
+            raise
+        except Exception as exc:  # a special or oversized file, Pillow's bomb check, any parse failure
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataIntegrityError(f"image {path!r} cannot be read: {detail}") from None
         if self.train:
             img = train_transform(img, self.crop, generator)
         else:

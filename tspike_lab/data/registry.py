@@ -205,6 +205,11 @@ def describe(dataset: str, data_dir: str | os.PathLike | None) -> DataPlan:
             + (", or leave data_dir unset to use the default data folder" if spec.data_dir == "optional" else ""),
             field="data_dir", value=root, allowed="an existing folder or archive",
         )
+    if not (path.is_dir() or path.is_file()):  # a FIFO, socket or device: reading it would block or never end
+        raise ConfigError(
+            f"data_dir {root!r} is neither a folder nor a regular file; give the folder that holds {spec.label}, "
+            f"or its archive", field="data_dir", value=root, allowed="a folder or a regular (archive) file, not a special file",
+        )
     if path.is_file() and archive_kind(path) is None:
         raise ConfigError(
             f"data_dir {root!r} is a file, not an archive tspike_lab can read (.tar.gz, .tgz, .tar, .tar.xz, .zip); "

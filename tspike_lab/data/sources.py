@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..results import atomic_write
+from ..results import atomic_write, file_kind, open_regular
 from .archive import download
 
 __all__ = ["DataSource", "cache_dir", "check_split_name", "tensor_fingerprint", "read_cache", "write_cache"]
@@ -197,12 +198,25 @@ class DataSource:
 
 
 def cache_dir(root: str | os.PathLike | None = None) -> Path:
-    """Return the data folder: ``root`` if given, else ``$TSPIKE_DATA``, else ``~/.cache/tspike_lab``."""
+    """Return the data folder: ``root`` if given, else ``$TSPIKE_DATA``, else ``~/.cache/tspike_lab``.
+
+    Raises:
+        ConfigError: ``$TSPIKE_DATA`` names something that exists but is not a folder.
+    """
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("TSPIKE_DATA")
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return path  # missing: created when first written
+        if not stat.S_ISDIR(mode):
+            raise ConfigError(f"environment variable TSPIKE_DATA is {env!r}, a {file_kind(mode)}, not a folder; point "
+                              f"it at the data folder (created if missing) or unset it",
+                              field="TSPIKE_DATA", value=env, allowed="a folder")
+        return path
     return Path.home() / ".cache" / "tspike_lab"
 
 
@@ -230,8 +244,9 @@ def read_cache(path: Path, keys: Iterable[str] = ()) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        with open_regular(path, "rb") as f:  # a FIFO put in its place is refused, not waited on
+            data = torch.load(f, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         logger.warning("ignoring unreadable cache %s (%s); decoding again", path, exc)
         return None
     if not isinstance(data, dict):

@@ -42,7 +42,7 @@ import torch
 from . import build
 from .build import KernelUnavailable
 from .layout import as_steps, empty_steps, match_steps
-from .recycle import Recycler
+from .recycle import Recycler, env_int
 from .spec import (LIFSpec, amplitude_index, amplitude_reason, compute_amplitude, plain_function, run_fused,
                    run_scaled, scaled_function)
 
@@ -54,7 +54,7 @@ DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 # Outputs at least this large are written with non-temporal stores: they do not fit in the
 # cache anyway, and streaming skips reading every line before overwriting it.
-STREAM_BYTES = int(os.environ.get("TSPIKE_STREAM_BYTES", 32 * 2**20))
+STREAM_BYTES = env_int("TSPIKE_STREAM_BYTES", 32 * 2**20, strict=False)  # a bad value: refused by default_kernel()
 CHUNK = 4096  # neurons per block: compiled in with -DCHUNK, checked when the library loads
 SOURCES = ("lif_cpu.c", "lif_cpu_template.h")  # the translation unit first; shipped as package data
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared",
@@ -279,7 +279,8 @@ def default_kernel() -> CPUKernel:
 
     ``default_kernel().close()`` unmaps the blocks it holds; later outputs are plain allocations.
     """
-    return CPUKernel(recycler=Recycler.from_env())
+    stream = env_int("TSPIKE_STREAM_BYTES", 32 * 2**20, unit="bytes")  # ConfigError naming a bad value
+    return CPUKernel(stream_bytes=stream, recycler=Recycler.from_env())
 
 
 LIFSeqCPU = plain_function("LIFSeqCPU", __name__, """

@@ -14,10 +14,44 @@ import weakref
 
 import torch
 
-__all__ = ["Recycler", "RECYCLE_MIN_BYTES", "DEFAULT_CAP_MB"]
+from ..errors import ConfigError
+
+__all__ = ["Recycler", "RECYCLE_MIN_BYTES", "DEFAULT_CAP_MB", "env_int"]
 
 RECYCLE_MIN_BYTES = 32 * 2**20  # glibc's largest mmap threshold: smaller blocks come back from its own pools
 DEFAULT_CAP_MB = 1024
+
+
+def env_int(name: str, default: int, *, unit: str = "", strict: bool = True) -> int:
+    """The whole number >= 0 the environment variable ``name`` holds (``default`` when unset or empty).
+
+    Raises:
+        ConfigError naming the variable, its value and what is allowed (``strict=False``: returns
+        ``default`` instead, for values read at import time; :func:`tspike_lab.config.validate` and
+        the kernel's first use read them strictly).
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        if not strict:
+            return default
+        what = f"a whole number of {unit}" if unit else "a whole number"
+        raise ConfigError(f"environment variable {name} must be {what}, got {text!r} (0 or more); fix or unset it",
+                          field=name, value=text, allowed=f"{what} >= 0")
+    return value
+
+
+def _unmap(block: mmap.mmap) -> None:
+    """Unmap ``block``; one a tensor still points into (exported) is left to the garbage collector."""
+    try:
+        block.close()
+    except BufferError:
+        pass
 
 
 class Recycler:
@@ -47,12 +81,7 @@ class Recycler:
     @classmethod
     def from_env(cls) -> Recycler:
         """A recycler capped at ``$TSPIKE_RECYCLE_MB`` MiB (default 1024; 0 turns it off)."""
-        value = os.environ.get("TSPIKE_RECYCLE_MB", str(DEFAULT_CAP_MB))
-        try:
-            mb = int(value)
-        except ValueError:
-            raise ValueError(f"TSPIKE_RECYCLE_MB must be a whole number of MiB, got {value!r}") from None
-        return cls(cap_bytes=mb * 2**20)
+        return cls(cap_bytes=env_int("TSPIKE_RECYCLE_MB", DEFAULT_CAP_MB, unit="MiB") * 2**20)
 
     @property
     def held_bytes(self) -> int:
@@ -77,10 +106,15 @@ class Recycler:
                     self._held -= nbytes
                     break
         if block is None:
-            block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+            try:
+                block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)
+            except OSError:  # out of address space or memory: let torch's allocator try, and report, as usual
+                self.clear()
+                return torch.empty_strided(size, stride, dtype=dtype)
         view = memoryview(block)
         base = torch.frombuffer(view, dtype=dtype, count=extent)
-        weakref.finalize(view, self._give_back, block, nbytes)  # fires when the storage lets go
+        done = weakref.finalize(view, self._give_back, block, nbytes)  # fires when the storage lets go
+        done.atexit = False  # at exit the process unmaps everything; a block still in use must not be closed
         return base.as_strided(size, stride)
 
     def _give_back(self, block: mmap.mmap, nbytes: int) -> None:
@@ -96,7 +130,7 @@ class Recycler:
                 self._held -= n
                 evicted.append(old)
         for old in evicted:
-            old.close()
+            _unmap(old)
 
     def clear(self) -> None:
         """Unmap every block kept for reuse (the recycler stays open)."""
@@ -105,7 +139,7 @@ class Recycler:
             self._free.clear()
             self._held = 0
         for block in blocks:
-            block.close()
+            _unmap(block)
 
     def close(self) -> None:
         """Unmap every free block and keep none from now on."""

@@ -37,6 +37,14 @@ def main(argv=None) -> int:
     agg.add_argument("folders", nargs="+", help="out_dir folders or table run folders")
     agg.add_argument("--json", action="store_true", help="print the rows as JSON instead")
     ns = parser.parse_args(argv)
-    rows = [row for folder in ns.folders for row in aggregate(folder)]
+    import sys
+
+    from ..errors import TspikeError, exit_code
+
+    try:
+        rows = aggregate(ns.folders)  # every folder at once: a record reached twice counts once
+    except TspikeError as e:
+        print(f"python -m tspike_lab.reproduce aggregate: error: {e}", file=sys.stderr)
+        return exit_code(e)
     print(json.dumps(rows, indent=2) if ns.json else paper_table(rows))
     return 0

@@ -3,6 +3,13 @@
 A table run's ``metrics.json`` holds its parameters, per-seed training runs, rows aggregated
 over seeds (mean ± std) with the paper's number beside each, the environment, the hardware,
 start and wall time, and a status (running | complete | diverged | failed | interrupted).
+
+Reading is as strict as the data loaders: a record is read only from a regular file (a FIFO
+is refused, never waited on) of at most :data:`MAX_RECORD_BYTES`, parsed with its nesting
+bounded, and checked for types, known names (neuron, arch, data set) and ranges (top-1 in
+[0, 100], finite); a run listed twice is refused. :func:`aggregate` names every record it could
+not read and why (:class:`tspike_lab.errors.RecordError`), follows no symlinked folder (so no
+loop), and reads a record reached twice only once.
 """
 from __future__ import annotations
 
@@ -14,8 +21,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..models import NEURONS
-from ..results import json_safe, mean_std
+from ..errors import RecordError
+from ..models import ARCHS, NEURONS
+from ..results import json_safe, mean_std, read_regular
 from .paper import TABLES, paper_cell
 
 __all__ = ["SCHEMA_VERSION", "METRICS_FILE", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "STATUSES",
@@ -27,6 +35,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = "tspike_lab.reproduce/2"
 METRICS_FILE = "metrics.json"
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted")
+MAX_RECORD_BYTES = 64 * 2**20  # a metrics.json larger than this is refused unread
 
 _NUM = (int, float)
 _NONE = type(None)
@@ -86,11 +95,67 @@ def _check_keys(obj: Any, schema: Mapping[str, Any], where: str, problems: list[
             problems.append(f"{where}[{key!r}] must be {' or '.join(names)}, got {type(obj[key]).__name__}")
 
 
+def _number(v: Any, lo: float, hi: float) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
+
+_PERCENT = ("top1", "best_top1", "train_top1")
+
+
+def _check_run_values(run: Mapping[str, Any], where: str, datasets: Mapping[str, Any], problems: list[str]) -> None:
+    """Names and ranges of one run entry (its types already checked)."""
+    if run["neuron"] not in NEURONS:
+        problems.append(f"{where}['neuron'] must be one of {list(NEURONS)}, got {run['neuron']!r}")
+    if run["arch"] not in ARCHS:
+        problems.append(f"{where}['arch'] must be one of {list(ARCHS)}, got {run['arch']!r}")
+    if run["dataset"] not in datasets:
+        problems.append(f"{where}['dataset'] {run['dataset']!r} is not among metrics['datasets'] {list(datasets)}")
+    if run["status"] not in STATUSES:
+        problems.append(f"{where}['status'] must be one of {list(STATUSES)}, got {run['status']!r}")
+    for key, ok, allowed in (("num_steps", run["num_steps"] >= 1, ">= 1"), ("seed", run["seed"] >= 0, ">= 0"),
+                             ("epochs", run["epochs"] >= 0, ">= 0"),
+                             ("width", run["width"] is None or run["width"] >= 1, "None or >= 1"),
+                             ("wall_time_s", _number(run["wall_time_s"], 0, math.inf), "a finite number >= 0")):
+        if not ok:
+            problems.append(f"{where}[{key!r}] must be {allowed}, got {run[key]!r}")
+    for key, lo, hi in (*((k, 0, 100) for k in _PERCENT), ("firing_rate", 0, 1), ("images_per_s", 0, math.inf)):
+        if run[key] is not None and not _number(run[key], lo, hi):
+            problems.append(f"{where}[{key!r}] must be None or a finite number in [{lo}, {hi}], got {run[key]!r}")
+
+
+def _check_values(obj: Mapping[str, Any], problems: list[str]) -> None:
+    """Names, ranges and duplicates of a record whose keys and types are right."""
+    for name, info in obj["datasets"].items():
+        if not isinstance(info, dict) or not isinstance(info.get("label"), str):
+            problems.append(f"metrics['datasets'][{name!r}] must be an object with a 'label' string, got "
+                            f"{type(info).__name__}")
+    for key, value in (("wall_time_s", obj["wall_time_s"]), ("planned", obj["planned"])):
+        if not _number(value, 0, math.inf):
+            problems.append(f"metrics[{key!r}] must be a finite number >= 0, got {value!r}")
+    seen: dict[tuple, int] = {}
+    for i, run in enumerate(obj["runs"]):
+        where = f"metrics['runs'][{i}]"
+        before = len(problems)
+        _check_keys(run, RUN_SCHEMA, where, problems)
+        if len(problems) > before:
+            continue
+        _check_run_values(run, where, obj["datasets"], problems)
+        key = tuple(run[k] for k in ("dataset", "arch", "width", "num_steps", "neuron", "seed"))
+        if key in seen:
+            problems.append(f"{where} repeats metrics['runs'][{seen[key]}] (dataset, arch, width, T, neuron, seed "
+                            f"{key}): a run counted twice")
+        seen.setdefault(key, i)
+
+
 def validate_metrics(obj: Any) -> dict:
-    """Check a table run's ``metrics.json`` against ``METRICS_SCHEMA`` (and its runs and rows).
+    """Check a table run's ``metrics.json`` against ``METRICS_SCHEMA`` (and its runs and rows), names and ranges.
+
+    Besides keys and types: each run's neuron, arch and data set are known names, its top-1
+    values None or finite in [0, 100], its firing rate in [0, 1], and no (data set, arch,
+    width, T, neuron, seed) appears twice.
 
     Raises:
-        ValueError listing every missing key or wrong type.
+        RecordError (a ValueError) listing every missing key, wrong type or value out of range.
     Returns:
         ``obj`` unchanged.
     """
@@ -107,47 +172,148 @@ def validate_metrics(obj: Any) -> dict:
             problems.append(f"metrics['status'] must be one of {list(STATUSES)}, got {obj['status']!r}")
         problems += [f"metrics['environment'] lacks {k!r}" for k in _ENV_KEYS if k not in obj["environment"]]
         problems += [f"metrics['params'] lacks {k!r}" for k in PARAMS if k not in obj["params"]]
-        for i, run in enumerate(obj["runs"]):
-            _check_keys(run, RUN_SCHEMA, f"metrics['runs'][{i}]", problems)
+        _check_values(obj, problems)
         for i, row in enumerate(obj["aggregate"]):
             _check_keys(row, ROW_SCHEMA, f"metrics['aggregate'][{i}]", problems)
         if obj["status"] == "complete" and (len(obj["runs"]) != obj["planned"]
-                                            or any(r.get("status") != "complete" for r in obj["runs"])):
-            problems.append(f"status 'complete' but {sum(r.get('status') == 'complete' for r in obj['runs'])} of "
+                                            or any(r.get("status") != "complete" for r in obj["runs"]
+                                                   if isinstance(r, dict))):
+            problems.append(f"status 'complete' but {sum(isinstance(r, dict) and r.get('status') == 'complete' for r in obj['runs'])} of "
                             f"{obj['planned']} runs completed")
     if problems:
-        raise ValueError("metrics.json does not match METRICS_SCHEMA: " + "; ".join(problems))
+        raise RecordError("metrics.json does not match METRICS_SCHEMA: " + "; ".join(problems))
     return obj
 
 
+def _read_json(file: Path) -> Any:
+    """The JSON a record file holds: regular files only, size-capped, nesting bounded; RecordError naming why not."""
+    try:
+        raw = read_regular(file, max_bytes=MAX_RECORD_BYTES)
+    except FileNotFoundError:
+        raise RecordError(f"{str(file)!r} does not exist") from None
+    except OSError as exc:  # a FIFO or device (SpecialFileError), too large, unreadable, a symlink loop
+        raise RecordError(f"{str(file)!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:  # before ValueError, of which it is one
+        raise RecordError(f"{str(file)!r} is not UTF-8 text") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise RecordError(f"{str(file)!r} is not valid JSON (truncated or damaged?): {exc}") from None
+    except RecursionError:
+        raise RecordError(f"{str(file)!r} is nested too deeply to be a table run record") from None
+
+
+def _ours(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("schema"), str) and \
+        obj["schema"].startswith("tspike_lab.reproduce/")
+
+
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
-    """A table run's ``metrics.json`` (``path``: the run folder or the file), checked against the schema."""
+    """A table run's ``metrics.json`` (``path``: the run folder or the file), checked against the schema.
+
+    Raises:
+        RecordError: no such file, not a regular file, not valid JSON, or not a valid record (names why).
+    """
     path = Path(path)
     file = path / METRICS_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} in {str(path)!r}: not a table run folder")
-    with open(file, encoding="utf-8") as f:
-        return validate_metrics(json.load(f))
-
-
-def _is_table_run(folder: Path) -> bool:
+    if not os.path.lexists(file):
+        raise RecordError(f"no {METRICS_FILE} in {str(path)!r}: not a table run folder")
+    obj = _read_json(file)
     try:
-        with open(folder / METRICS_FILE, encoding="utf-8") as f:
-            head = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(head, dict) and str(head.get("schema", "")).startswith("tspike_lab.reproduce/")
+        return validate_metrics(obj)
+    except RecordError as exc:
+        raise RecordError(f"{str(file)!r}: {exc}") from None
+
+
+def _scan(base: Path, problems: list[str]) -> list[Path]:
+    """Run folders at ``base`` or one or two levels below it (symlinked folders are not followed)."""
+    if not base.exists():
+        problems.append(f"{str(base)!r} does not exist")
+        return []
+    if not base.is_dir():
+        problems.append(f"{str(base)!r} is not a folder")
+        return []
+    if os.path.lexists(base / METRICS_FILE):
+        return [base]
+    found: list[Path] = []
+
+    def subfolders(folder: Path) -> list[Path]:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(f"{str(folder)!r} cannot be listed: {exc.strerror or exc}")
+            return []
+        out = []
+        for e in entries:
+            if e.is_symlink():
+                if os.path.isdir(e.path):
+                    logger.warning("not following the symlinked folder %s (give its target to aggregate it)", e.path)
+                continue
+            if e.is_dir(follow_symlinks=False):
+                out.append(Path(e.path))
+        return out
+
+    level1 = subfolders(base)
+    found += [f for f in level1 if os.path.lexists(f / METRICS_FILE)]
+    for f in level1:
+        found += [g for g in subfolders(f) if os.path.lexists(g / METRICS_FILE)]
+    return sorted(found)
 
 
 def find_runs(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Table run folders: ``source`` itself, or those up to two levels below it (any folder names), or a list."""
-    if not isinstance(source, (str, os.PathLike)):
-        return [Path(s) for s in source]
-    base = Path(source)
-    if (base / METRICS_FILE).is_file():
-        return [base]
-    found = sorted(base.glob(f"*/{METRICS_FILE}")) + sorted(base.glob(f"*/*/{METRICS_FILE}"))
-    return [f.parent for f in found if _is_table_run(f.parent)]
+    """Table run folders: ``source`` itself, or those up to two levels below it (any folder names), or a list of such.
+
+    Symlinked folders below ``source`` are not followed; a ``metrics.json`` that is not a table
+    run's (another schema) is skipped with a warning.
+
+    Raises:
+        RecordError: a folder that does not exist, or a ``metrics.json`` that cannot be read (names each).
+    """
+    problems: list[str] = []
+    runs = [folder for folder, _ in _collect(source, problems)]
+    if problems:
+        raise RecordError(_summary(problems))
+    return runs
+
+
+def _summary(problems: list[str]) -> str:
+    return f"could not read {len(problems)} table run record(s): " + "; ".join(problems)
+
+
+def _collect(source, problems: list[str]) -> list[tuple[Path, dict]]:
+    """``(run folder, record)`` of every table run under ``source``, each file once; problems appended, named."""
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    out: list[tuple[Path, dict]] = []
+    files: set[tuple[int, int]] = set()
+    copies: dict[str, Path] = {}
+    for item in items:
+        for folder in _scan(Path(item), problems):
+            file = folder / METRICS_FILE
+            try:
+                st = os.stat(file)
+                identity = (st.st_dev, st.st_ino)
+                if identity in files:
+                    continue  # the same file reached twice (a folder given twice, or above a run already given)
+                files.add(identity)
+                obj = _read_json(file)
+                if not _ours(obj):
+                    logger.warning("skipping %s: not a table run record (no tspike_lab.reproduce schema)", file)
+                    continue
+                record = validate_metrics(obj)
+            except RecordError as exc:
+                problems.append(str(exc) if str(file) in str(exc) else f"{str(file)!r}: {exc}")
+                continue
+            except OSError as exc:
+                problems.append(f"{str(file)!r} cannot be read: {exc.strerror or exc}")
+                continue
+            same = json.dumps([record["table"], record["started_at"], record["runs"]], sort_keys=True)
+            if same in copies:
+                problems.append(f"{str(file)!r} is a copy of the table run in {str(copies[same])!r} (same start and "
+                                f"runs): its seeds would count twice; aggregate one of them")
+                continue
+            copies[same] = folder
+            out.append((folder, record))
+    return out
 
 
 def rows_from_record(record: Mapping[str, Any], run_dir: Path | str) -> list[dict[str, Any]]:
@@ -197,7 +363,11 @@ def aggregate(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[d
 
     Args:
         source: a folder holding table runs (searched two levels deep, whatever the folders are
-            called), one run folder, or a list of run folders.
+            called), one run folder, or a list of such folders.
+    Raises:
+        RecordError: naming every folder that does not exist and every record that could not be
+            read or is invalid (why: not a regular file, not JSON, a field out of range, a run
+            listed twice, a copy of another run), after reading all of them.
     Returns:
         Dicts with table, dataset, dataset_label, arch, width, neuron, num_steps, n_seeds, seeds,
         mean, std (top-1 %, over seeds; None for one seed), best_mean, firing_rate, paper,
@@ -205,14 +375,12 @@ def aggregate(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[d
         within_2std (|diff| <= 2 paper std), ours (a column of ours, not the paper's), hardware,
         profile, epochs, run, run_dir, status, failed.
     """
+    problems: list[str] = []
     rows: list[dict[str, Any]] = []
-    for folder in find_runs(source):
-        try:
-            record = load_run(folder)
-        except (ValueError, OSError) as exc:
-            logger.warning("skipping %s: %s", folder, exc)
-            continue
+    for folder, record in _collect(source, problems):
         rows.extend(rows_from_record(record, folder))
+    if problems:
+        raise RecordError(_summary(problems))
     order = {name: i for i, name in enumerate(TABLES)}
     rows.sort(key=lambda r: (order.get(r["table"], 99), r["dataset"], r["run"], r["arch"], r["width"] or 0,
                              r["num_steps"], _neuron_order(r["neuron"])))
