@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from .errors import ConfigError
+
 __all__ = [
     "Surrogate",
     "STE",
@@ -84,7 +86,7 @@ class STE(Surrogate):
 
     def __init__(self, width: float = 2.0):
         if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+            raise ConfigError.bad(type(self).__name__, "width", width, "> 0")
         self.width = float(width)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +108,7 @@ class Triangle(Surrogate):
 
     def __init__(self, width: float = 0.5):
         if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+            raise ConfigError.bad(type(self).__name__, "width", width, "> 0")
         self.width = float(width)
 
     def grad(self, x):
@@ -120,7 +122,7 @@ class ATan(Surrogate):
 
     def __init__(self, alpha: float = 2.0):
         if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha!r}")
+            raise ConfigError.bad(type(self).__name__, "alpha", alpha, "> 0")
         self.alpha = float(alpha)
 
     def grad(self, x):
@@ -134,7 +136,7 @@ class Sigmoid(Surrogate):
 
     def __init__(self, slope: float = 5.0):
         if not slope > 0:
-            raise ValueError(f"slope must be > 0, got {slope!r}")
+            raise ConfigError.bad(type(self).__name__, "slope", slope, "> 0")
         self.slope = float(slope)
 
     def grad(self, x):
@@ -168,15 +170,11 @@ def get(spike_grad) -> object:
         return STE()
     if isinstance(spike_grad, str):
         if spike_grad not in SURROGATES:
-            raise ValueError(
-                f"spike_grad must be one of {sorted(SURROGATES)} or a callable, got {spike_grad!r}"
-            )
+            raise ConfigError.bad("", "spike_grad", spike_grad, f"one of {sorted(SURROGATES)} or a callable")
         return SURROGATES[spike_grad]()
     if isinstance(spike_grad, Surrogate) or callable(spike_grad):
         return spike_grad
-    raise ValueError(
-        f"spike_grad must be one of {sorted(SURROGATES)}, a Surrogate or a callable, got {spike_grad!r}"
-    )
+    raise ConfigError.bad("", "spike_grad", spike_grad, f"one of {sorted(SURROGATES)}, a Surrogate or a callable")
 
 
 class _ShiftedHeaviside(torch.autograd.Function):

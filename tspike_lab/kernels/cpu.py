@@ -35,7 +35,6 @@ import functools
 import os
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import torch
 
@@ -82,14 +81,6 @@ def _flag_sets() -> list[list[str]]:
     # -march=native is a speed-up only; retry without it, then without OpenMP.
     return [_FLAGS, [f for f in _FLAGS if f != "-march=native"],
             [f for f in _FLAGS if f not in ("-march=native", "-fopenmp")]]
-
-
-_cpu_id = build.cpu_id  # benchmarks/stream_copy.py keys its own library by it
-
-
-def _cache_dirs() -> list[Path]:
-    """The usable cache folders (:func:`.build.cache_folders`; benchmarks/stream_copy.py builds there too)."""
-    return build.cache_folders()
 
 
 def check_abi(lib: ctypes.CDLL, args: type[ctypes.Structure] | None = None, chunk: int | None = None) -> None:
