@@ -66,12 +66,22 @@ def test_train_step_benchmark_runs_every_case_with_time_and_peak_memory():
     assert "- the most any float32 engine with our convolutions could gain" in out
 
 
+def _clamp_gradient_at_its_bound() -> float:
+    """d clamp(x, -1, 1) / dx at x = 1 in the torch at hand: 1.0 up to torch 2.13, 0.0 from 2.14."""
+    x = torch.tensor(1.0, requires_grad=True)
+    torch.clamp(x, -1, 1).backward()
+    return float(x.grad)
+
+
 def test_the_released_lifact_transcription_is_our_default_ternary_neuron():
     from tspike_lab.neurons import MultiStepLIF
 
     torch.manual_seed(0)
     x = torch.randn(4, 3, 8, 5, 5) * 0.7
+    # Planted at t = 0, where u_0 = x_0: the threshold (|u| = 0.5) and the STE window's edge (|u / V_th| = 1).
     x.view(-1)[:4] = torch.tensor([0.5, -0.5, 1.0, -1.0])
+    edge = torch.zeros(x.shape, dtype=torch.bool)
+    edge.view(-1)[2:4] = True
     g = torch.randn(x.shape)
     grads = []
     for neuron in (LIFAct(4), MultiStepLIF("ternary")):
@@ -79,8 +89,17 @@ def test_the_released_lifact_transcription_is_our_default_ternary_neuron():
         out = neuron(xi)
         (out * g).sum().backward()
         grads.append((out.detach(), xi.grad))
-    assert torch.equal(grads[0][0], grads[1][0])
-    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
+    (out_released, gx_released), (out_ours, gx_ours) = grads
+    assert torch.equal(out_released, out_ours)
+    torch.testing.assert_close(gx_released[~edge], gx_ours[~edge], rtol=1e-5, atol=1e-6)
+    # At |u / V_th| = 1 ours is the paper's text, ds/du = 1 where |u / V_th| <= 1, whatever the torch
+    # version: there dL/dx_0 = dL/db_0 = G_0 - (g_1 * beta * u_0) * b_0 (both fire: the direct path is 0).
+    u0, b0 = x[0].view(-1)[2:4], out_ours[0].view(-1)[2:4]
+    expected = g[0].view(-1)[2:4] + (-(gx_ours[1].view(-1)[2:4] * (0.25 * u0))) * b0
+    assert torch.equal(b0, torch.tensor([1.0, -1.0]))
+    assert torch.equal(gx_ours[edge], expected) and (expected != 0).all()
+    # The released LIFAct takes clamp's gradient at its bound, which changed between torch versions.
+    assert torch.equal(gx_released[edge], expected * _clamp_gradient_at_its_bound())
 
 
 @pytest.mark.parametrize("layout", ["released", "per_step"])

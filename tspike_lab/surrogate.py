@@ -12,6 +12,10 @@ Every surrogate here is a small object with:
 The paper's released code uses a clipped straight-through estimator on the whole
 ternary function (``STE``): ``d b / d u = 1`` where ``|u / V_th| <= 1`` with
 ``V_th = 2 * threshold`` (the code compares ``|u / V_th|`` with 0.5, ``V_th = 1``).
+The window is closed, as the paper's text has it: at exactly ``|u / V_th| = 1`` the
+gradient is 1. Ours compares, so this holds in every torch version; the released code
+takes the gradient of ``clamp(u / V_th, -1, 1)``, which is 1 at the bound up to torch
+2.13 and 0 from torch 2.14.
 
 Forward convention, as in the paper (Eq. 8): a spike fires where ``u >= threshold``
 (binary) or ``|u| >= threshold`` (ternary).
@@ -77,6 +81,7 @@ class STE(Surrogate):
 
     Binary: ``dS/du = 1`` where ``0 <= u <= 2 th`` (clamp(u / V_th, 0, 1), V_th = 2 th).
     Ternary: ``db/du = 1`` where ``|u| <= 2 th`` (clamp(u / V_th, -1, 1)).
+    Both windows are closed (1 at their ends), by comparison, in every torch version.
 
     Args:
         width: half-width of the window as a multiple of the threshold (2 = the paper's code).
