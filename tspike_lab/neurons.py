@@ -12,8 +12,9 @@ from torch import nn
 import snntorch
 from snntorch._neurons.neurons import SpikingNeuron
 
-from . import surrogate
+from . import kernels, surrogate
 from .errors import ConfigError
+from .kernels import step as fused_step
 
 __all__ = ["TernaryLeaky", "BinaryLeaky", "MultiStepLIF", "SpikingLayer", "reset"]
 
@@ -29,6 +30,11 @@ class _PaperLeaky(snntorch.Leaky):
         u_t = beta * u_{t-1} + x_t - r_t * threshold       "subtract"
         u_t = beta * u_{t-1} + x_t                         "none"
         spk_t = a * b(u_t)
+
+    Where it can (:mod:`tspike_lab.kernels.step` lists the cases: CPU float32/64, scalar fixed beta
+    and threshold, our surrogates, no inhibition / state_quant / reset_delay=False, not under
+    torch.compile) a step is one fused C call forward and one backward, with the general path's
+    results; elsewhere it runs the general path below, op by op.
 
     ``reset_delay=False`` is snnTorch's: the spike also resets ``u_t`` within step t and the
     membrane returned is the reset one, ``u_t * (1 - |b_t| + |r_t|)`` ("zero") or
@@ -48,6 +54,7 @@ class _PaperLeaky(snntorch.Leaky):
     """
 
     kind: str  # "binary" or "ternary", for readers (probes, reports); nothing branches on it
+    _ternary: bool  # the spike function, told to the fused step's kernel
     _RESETS = tuple(SpikingNeuron.reset_dict)  # index = reset_mechanism_val
 
     def __init__(
@@ -147,22 +154,41 @@ class _PaperLeaky(snntorch.Leaky):
         if self._exporting_to_nir():
             self._check_nir_export()
 
-        self.reset = self.mem_reset(self.mem)  # r_t = b(u_{t-1})
-        self.mem = self._charge(input_)  # u_t
-        if self.state_quant:
-            self.mem = self.state_quant(self.mem)
-        b = self._spike(self.mem)
-        if self.inhibition:
-            b = self._inhibit(b, self.mem)
-        if not self.reset_delay:
-            self.mem = self._reset_now(b)
-        spk = b * self.graded_spikes_factor
+        fused = self._fused_step(input_)
+        if fused is not None:
+            b, self.mem = fused
+            a = self.graded_spikes_factor
+            # a = 1 (fixed, one value) would multiply every spike by 1: the same bits, one pass less
+            spk = b if (a.dim() == 0 and not a.requires_grad and float(a) == 1.0) else b * a
+        else:
+            self.reset = self.mem_reset(self.mem)  # r_t = b(u_{t-1})
+            self.mem = self._charge(input_)  # u_t
+            if self.state_quant:
+                self.mem = self.state_quant(self.mem)
+            b = self._spike(self.mem)
+            if self.inhibition:
+                b = self._inhibit(b, self.mem)
+            if not self.reset_delay:
+                self.mem = self._reset_now(b)
+            spk = b * self.graded_spikes_factor
 
         if self.output:
             return spk, self.mem
         if self.init_hidden:
             return spk
         return spk, self.mem
+
+    def _fused_step(self, input_):
+        """``(b_t, u_t)`` by :func:`tspike_lab.kernels.step.lif_step`, or None where the general path runs."""
+        if self.inhibition or self.state_quant or not self.reset_delay:
+            return None
+        beta, th, mem = self.beta, self.threshold, self.mem
+        if fused_step.step_reason(input_, mem, beta, th, self.spike_grad) is not None:
+            return None
+        args = fused_step.step_args(input_.numel(), beta=min(max(float(beta), 0.0), 1.0), threshold=float(th),
+                                    reset=int(self.reset_mechanism_val), ternary=self._ternary,
+                                    detach=self.detach_reset, spike_grad=self.spike_grad)
+        return fused_step.lif_step(input_, mem, args)
 
     def _charge(self, input_):
         """``u_t`` from ``self.mem`` (u_{t-1}) and ``self.reset`` (r_t), per the buffer's mechanism."""
@@ -252,6 +278,7 @@ class TernaryLeaky(_PaperLeaky):
     """
 
     kind = "ternary"
+    _ternary = True
 
     @classmethod
     def _check_threshold(cls, threshold) -> None:
@@ -293,6 +320,7 @@ class BinaryLeaky(_PaperLeaky):
     """
 
     kind = "binary"
+    _ternary = False
 
     def _fire_unscaled(self, mem):
         """``b = 1[u >= th]``."""
@@ -384,8 +412,6 @@ class MultiStepLIF(SpikingLayer):
     def _configure(self, **changes) -> None:
         """Check the options with ``changes`` applied and rebuild the spec; a bad value raises and
         leaves the layer as it was."""
-        from . import kernels  # lazily: the kernel modules load with the first layer
-
         current = {name: getattr(self, name) for name in self._OPTIONS} if "_spec" in self.__dict__ else {}
         opts = {**current, **changes}
         beta, threshold = opts["beta"], opts["threshold"]
@@ -410,9 +436,7 @@ class MultiStepLIF(SpikingLayer):
 
     def amplitude(self, ndim: int) -> torch.Tensor:
         """``a`` shaped to broadcast against a ``[T, B, C, ...]`` tensor of rank ``ndim``."""
-        from .kernels import broadcast_amplitude
-
-        return broadcast_amplitude(self.graded_spikes_factor, ndim)
+        return kernels.broadcast_amplitude(self.graded_spikes_factor, ndim)
 
     def extra_repr(self) -> str:
         a = "per-channel" if self.num_channels else "per-layer"
@@ -441,8 +465,6 @@ class MultiStepLIF(SpikingLayer):
         ``out_seq`` is ``amplitude * b_seq`` if an amplitude is given, else ``b_seq``;
         ``mem_seq`` is None unless ``self.record``: the fast paths then skip writing it.
         """
-        from . import kernels
-
         return kernels.lif_seq_spec(x_seq, self._spec, backend=self._backend, amplitude=amplitude,
                                     return_mem=self.record)
 
