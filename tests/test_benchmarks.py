@@ -49,6 +49,28 @@ def test_neuron_benchmark_runs_and_reports_an_absent_peer_as_missing():
     ours = rows[bench_neuron.OURS]
     assert ours[1] == "1.00x" and float(ours[0].split()[0]) > 0 and ours[2].isdigit()
     assert any(name.startswith("memory-traffic floor") for name in rows)
+    # the stepped drop-ins against snn.Leaky stepped, in the same rounds, under each table
+    summaries = [line for line in out.splitlines() if line.startswith("- stepped drop-in / snn.Leaky stepped")]
+    assert len(summaries) == 2 and all(label in summaries[0] for label in bench_neuron.STEPPED.values())
+    # one training iteration of the (shrunk) tutorial-5 network per neuron class
+    assert "## A small snnTorch network, one training iteration: 16-8-4, 3 steps, batch 4" in out
+    for case in bench_neuron.NETWORK_CASES:
+        assert float(rows[case][0].split()[0]) > 0, case
+    assert rows["snntorch Leaky"][1] == "1.00x"
+
+
+def test_the_stepped_peers_list_is_a_peers_value():
+    out = _run_script("bench_neuron.py", "--list-stepped")
+    assert out.strip().split(",") == [bench_neuron.SNN_STEPPED, *bench_neuron.STEPPED]
+    assert set(out.strip().split(",")) <= set(bench_neuron.PEERS)
+
+
+def test_the_general_path_variant_never_takes_the_fused_step():
+    import tspike_lab as tl
+
+    lif = bench_neuron.general_path(tl.TernaryLeaky)()
+    spk, mem = lif(torch.randn(3, 4, requires_grad=True), None)
+    assert type(mem.grad_fn).__name__ != "LIFStepCPUBackward" and isinstance(lif, tl.TernaryLeaky)
 
 
 def test_train_step_benchmark_runs_every_case_with_time_and_peak_memory():

@@ -72,7 +72,7 @@ def step_args(numel: int, *, beta: float, threshold: float, reset: int, ternary:
               spike_grad) -> ctypes.Structure:
     """The kernel's arguments: ``reset`` is ``reset_mechanism_val`` (0 subtract, 1 zero, 2 none)."""
     code, attr = SURROGATE_CODES[type(spike_grad)]
-    sub, zer = _RESET_MASKS[reset]
+    sub, zer = _RESET_MASKS.get(reset, (0.0, 0.0))  # as the general path's masks: neither
     return cpu._StepArgs(numel, beta, threshold, float(getattr(spike_grad, attr)), sub, zer, int(ternary),
                          int(detach), code, cpu._threads(numel))
 
