@@ -238,3 +238,20 @@ def test_every_option_combination_is_covered_above():
         warnings.simplefilter("error")
         fused_step.step_args(10, beta=0.25, threshold=0.5, reset=2, ternary=True, detach=False,
                              spike_grad=surrogate.STE())
+
+
+def test_a_subclass_that_overrides_the_spike_function_keeps_its_general_path():
+    class Doubled(tl.TernaryLeaky):  # a user's variant: fires at twice the threshold
+        def _fire_unscaled(self, mem):
+            return surrogate.ternary(mem, 2 * self.threshold, self.spike_grad)
+
+    class Renamed(tl.BinaryLeaky):  # adds a method, overrides nothing the fused step replaces
+        def describe(self):
+            return "binary"
+
+    x = torch.tensor([[0.6, -0.7, 1.2]])
+    assert not Doubled._fusable and not _steps_fused(Doubled(), x)
+    assert Doubled()(x, None)[0].tolist() == [[0.0, 0.0, 1.0]]
+    assert Renamed._fusable and tl.TernaryLeaky._fusable
+    if cpu.available():
+        assert _steps_fused(Renamed(), x)

@@ -33,8 +33,9 @@ class _PaperLeaky(snntorch.Leaky):
 
     Where it can (:mod:`tspike_lab.kernels.step` lists the cases: CPU float32/64, scalar fixed beta
     and threshold, our surrogates, no inhibition / state_quant / reset_delay=False, not under
-    torch.compile) a step is one fused C call forward and one backward, with the general path's
-    results; elsewhere it runs the general path below, op by op.
+    torch.compile; not in a subclass that overrides the spike function's methods) a step is one
+    fused C call forward and one backward, with the general path's results; elsewhere it runs
+    the general path below, op by op.
 
     ``reset_delay=False`` is snnTorch's: the spike also resets ``u_t`` within step t and the
     membrane returned is the reset one, ``u_t * (1 - |b_t| + |r_t|)`` ("zero") or
@@ -55,6 +56,15 @@ class _PaperLeaky(snntorch.Leaky):
 
     kind: str  # "binary" or "ternary", for readers (probes, reports); nothing branches on it
     _ternary: bool  # the spike function, told to the fused step's kernel
+    # What the fused step computes in place of the general path: a subclass (a user's) that
+    # overrides one of these keeps its general path, where its override runs.
+    _FUSED_REPLACES = ("_fire_unscaled", "_threshold_grad", "_spike", "_charge", "_reset_masks", "mem_reset", "fire")
+    _fusable = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        ours = next(c for c in cls.__mro__ if c.__module__ == __name__)  # TernaryLeaky, BinaryLeaky
+        cls._fusable = ours is cls or all(getattr(cls, m) is getattr(ours, m) for m in cls._FUSED_REPLACES)
     _RESETS = tuple(SpikingNeuron.reset_dict)  # index = reset_mechanism_val
 
     def __init__(
@@ -180,7 +190,7 @@ class _PaperLeaky(snntorch.Leaky):
 
     def _fused_step(self, input_):
         """``(b_t, u_t)`` by :func:`tspike_lab.kernels.step.lif_step`, or None where the general path runs."""
-        if self.inhibition or self.state_quant or not self.reset_delay:
+        if not self._fusable or self.inhibition or self.state_quant or not self.reset_delay:
             return None
         beta, th, mem = self.beta, self.threshold, self.mem
         if fused_step.step_reason(input_, mem, beta, th, self.spike_grad) is not None:

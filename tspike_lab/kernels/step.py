@@ -17,6 +17,8 @@ CPU float32 / float64 tensors, ``x`` and the membrane of one dtype; a scalar ``b
 and ``detach_reset``; ``reset_delay=True``, no inhibition, no ``state_quant``; not while
 ``torch.compile`` / ``torch.jit`` trace, nor under ``torch.func`` transforms or forward-mode AD.
 The amplitude ``a`` is applied by the neuron, outside (an ordinary multiply, trainable or not).
+A subclass of the neurons that overrides a method the fused step replaces keeps the general
+path (``_PaperLeaky._FUSED_REPLACES``).
 """
 from __future__ import annotations
 
