@@ -4,12 +4,20 @@
     python benchmarks/bench_neuron.py --quick           # a tiny end-to-end run (the tests use it)
     python benchmarks/bench_neuron.py --sizes 64x128x16x16 --steps 4 --rounds 20
     python benchmarks/bench_neuron.py --device cuda     # on a GPU: our Triton kernels, HBM floor
+    python benchmarks/bench_neuron.py --sizes cifar --steps 4 --rounds 40 --no-memory --no-network \
+        --peers "$(python benchmarks/bench_neuron.py --list-stepped)"   # the stepped drop-ins only
 
 Every peer gets the same input ``x [T, B, C, H, W]`` (float32, requires grad) and the same
 output gradient, in one process; a peer that does not import is listed as "missing".
 The memory-traffic floor is derived in benchmarks/README.md: the bytes a fused ternary
 neuron must move in forward+backward over the copy bandwidth measured here (on a GPU:
 device memory, a copy on the GPU; ours then runs the Triton kernels).
+
+The snnTorch-style drop-ins (``TernaryLeaky``, ``BinaryLeaky``, and ``TernaryLeaky`` forced onto
+its op-by-op general path) stepped in a Python loop are also compared with ``snn.Leaky`` stepped
+the same way: a line under each table (same rounds), and one training iteration of snnTorch's
+tutorial-5 network (784-1000-10, 25 steps, batch 128, Adam) with each neuron class swapped in,
+timed in interleaved rounds of its own (``--no-network`` skips it).
 """
 from __future__ import annotations
 
@@ -34,6 +42,12 @@ KERNEL = "tspike kernels.lif_seq (auto)"
 FLOOR = "memory-traffic floor"
 FLOOR_STREAM = "memory-traffic floor, streaming copy"
 PREALLOCATED = "tspike C kernel (preallocated outputs)"
+SNN_STEPPED = "snntorch Leaky stepped"
+STEPPED = {  # our drop-ins stepped in a Python loop, each compared with SNN_STEPPED
+    "tspike TernaryLeaky stepped": "TernaryLeaky",
+    "tspike BinaryLeaky stepped": "BinaryLeaky",
+    "tspike TernaryLeaky stepped (general path)": "TernaryLeaky, general path",
+}
 
 # Every builder takes (T, device) and returns a function of x [T, B, C, H, W].
 
@@ -80,6 +94,23 @@ def _ternary_leaky(T, device):
     return _stepped(TernaryLeaky().to(device))
 
 
+def _binary_leaky(T, device):
+    from tspike_lab import BinaryLeaky
+
+    return _stepped(BinaryLeaky().to(device))
+
+
+def general_path(cls):
+    """``cls`` (TernaryLeaky or BinaryLeaky) with the fused step turned off: every step runs op by op."""
+    return type(f"{cls.__name__}GeneralPath", (cls,), {"_fused_step": lambda self, input_: None})
+
+
+def _ternary_leaky_general(T, device):
+    from tspike_lab import TernaryLeaky
+
+    return _stepped(general_path(TernaryLeaky)().to(device))
+
+
 def _snntorch(T, device):
     import snntorch as snn
 
@@ -123,7 +154,10 @@ PEERS = {
     PREALLOCATED: (None, "the same C kernel writing into buffers allocated once (no allocator, no autograd)"),
     "tspike MultiStepLIF (torch oracle)": (_oracle, "ternary, backend='torch': autograd through every step"),
     "tspike TernaryLeaky stepped": (_ternary_leaky, "ternary, our snnTorch-compatible neuron in a Python loop"),
-    "snntorch Leaky stepped": (_snntorch, "binary, snnTorch default ATan surrogate, reset 'zero'"),
+    "tspike BinaryLeaky stepped": (_binary_leaky, "binary, the same (paper defaults: STE, reset not detached)"),
+    "tspike TernaryLeaky stepped (general path)": (_ternary_leaky_general,
+                                                   "TernaryLeaky without its fused step: op by op, as before it"),
+    SNN_STEPPED: (_snntorch, "binary, snnTorch default ATan surrogate, reset 'zero'"),
     "spikingjelly LIFNode (m)": (_sj_node("LIFNode"), "binary, multi-step, torch backend, Sigmoid surrogate"),
     "spikingjelly TernaryLIFNode (m)": (_sj_node("TernaryLIFNode"), "ternary, multi-step, Sigmoid surrogate"),
     "paper LIFAct (released code)": (_lifact, "ternary, transcription of the released LIFAct"),
@@ -187,6 +221,87 @@ def _case_fn(peer: str, T: int, shape, seed: int = 0, device=torch.device("cpu")
     return step
 
 
+NETWORK_CASES = {  # neuron class of a tutorial-5 network, by case name (imported when built)
+    "snntorch Leaky": ("snntorch", "Leaky", False),
+    "tspike TernaryLeaky": ("tspike_lab", "TernaryLeaky", False),
+    "tspike BinaryLeaky": ("tspike_lab", "BinaryLeaky", False),
+    "tspike TernaryLeaky (general path)": ("tspike_lab", "TernaryLeaky", True),
+    "tspike BinaryLeaky (general path)": ("tspike_lab", "BinaryLeaky", True),
+}
+NETWORK_SIZES = {"tutorial": (128, 784, 1000, 10, 25), "tiny": (4, 16, 8, 4, 3)}  # batch, in, hidden, out, steps
+
+
+def network_iteration(case: str, size: str = "tutorial", seed: int = 0):
+    """One training iteration of snnTorch's tutorial-5 network with the case's neuron class, as a function.
+
+    Two ``Linear`` layers, each followed by ``cls(beta=0.95)`` (the class swapped in, its other
+    defaults its own), stepped ``num_steps`` times from ``init_leaky()``; loss = sum over steps of
+    the cross-entropy of the output membrane; Adam (lr 5e-4). Random inputs of MNIST's shape.
+    """
+    import importlib
+
+    from torch import nn
+
+    module, name, general = NETWORK_CASES[case]
+    cls = getattr(importlib.import_module(module), name)
+    cls = general_path(cls) if general else cls
+    batch, n_in, hidden, n_out, num_steps = NETWORK_SIZES[size]
+    torch.manual_seed(seed)
+    fc1, lif1, fc2, lif2 = nn.Linear(n_in, hidden), cls(beta=0.95), nn.Linear(hidden, n_out), cls(beta=0.95)
+    params = [p for m in (fc1, lif1, fc2, lif2) for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=5e-4)
+    x, y = torch.rand(batch, n_in), torch.randint(0, n_out, (batch,))
+
+    def step():
+        mem1, mem2 = lif1.init_leaky(), lif2.init_leaky()
+        loss = 0
+        for _ in range(num_steps):
+            spk1, mem1 = lif1(fc1(x), mem1)
+            spk2, mem2 = lif2(fc2(spk1), mem2)
+            loss = loss + nn.functional.cross_entropy(mem2, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def stepped_summary(timings: dict) -> str | None:
+    """The line comparing our stepped drop-ins with ``snn.Leaky`` stepped (same rounds), or None."""
+    if SNN_STEPPED not in timings:
+        return None
+    ref = timings[SNN_STEPPED]
+    parts = [f"{label} {ratio(timings[peer].best, ref.best)} (median {ratio(timings[peer].median, ref.median)})"
+             for peer, label in STEPPED.items() if peer in timings]
+    if not parts:
+        return None
+    return "- stepped drop-in / snn.Leaky stepped, same rounds (below 1: ours is faster): " + "; ".join(parts)
+
+
+def network_table(size: str, rounds: int) -> tuple[str, list[dict]]:
+    """The markdown table of one training iteration per network case, interleaved rounds, and the results."""
+    fns, missing = {}, {}
+    for case in NETWORK_CASES:
+        try:
+            fns[case] = network_iteration(case, size)
+        except Exception as e:  # noqa: BLE001 - reported, not dropped
+            missing[case] = f"{type(e).__name__}: {e}"
+    timings = time_interleaved(fns, rounds=rounds, warmup=1)
+    ref = timings.get("snntorch Leaky")
+    rows, results = [], []
+    for case in NETWORK_CASES:
+        if case in missing:
+            rows.append([case, "missing", "-", "-", missing[case][:90]])
+            results.append({"network": size, "case": case, "missing": missing[case]})
+            continue
+        t = timings[case]
+        rows.append([case, f"{ms(t.best)} ({ms(t.median)})", ratio(t.best, ref.best if ref else None),
+                     ratio(t.median, ref.median if ref else None), "the neuron class swapped into the same network"])
+        results.append({"network": size, "case": case, "best_s": t.best, "median_s": t.median})
+    table = markdown_table(["case", "iteration ms", "x snn.Leaky (best)", "x snn.Leaky (median)", "notes"], rows)
+    return table, results
+
+
 def _parse_size(s: str):
     if s in SIZES:
         return s, SIZES[s]
@@ -210,8 +325,16 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default=None, help="comma list of T (default 1,2,4,8)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per peer (default 10)")
     p.add_argument("--peers", default=None, help="comma list of peer names (default: all)")
+    p.add_argument("--no-network", action="store_true", help="skip the tutorial-5 network's training iteration")
+    p.add_argument("--network-rounds", type=int, default=None,
+                   help="interleaved rounds of the network iteration (default 20; --quick: 2)")
+    p.add_argument("--list-stepped", action="store_true",
+                   help="print the stepped peers (snn.Leaky and our drop-ins) as a --peers value and exit")
     add_run_arguments(p, memory_repeats=1, jobs=2)
     args = p.parse_args(argv)
+    if args.list_stepped:
+        print(",".join([SNN_STEPPED, *STEPPED]))
+        return 0
     done, threads = start_run(args, memory_case)
     if done:
         return 0
@@ -318,8 +441,24 @@ def main(argv=None) -> int:
                             "copies_s": copies, "header_floor_s": header_floor})
             print(f"## {size_name}: B, C, H, W = {', '.join(map(str, shape))}; T = {T} ({n / 1e6:.1f} M elements)\n")
             print(markdown_table(["peer", "fwd+bwd ms", "x ours", "peak MiB", "x ours", "notes"], rows))
+            summary = stepped_summary(timings)
+            if summary:
+                print(f"\n{summary}")
             print()
             sys.stdout.flush()
+    if not args.no_network and device.type == "cpu":
+        size = "tiny" if args.quick else "tutorial"
+        batch, n_in, hidden, n_out, num_steps = NETWORK_SIZES[size]
+        n_rounds = args.network_rounds or (2 if args.quick else 20)
+        what = "snnTorch tutorial 5" if size == "tutorial" else "tutorial 5's network, shrunk"
+        print(f"## A small snnTorch network, one training iteration: {n_in}-{hidden}-{n_out}, {num_steps} steps, "
+              f"batch {batch} ({what}), float32\n")
+        print(f"- times: best of {n_rounds} interleaved rounds (median in brackets), ms; "
+              "'x snn.Leaky' = case / snn.Leaky (below 1: faster than snn.Leaky)\n")
+        table, net_results = network_table(size, n_rounds)
+        print(table)
+        print()
+        results.extend(net_results)
     print("- load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "bandwidth": bw, "results": results}, indent=1))

@@ -49,6 +49,28 @@ def test_neuron_benchmark_runs_and_reports_an_absent_peer_as_missing():
     ours = rows[bench_neuron.OURS]
     assert ours[1] == "1.00x" and float(ours[0].split()[0]) > 0 and ours[2].isdigit()
     assert any(name.startswith("memory-traffic floor") for name in rows)
+    # the stepped drop-ins against snn.Leaky stepped, in the same rounds, under each table
+    summaries = [line for line in out.splitlines() if line.startswith("- stepped drop-in / snn.Leaky stepped")]
+    assert len(summaries) == 2 and all(label in summaries[0] for label in bench_neuron.STEPPED.values())
+    # one training iteration of the (shrunk) tutorial-5 network per neuron class
+    assert "## A small snnTorch network, one training iteration: 16-8-4, 3 steps, batch 4" in out
+    for case in bench_neuron.NETWORK_CASES:
+        assert float(rows[case][0].split()[0]) > 0, case
+    assert rows["snntorch Leaky"][1] == "1.00x"
+
+
+def test_the_stepped_peers_list_is_a_peers_value():
+    out = _run_script("bench_neuron.py", "--list-stepped")
+    assert out.strip().split(",") == [bench_neuron.SNN_STEPPED, *bench_neuron.STEPPED]
+    assert set(out.strip().split(",")) <= set(bench_neuron.PEERS)
+
+
+def test_the_general_path_variant_never_takes_the_fused_step():
+    import tspike_lab as tl
+
+    lif = bench_neuron.general_path(tl.TernaryLeaky)()
+    spk, mem = lif(torch.randn(3, 4, requires_grad=True), None)
+    assert type(mem.grad_fn).__name__ != "LIFStepCPUBackward" and isinstance(lif, tl.TernaryLeaky)
 
 
 def test_train_step_benchmark_runs_every_case_with_time_and_peak_memory():
@@ -66,12 +88,22 @@ def test_train_step_benchmark_runs_every_case_with_time_and_peak_memory():
     assert "- the most any float32 engine with our convolutions could gain" in out
 
 
+def _clamp_gradient_at_its_bound() -> float:
+    """d clamp(x, -1, 1) / dx at x = 1 in the torch at hand: 1.0 up to torch 2.13, 0.0 from 2.14."""
+    x = torch.tensor(1.0, requires_grad=True)
+    torch.clamp(x, -1, 1).backward()
+    return float(x.grad)
+
+
 def test_the_released_lifact_transcription_is_our_default_ternary_neuron():
     from tspike_lab.neurons import MultiStepLIF
 
     torch.manual_seed(0)
     x = torch.randn(4, 3, 8, 5, 5) * 0.7
+    # Planted at t = 0, where u_0 = x_0: the threshold (|u| = 0.5) and the STE window's edge (|u / V_th| = 1).
     x.view(-1)[:4] = torch.tensor([0.5, -0.5, 1.0, -1.0])
+    edge = torch.zeros(x.shape, dtype=torch.bool)
+    edge.view(-1)[2:4] = True
     g = torch.randn(x.shape)
     grads = []
     for neuron in (LIFAct(4), MultiStepLIF("ternary")):
@@ -79,8 +111,17 @@ def test_the_released_lifact_transcription_is_our_default_ternary_neuron():
         out = neuron(xi)
         (out * g).sum().backward()
         grads.append((out.detach(), xi.grad))
-    assert torch.equal(grads[0][0], grads[1][0])
-    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
+    (out_released, gx_released), (out_ours, gx_ours) = grads
+    assert torch.equal(out_released, out_ours)
+    torch.testing.assert_close(gx_released[~edge], gx_ours[~edge], rtol=1e-5, atol=1e-6)
+    # At |u / V_th| = 1 ours is the paper's text, ds/du = 1 where |u / V_th| <= 1, whatever the torch
+    # version: there dL/dx_0 = dL/db_0 = G_0 - (g_1 * beta * u_0) * b_0 (both fire: the direct path is 0).
+    u0, b0 = x[0].view(-1)[2:4], out_ours[0].view(-1)[2:4]
+    expected = g[0].view(-1)[2:4] + (-(gx_ours[1].view(-1)[2:4] * (0.25 * u0))) * b0
+    assert torch.equal(b0, torch.tensor([1.0, -1.0]))
+    assert torch.equal(gx_ours[edge], expected) and (expected != 0).all()
+    # The released LIFAct takes clamp's gradient at its bound, which changed between torch versions.
+    assert torch.equal(gx_released[edge], expected * _clamp_gradient_at_its_bound())
 
 
 @pytest.mark.parametrize("layout", ["released", "per_step"])

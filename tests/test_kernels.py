@@ -1,4 +1,4 @@
-"""Fast LIF paths (tspike_lab.kernels) against the oracle functional.lif_seq.
+"""Fast LIF paths (tspike_lab.kernels) against the oracle functional.oracle_lif_seq.
 
 Spikes must be equal (torch.equal), gradients equal to float rounding, for every option.
 """
@@ -13,6 +13,7 @@ import snntorch.surrogate as snn_surrogate
 import torch
 
 from tspike_lab import functional, kernels, surrogate
+from tspike_lab.errors import ConfigError
 from tspike_lab.kernels import cpu
 from tspike_lab.neurons import MultiStepLIF
 
@@ -104,7 +105,7 @@ def test_ste_triangle_and_atan_gradients_are_bitwise_those_of_the_oracle(backend
             x = _inputs((6, 2, 300), torch.float32, seed=3).requires_grad_(True)
             g = torch.randn(x.shape)
             kw = dict(beta=0.3, threshold=0.45, kind="ternary", reset_mechanism=reset, spike_grad=sg)
-            b_ref, _ = functional.lif_seq(x, **kw)
+            b_ref, _ = functional.oracle_lif_seq(x, **kw)
             (gx_ref,) = torch.autograd.grad((b_ref * g).sum(), x)
             b, _ = kernels.lif_seq(x, backend=backend, **kw)
             (gx,) = torch.autograd.grad((b * g).sum(), x)
@@ -136,7 +137,7 @@ def test_gradient_of_two_steps_by_hand(backend, reset, detach, expected):
 def test_any_number_of_steps_and_a_beta_that_is_not_dyadic(backend, T):
     x = _inputs((T, 2, 1000), torch.float32, seed=T).requires_grad_(True)
     kw = dict(beta=0.37, threshold=0.33, kind="ternary")
-    b_ref, m_ref = functional.lif_seq(x, **kw)
+    b_ref, m_ref = functional.oracle_lif_seq(x, **kw)
     (gx_ref,) = torch.autograd.grad(b_ref.square().sum() + b_ref.sum(), x)
     b, m = kernels.lif_seq(x, backend=backend, return_mem=True, **kw)
     (gx,) = torch.autograd.grad(b.square().sum() + b.sum(), x)
@@ -150,7 +151,7 @@ def test_recording_returns_the_oracles_membranes(backend):
     lif.record = True
     x = _inputs((4, 2, 3, 5), torch.float32, seed=1)
     lif(x.requires_grad_(True)).sum().backward()
-    _, mem_ref = functional.lif_seq(x)
+    _, mem_ref = functional.oracle_lif_seq(x)
     assert torch.equal(lif.mem_seq, mem_ref)
     lif.record = False
     assert kernels.lif_seq(x, backend=backend)[1] is None
@@ -172,7 +173,7 @@ def test_layouts_time_broadcast_channels_last_and_strided_inputs(backend):
         base_ref = base.detach().clone().requires_grad_(True)
         make = (lambda s: s.unsqueeze(0).expand(T, *s.shape)) if name == "expanded" else (lambda s: s)
         g = torch.randn(x.shape)
-        b_ref, _ = functional.lif_seq(make(base_ref))
+        b_ref, _ = functional.oracle_lif_seq(make(base_ref))
         (b_ref * g).sum().backward()
         b, _ = kernels.lif_seq(make(base), backend=backend)
         (b * g).sum().backward()
@@ -181,7 +182,7 @@ def test_layouts_time_broadcast_channels_last_and_strided_inputs(backend):
 
 
 def _oracle_scaled(x, a, **kw):
-    b, _ = functional.lif_seq(x, **kw)
+    b, _ = functional.oracle_lif_seq(x, **kw)
     return b * (a if a.dim() == 0 else a.view(-1, *([1] * (x.dim() - 3))))
 
 
@@ -253,7 +254,7 @@ def test_without_grad_the_fast_paths_save_nothing_and_still_match(backend):
     x = _inputs((4, 2, 100), torch.float32, seed=2)
     with torch.no_grad():
         b, _ = kernels.lif_seq(x, backend=backend)
-    assert not b.requires_grad and torch.equal(b, functional.lif_seq(x)[0])
+    assert not b.requires_grad and torch.equal(b, functional.oracle_lif_seq(x)[0])
     b, _ = kernels.lif_seq(x, backend=backend)  # x does not require grad either
     assert b.grad_fn is None
 
@@ -284,7 +285,7 @@ def test_the_backward_saves_one_byte_per_element_plus_membranes_only_where_neede
     kw = dict(spike_grad=sg, reset_mechanism=reset, detach_reset=detach)
     fast = _saved_bytes(lambda: kernels.lif_seq(x, backend=backend, **kw))
     assert fast == T * N + float_rows * N * 4
-    oracle = _saved_bytes(lambda: functional.lif_seq(x, **kw))
+    oracle = _saved_bytes(lambda: functional.oracle_lif_seq(x, **kw))
     assert fast < oracle  # the oracle keeps float copies per step (u for the surrogate, beta u, 1 - |b|, ...)
 
 
@@ -365,7 +366,7 @@ def test_large_outputs_live_in_blocks_that_come_back_when_their_tensors_die(dtyp
             out = engine.scaled_lif_seq(x, torch.tensor(0.75, dtype=dtype), spec)
             (gx,) = torch.autograd.grad(out, x, g)
             x_ref = x.detach().clone().requires_grad_(True)
-            b_ref, _ = functional.lif_seq(x_ref)
+            b_ref, _ = functional.oracle_lif_seq(x_ref)
             out_ref = b_ref * torch.tensor(0.75, dtype=dtype)
             (gx_ref,) = torch.autograd.grad(out_ref, x_ref, g)
             assert torch.equal(out, out_ref) and torch.equal(gx, gx_ref), seed
@@ -402,7 +403,7 @@ def test_recycled_blocks_are_held_only_up_to_the_cap():
     # off: plain torch allocations, nothing held
     with cpu.CPUKernel(recycler=cpu.Recycler(cap_bytes=0, min_bytes=1)) as engine:
         out = engine.lif_seq(x, spec)[0]
-        assert torch.equal(out, functional.lif_seq(x)[0])
+        assert torch.equal(out, functional.oracle_lif_seq(x)[0])
         del out
         gc.collect()
         assert engine.recycler.held_bytes == 0
@@ -419,12 +420,12 @@ def test_a_closed_recycler_unmaps_blocks_still_in_use_when_their_tensors_die():
     engine = cpu.CPUKernel(recycler=recycler)
     out = engine.lif_seq(x, spec)[0]
     engine.close()
-    assert torch.equal(out, functional.lif_seq(x)[0])  # a live output stays valid after close
+    assert torch.equal(out, functional.oracle_lif_seq(x)[0])  # a live output stays valid after close
     del out
     gc.collect()
     assert recycler.closed and recycler.held_bytes == 0
     again = engine.lif_seq(x, spec)[0]  # after close: a plain allocation
-    assert torch.equal(again, functional.lif_seq(x)[0])
+    assert torch.equal(again, functional.oracle_lif_seq(x)[0])
     del again
     gc.collect()
     assert recycler.held_bytes == 0
@@ -464,7 +465,7 @@ def test_half_precision_on_cpu_gives_the_oracles_spikes_and_gradients_bit_for_bi
     spec = kernels.make_spec(beta=0.25, threshold=threshold, kind="ternary", reset_mechanism="zero",
                              spike_grad=sg, detach_reset=False)
     assert kernels.select_backend(x, spec) == (expected if HAS_C else "fused_torch")
-    b_ref, _ = functional.lif_seq(x, threshold=threshold, spike_grad=sg)
+    b_ref, _ = functional.oracle_lif_seq(x, threshold=threshold, spike_grad=sg)
     (gx_ref,) = torch.autograd.grad(b_ref.sum(), x)
     b, _ = kernels.lif_seq(x, threshold=threshold, spike_grad=sg)
     (gx,) = torch.autograd.grad(b.sum(), x)
@@ -518,7 +519,7 @@ def test_without_a_c_compiler_auto_falls_back_to_the_torch_fused_path():
                                  spike_grad=None, detach_reset=False)
         assert kernels.select_backend(x, spec) == "fused_torch"
         out = MultiStepLIF()(x)
-        assert torch.equal(out, functional.lif_seq(x)[0])
+        assert torch.equal(out, functional.oracle_lif_seq(x)[0])
         print("ok")
     """)
     env = dict(os.environ, CC="/nonexistent/cc")
@@ -549,7 +550,7 @@ def test_auto_dispatch_rules():
 def test_a_users_surrogate_subclass_and_an_snntorch_callable_give_the_oracles_gradients():
     for sg in (_HalfTriangle(), snn_surrogate.fast_sigmoid()):
         x = _inputs((3, 2, 50), torch.float32, seed=6).requires_grad_(True)
-        b_ref, _ = functional.lif_seq(x, spike_grad=sg)
+        b_ref, _ = functional.oracle_lif_seq(x, spike_grad=sg)
         (gx_ref,) = torch.autograd.grad(b_ref.sum(), x)
         b, _ = kernels.lif_seq(x, spike_grad=sg)
         (gx,) = torch.autograd.grad(b.sum(), x)
@@ -572,6 +573,24 @@ def test_an_unusable_backend_fails_early_naming_the_value_and_the_reason():
         MultiStepLIF(backend="nope")(torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="x_seq must be a floating-point tensor, got dtype torch.int64"):
         kernels.lif_seq(torch.ones(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(kind="quaternary"), "kind must be one of .*got 'quaternary'"),
+    (dict(reset_mechanism="none"), "reset_mechanism must be one of .*got 'none'"),
+    (dict(beta=torch.tensor([0.2, 0.3])), "beta must be a python float for the fast paths"),
+    (dict(threshold="0.5"), "threshold must be a float, got '0.5'"),
+    (dict(spike_grad="relu"), "spike_grad must be one of"),
+])
+def test_a_bad_option_is_a_config_error_naming_it(kw, match):
+    opts = dict(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
+                detach_reset=False) | kw
+    with pytest.raises(ConfigError, match=match):
+        kernels.make_spec(**opts)
+    with pytest.raises(ConfigError, match=match):
+        kernels.lif_seq(torch.randn(2, 3), backend="fused_torch", **{k: opts[k] for k in kw})
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        kernels.check_backend("gpu")
 
 
 def test_the_oracle_stays_selectable_on_the_layer():
@@ -646,7 +665,7 @@ def test_options_set_after_construction_rebuild_the_spec_and_a_bad_value_changes
     x = _inputs((3, 2, 60), torch.float32, seed=12).requires_grad_(True)
     out = lif(x)
     (gx,) = torch.autograd.grad(out.sum(), x)
-    b_ref, _ = functional.lif_seq(x, beta=0.5, threshold=0.375, kind="binary", reset_mechanism="subtract",
+    b_ref, _ = functional.oracle_lif_seq(x, beta=0.5, threshold=0.375, kind="binary", reset_mechanism="subtract",
                                   spike_grad=surrogate.ATan(), detach_reset=True)
     (gx_ref,) = torch.autograd.grad(b_ref.sum(), x)
     assert torch.equal(out, b_ref) and (out != 0).any()

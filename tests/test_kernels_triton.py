@@ -161,7 +161,7 @@ def test_nan_and_infinite_bfloat16_inputs_give_the_oracles_spikes_membranes_and_
                 x.requires_grad_(True)
                 kw = dict(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism=reset, spike_grad=sg,
                           detach_reset=False)
-                b_ref, m_ref = functional.lif_seq(x, **kw)
+                b_ref, m_ref = functional.oracle_lif_seq(x, **kw)
                 (g_ref,) = torch.autograd.grad(b_ref.sum(), x)
                 b, m = triton_lif.lif_seq_triton(x, make_spec(**kw), return_mem=True)
                 (g,) = torch.autograd.grad(b.sum(), x)
@@ -188,7 +188,7 @@ def test_triton_kernels_equal_the_oracle_in_triton_s_cpu_interpreter():
                         x = (torch.randint(-96, 97, (3, 2, 700)) / 64).to(dtype).requires_grad_(True)
                         kw = dict(beta=0.25, threshold=0.5, kind=kind, reset_mechanism=reset, spike_grad=sg,
                                   detach_reset=False)
-                        b_ref, m_ref = functional.lif_seq(x, **kw)
+                        b_ref, m_ref = functional.oracle_lif_seq(x, **kw)
                         (g_ref,) = torch.autograd.grad(b_ref.sum(), x)
                         b, m = triton_lif.lif_seq_triton(x, make_spec(**kw), return_mem=True)
                         (g,) = torch.autograd.grad(b.sum(), x)
@@ -219,7 +219,7 @@ def test_triton_kernels_equal_the_oracle_in_triton_s_cpu_interpreter():
                             out = triton_lif.scaled_lif_seq_triton(xs, a, spec)
                             assert type(out.grad_fn).__name__ == "ScaledLIFSeqTritonBackward"
                         else:
-                            b, _ = functional.lif_seq(xs, beta=0.3)
+                            b, _ = functional.oracle_lif_seq(xs, beta=0.3)
                             out = b * (a if per == "layer" else a.view(-1, 1, 1))
                         out.backward(g)
                         res.append((out, x.grad, a.grad))
@@ -259,7 +259,7 @@ def test_triton_gradients_on_cuda_are_the_oracles_bits_but_for_the_sigmoids_exp(
     x = _inputs((4, 8, 16, 8, 8), torch.float32, seed=8).cuda().requires_grad_(True)
     g = torch.randn(x.shape, device="cuda")
     kw = dict(beta=0.3, threshold=0.45, kind="ternary", spike_grad=sg)
-    b_ref, _ = functional.lif_seq(x, **kw)
+    b_ref, _ = functional.oracle_lif_seq(x, **kw)
     (gx_ref,) = torch.autograd.grad((b_ref * g).sum(), x)
     b, _ = kernels.lif_seq(x, backend="triton", **kw)
     (gx,) = torch.autograd.grad((b * g).sum(), x)
@@ -314,7 +314,7 @@ def test_nan_and_infinite_bfloat16_inputs_on_cuda_give_the_oracles_spikes_membra
     x[1, 1, :3] = torch.tensor([float("inf"), float("nan"), float("-inf")])
     x = x.cuda().requires_grad_(True)
     kw = dict(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism=reset)
-    b_ref, m_ref = functional.lif_seq(x, **kw)
+    b_ref, m_ref = functional.oracle_lif_seq(x, **kw)
     (g_ref,) = torch.autograd.grad(b_ref.sum(), x)
     b, m = kernels.lif_seq(x, backend="triton", return_mem=True, **kw)
     (g,) = torch.autograd.grad(b.sum(), x)
@@ -334,7 +334,7 @@ def test_a_tensor_on_a_device_that_is_not_current_runs_on_its_own_device():
     out.backward(torch.ones_like(out))
     assert out.device == x.grad.device == a.grad.device == torch.device("cuda", 1)
     x_ref = x.detach().clone().requires_grad_(True)
-    out_ref = functional.lif_seq(x_ref)[0] * 0.7
+    out_ref = functional.oracle_lif_seq(x_ref)[0] * 0.7
     out_ref.backward(torch.ones_like(out_ref))
     assert torch.equal(out, out_ref.to(out.dtype)) and torch.equal(x.grad, x_ref.grad)
     assert torch.cuda.current_device() == 0
@@ -351,7 +351,7 @@ def test_triton_equals_the_oracle_on_cuda(kind, reset, sg, detach, dtype):
     x = _inputs((4, 8, 16, 8, 8), dtype, seed=7).cuda().requires_grad_(True)
     g = torch.randn(x.shape, device="cuda", dtype=dtype)
     kw = dict(kind=kind, reset_mechanism=reset, spike_grad=sg, detach_reset=detach)
-    b_ref, m_ref = functional.lif_seq(x, **kw)
+    b_ref, m_ref = functional.oracle_lif_seq(x, **kw)
     (gx_ref,) = torch.autograd.grad((b_ref * g).sum(), x)
     b, m = kernels.lif_seq(x, backend="triton", return_mem=True, **kw)
     (gx,) = torch.autograd.grad((b * g).sum(), x)
@@ -370,7 +370,7 @@ def test_auto_picks_triton_for_cuda_tensors_and_handles_an_expanded_stem_input()
     b, _ = kernels.lif_seq(x)
     b.sum().backward()
     ref = static.detach().clone().requires_grad_(True)
-    b_ref, _ = functional.lif_seq(ref.unsqueeze(0).expand(3, *ref.shape))
+    b_ref, _ = functional.oracle_lif_seq(ref.unsqueeze(0).expand(3, *ref.shape))
     b_ref.sum().backward()
     assert torch.equal(b, b_ref)
     torch.testing.assert_close(static.grad, ref.grad)

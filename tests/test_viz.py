@@ -261,7 +261,7 @@ def test_neuron_figure_draws_the_oracle_membranes_and_spikes():
     x = viz.input_current("pulses", num_steps=30, amplitude=0.8, period=6)
     fig = viz.plot_neuron(x, beta=0.5, threshold=0.4, a=2.0)
     traces = {t.name: t for t in fig.data}
-    b, u = functional.lif_seq(x.reshape(-1, 1).double(), beta=0.5, threshold=0.4, kind="ternary")
+    b, u = functional.oracle_lif_seq(x.reshape(-1, 1).double(), beta=0.5, threshold=0.4, kind="ternary")
     assert list(traces["u ternary"].y) == pytest.approx(u.flatten().tolist())
     nz = b.flatten() != 0
     assert list(traces["spikes ternary"].y) == b.flatten()[nz].tolist()

@@ -10,40 +10,48 @@ the paper and snnTorch, so the returned membrane is the one the spike was fired 
 The spike ``b_t`` is unscaled; a layer emits ``a * b_t`` with ``a`` its amplitude
 (``graded_spikes_factor``). The reset uses ``b``, not ``a * b`` (Eq. 14).
 
-``lif_seq`` here is the plain-PyTorch oracle: autograd through every step. Fast paths
-(:mod:`tspike_lab.kernels`) are tested against it.
+:func:`oracle_lif_seq` is the plain-PyTorch oracle, autograd through every step: the tests
+hold every fast path to it. The public multi-step entry point is
+:func:`tspike_lab.kernels.lif_seq` (``backend="torch"`` runs this oracle).
 """
 from __future__ import annotations
 
 import torch
 
 from . import surrogate
+from .errors import ConfigError
 
-__all__ = ["KINDS", "RESETS", "fire", "lif_step", "lif_seq", "check_kind", "check_reset"]
+__all__ = ["KINDS", "RESETS", "SPIKES", "fire", "lif_step", "oracle_lif_seq", "check_kind", "check_reset",
+           "spike_function"]
 
-KINDS = ("binary", "ternary")
+# kind -> the spike function b(u, threshold, spike_grad) with the surrogate backward
+SPIKES = {"binary": surrogate.heaviside, "ternary": surrogate.ternary}
+KINDS = tuple(SPIKES)
 RESETS = ("zero", "subtract")
 
 
 def check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    """``kind`` if it is one of :data:`KINDS`, else :class:`~tspike_lab.errors.ConfigError` naming it."""
+    if kind not in SPIKES:
+        raise ConfigError.bad("", "kind", kind, f"one of {KINDS}")
     return kind
 
 
 def check_reset(reset_mechanism: str) -> str:
+    """``reset_mechanism`` if it is one of :data:`RESETS`, else :class:`~tspike_lab.errors.ConfigError`."""
     if reset_mechanism not in RESETS:
-        raise ValueError(f"reset_mechanism must be one of {RESETS}, got {reset_mechanism!r}")
+        raise ConfigError.bad("", "reset_mechanism", reset_mechanism, f"one of {RESETS}")
     return reset_mechanism
+
+
+def spike_function(kind: str):
+    """The spike function of ``kind`` (checked here): ``b = f(u, threshold, spike_grad)``."""
+    return SPIKES[check_kind(kind)]
 
 
 def fire(u: torch.Tensor, threshold, kind: str = "ternary", spike_grad=None) -> torch.Tensor:
     """Spike of a membrane ``u``: binary {0, 1} or ternary {-1, 0, 1}, surrogate backward."""
-    if kind == "ternary":
-        return surrogate.ternary(u, threshold, spike_grad)
-    if kind == "binary":
-        return surrogate.heaviside(u, threshold, spike_grad)
-    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return spike_function(kind)(u, threshold, spike_grad)
 
 
 def _charge(x, mem, b_prev, beta, threshold, reset_mechanism):
@@ -70,15 +78,16 @@ def lif_step(
     Returns:
         ``(b_t, u_t)``: the unscaled spike and the membrane it fired on.
     """
+    spike = spike_function(kind)
     check_reset(reset_mechanism)
-    b_prev = fire(mem, threshold, kind, spike_grad)
+    b_prev = spike(mem, threshold, spike_grad)
     if detach_reset:
         b_prev = b_prev.detach()
     mem = _charge(x, mem, b_prev, beta, threshold, reset_mechanism)
-    return fire(mem, threshold, kind, spike_grad), mem
+    return spike(mem, threshold, spike_grad), mem
 
 
-def lif_seq(
+def oracle_lif_seq(
     x_seq: torch.Tensor,
     *,
     beta=0.25,
@@ -89,24 +98,33 @@ def lif_seq(
     detach_reset: bool = False,
     mem: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multi-step LIF over ``[T, B, ...]``, the oracle for every fast path.
+    """Multi-step LIF over ``[T, B, ...]`` by autograd through every step: the oracle of the fast paths.
+
+    ``beta`` and ``threshold`` may be tensors (trained ones included); ``mem`` is ``u_{-1}``
+    (default zeros, no spike before the first step).
 
     Returns:
         ``(b_seq, mem_seq)``, both ``[T, B, ...]``: unscaled spikes and membranes.
     """
-    check_kind(kind)
+    spike = spike_function(kind)
     check_reset(reset_mechanism)
     if x_seq.dim() < 2:
         raise ValueError(f"x_seq must be [T, B, ...] (rank >= 2), got shape {tuple(x_seq.shape)}")
+    return run_oracle(x_seq, spike, beta=beta, threshold=threshold, reset_mechanism=reset_mechanism,
+                      spike_grad=spike_grad, detach_reset=detach_reset, mem=mem)
+
+
+def run_oracle(x_seq, spike, *, beta, threshold, reset_mechanism, spike_grad, detach_reset, mem=None):
+    """:func:`oracle_lif_seq` with the options already checked (``spike``: from :func:`spike_function`)."""
     if mem is None:
         mem = torch.zeros_like(x_seq[0])
         b = torch.zeros_like(mem)
     else:
-        b = fire(mem, threshold, kind, spike_grad)
+        b = spike(mem, threshold, spike_grad)
     b_list, mem_list = [], []
     for x in x_seq.unbind(0):
         mem = _charge(x, mem, b.detach() if detach_reset else b, beta, threshold, reset_mechanism)
-        b = fire(mem, threshold, kind, spike_grad)
+        b = spike(mem, threshold, spike_grad)
         b_list.append(b)
         mem_list.append(mem)
     return torch.stack(b_list), torch.stack(mem_list)

@@ -12,8 +12,9 @@ from torch import nn
 import snntorch
 from snntorch._neurons.neurons import SpikingNeuron
 
-from . import functional, surrogate
+from . import kernels, surrogate
 from .errors import ConfigError
+from .kernels import step as fused_step
 
 __all__ = ["TernaryLeaky", "BinaryLeaky", "MultiStepLIF", "SpikingLayer", "reset"]
 
@@ -30,6 +31,12 @@ class _PaperLeaky(snntorch.Leaky):
         u_t = beta * u_{t-1} + x_t                         "none"
         spk_t = a * b(u_t)
 
+    Where it can (:mod:`tspike_lab.kernels.step` lists the cases: CPU float32/64, scalar fixed beta
+    and threshold, our surrogates, no inhibition / state_quant / reset_delay=False, not under
+    torch.compile; not in a subclass that overrides the spike function's methods) a step is one
+    fused C call forward and one backward, with the general path's results; elsewhere it runs
+    the general path below, op by op.
+
     ``reset_delay=False`` is snnTorch's: the spike also resets ``u_t`` within step t and the
     membrane returned is the reset one, ``u_t * (1 - |b_t| + |r_t|)`` ("zero") or
     ``u_t - (b_t - r_t) * threshold`` ("subtract"); ``r_t`` keeps a reset from being applied twice.
@@ -37,12 +44,27 @@ class _PaperLeaky(snntorch.Leaky):
     The reset mechanism is one piece of state, the buffer ``reset_mechanism_val`` (0 subtract,
     1 zero, 2 none): the property, the setter, ``load_state_dict`` and the update all read it.
 
+    A subclass is one spike function ``b``: it defines :meth:`_fire_unscaled` (``b(u)`` with the
+    surrogate backward), :meth:`_threshold_grad` (``db/dth``), :meth:`_fired` (what the spike of
+    this step adds to the reset), :meth:`_drive` (how far beyond threshold, for inhibition) and
+    may tighten :meth:`_check_threshold` and :meth:`_check_nir_export`; ``kind`` names it.
+
     Args: those of ``snn.Leaky`` (every one is supported), with the paper's defaults, and
         detach_reset: detach ``r_t`` as ``snn.Leaky`` always does (the paper's neuron does not);
             with ``reset_delay=False`` the reset by ``b_t`` keeps its gradient, as in ``snn.Leaky``.
     """
 
-    _kind = "ternary"
+    kind: str  # "binary" or "ternary", for readers (probes, reports); nothing branches on it
+    _ternary: bool  # the spike function, told to the fused step's kernel
+    # What the fused step computes in place of the general path: a subclass (a user's) that
+    # overrides one of these keeps its general path, where its override runs.
+    _FUSED_REPLACES = ("_fire_unscaled", "_threshold_grad", "_spike", "_charge", "_reset_masks", "mem_reset", "fire")
+    _fusable = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        ours = next(c for c in cls.__mro__ if c.__module__ == __name__)  # TernaryLeaky, BinaryLeaky
+        cls._fusable = ours is cls or all(getattr(cls, m) is getattr(ours, m) for m in cls._FUSED_REPLACES)
     _RESETS = tuple(SpikingNeuron.reset_dict)  # index = reset_mechanism_val
 
     def __init__(
@@ -64,11 +86,7 @@ class _PaperLeaky(snntorch.Leaky):
         detach_reset=False,
     ):
         self._reset_index(reset_mechanism)
-        if self._kind == "ternary" and not bool((torch.as_tensor(threshold) > 0).all()):
-            raise ConfigError(
-                f"threshold must be > 0 for {type(self).__name__} (it fires +1 where u >= threshold "
-                f"and -1 where u <= -threshold), got {threshold!r}"
-            )
+        self._check_threshold(threshold)
         super().__init__(
             beta,
             threshold=threshold,
@@ -92,9 +110,29 @@ class _PaperLeaky(snntorch.Leaky):
         # Like snn.Leaky, the neuron stays in SpikingNeuron.instances, so snntorch.utils.reset,
         # reset_hidden, detach_hidden and backprop.BPTT reach it; tspike_lab.reset(net) is scoped.
 
-    @property
-    def kind(self) -> str:
-        return self._kind
+    # -- what a spike function defines ----------------------------------------------------------
+
+    @classmethod
+    def _check_threshold(cls, threshold) -> None:
+        """Refuse a threshold this spike function cannot fire with (any is fine by default)."""
+
+    def _fire_unscaled(self, mem: torch.Tensor) -> torch.Tensor:
+        """``b(u)`` with the surrogate backward (``self.spike_grad``)."""
+        raise NotImplementedError
+
+    def _threshold_grad(self, u: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+        """``db/dth`` at ``u`` from one of our surrogates (their backward gives ``db/du`` only)."""
+        raise NotImplementedError
+
+    def _fired(self, b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """reset_delay=False, "zero": the fraction of ``u_t`` this step's spike ``b_t`` removes, net of ``r_t``."""
+        raise NotImplementedError
+
+    def _drive(self, mem: torch.Tensor) -> torch.Tensor:
+        """How far each neuron is beyond firing (inhibition keeps the largest of each row)."""
+        raise NotImplementedError
+
+    # -- the step ---------------------------------------------------------------------------------
 
     @property
     def reset_mechanism(self) -> str:
@@ -126,22 +164,41 @@ class _PaperLeaky(snntorch.Leaky):
         if self._exporting_to_nir():
             self._check_nir_export()
 
-        self.reset = self.mem_reset(self.mem)  # r_t = b(u_{t-1})
-        self.mem = self._charge(input_)  # u_t
-        if self.state_quant:
-            self.mem = self.state_quant(self.mem)
-        b = self._spike(self.mem)
-        if self.inhibition:
-            b = self._inhibit(b, self.mem)
-        if not self.reset_delay:
-            self.mem = self._reset_now(b)
-        spk = b * self.graded_spikes_factor
+        fused = self._fused_step(input_)
+        if fused is not None:
+            b, self.mem = fused
+            a = self.graded_spikes_factor
+            # a = 1 (fixed, one value) would multiply every spike by 1: the same bits, one pass less
+            spk = b if (a.dim() == 0 and not a.requires_grad and float(a) == 1.0) else b * a
+        else:
+            self.reset = self.mem_reset(self.mem)  # r_t = b(u_{t-1})
+            self.mem = self._charge(input_)  # u_t
+            if self.state_quant:
+                self.mem = self.state_quant(self.mem)
+            b = self._spike(self.mem)
+            if self.inhibition:
+                b = self._inhibit(b, self.mem)
+            if not self.reset_delay:
+                self.mem = self._reset_now(b)
+            spk = b * self.graded_spikes_factor
 
         if self.output:
             return spk, self.mem
         if self.init_hidden:
             return spk
         return spk, self.mem
+
+    def _fused_step(self, input_):
+        """``(b_t, u_t)`` by :func:`tspike_lab.kernels.step.lif_step`, or None where the general path runs."""
+        if not self._fusable or self.inhibition or self.state_quant or not self.reset_delay:
+            return None
+        beta, th, mem = self.beta, self.threshold, self.mem
+        if fused_step.step_reason(input_, mem, beta, th, self.spike_grad) is not None:
+            return None
+        args = fused_step.step_args(input_.numel(), beta=min(max(float(beta), 0.0), 1.0), threshold=float(th),
+                                    reset=int(self.reset_mechanism_val), ternary=self._ternary,
+                                    detach=self.detach_reset, spike_grad=self.spike_grad)
+        return fused_step.lif_step(input_, mem, args)
 
     def _charge(self, input_):
         """``u_t`` from ``self.mem`` (u_{t-1}) and ``self.reset`` (r_t), per the buffer's mechanism."""
@@ -155,34 +212,26 @@ class _PaperLeaky(snntorch.Leaky):
         """reset_delay=False: ``u_t`` reset by this step's spike ``b_t`` (kept attached, as snn.Leaky)."""
         subtract, zero = self._reset_masks(self.mem)
         r = self.reset
-        # binary: b - r as snn.Leaky, whose gradient reaches b_t where it is 0 (|b| would stop it)
-        fired = b.abs() - r.abs() if self._kind == "ternary" else b - r
-        return self.mem - zero * fired * self.mem - subtract * (b - r) * self.threshold
+        return self.mem - zero * self._fired(b, r) * self.mem - subtract * (b - r) * self.threshold
 
     def _spike(self, mem):
         """Unscaled spike ``b(u)`` with the surrogate backward, and ``db/dthreshold`` if it is learned."""
         if self.state_quant:
             mem = self.state_quant(mem)
-        b = functional.fire(mem, self.threshold, self._kind, self.spike_grad)
+        b = self._fire_unscaled(mem)
         if self.threshold.requires_grad and isinstance(self.spike_grad, surrogate.Surrogate):
-            # Our surrogates' backward gives u only; b is a function of u - th (and -u - th), so
-            # db/dth = -g(u - th) + g(-u - th) (ternary), -g(u - th) (binary), snnTorch's convention.
-            u, th = mem.detach(), self.threshold.detach()
-            g = -self.spike_grad.binary_grad(u, th)
-            if self._kind == "ternary":
-                g = g + self.spike_grad.binary_grad(-u, th)
+            g = self._threshold_grad(mem.detach(), self.threshold.detach())
             b = b + (self.threshold * g - (self.threshold * g).detach())  # + 0, gradient g
         return b
 
     def _inhibit(self, b, mem):
-        """Keep the spike of the neuron most beyond threshold in each row (|u| - th if ternary).
+        """Keep the spike of the neuron of largest :meth:`_drive` in each row.
 
         As in ``snn.Leaky``: the dense layer ``[B, N]`` only, and the reset reads the
         uninhibited ``b(u_{t-1})``, so a suppressed neuron above threshold still resets.
         """
-        drive = (mem.abs() if self._kind == "ternary" else mem) - self.threshold
         mask = torch.zeros_like(b)
-        mask[torch.arange(mem.size(0)), torch.argmax(drive, dim=1)] = 1
+        mask[torch.arange(mem.size(0)), torch.argmax(self._drive(mem), dim=1)] = 1
         return b * mask
 
     def fire(self, mem):
@@ -210,17 +259,10 @@ class _PaperLeaky(snntorch.Leaky):
 
     def _check_nir_export(self):
         """Refuse what ``nir.LIF`` (spikes in {0, 1}) cannot hold, rather than export it wrong."""
-        name = type(self).__name__
-        if self._kind == "ternary":
-            raise ConfigError(
-                f"{name} cannot be exported to NIR: NIR has no ternary neuron and snntorch.export_to_nir "
-                f"would write it as nir.LIF, which fires only 0 or 1, losing every -1 spike. "
-                f"Export networks of BinaryLeaky or snn.Leaky only."
-            )
         if not bool((self.graded_spikes_factor == 1).all()):
             raise ConfigError(
-                f"{name} with graded_spikes_factor != 1 cannot be exported to NIR: nir.LIF emits "
-                f"spikes of 1, losing the amplitude a; fold a into the next layer's weights first"
+                f"{type(self).__name__} with graded_spikes_factor != 1 cannot be exported to NIR: nir.LIF "
+                f"emits spikes of 1, losing the amplitude a; fold a into the next layer's weights first"
             )
 
 
@@ -245,7 +287,37 @@ class TernaryLeaky(_PaperLeaky):
     Shape: input ``[B, ...]`` -> spk, mem ``[B, ...]``.
     """
 
-    _kind = "ternary"
+    kind = "ternary"
+    _ternary = True
+
+    @classmethod
+    def _check_threshold(cls, threshold) -> None:
+        if not bool((torch.as_tensor(threshold) > 0).all()):
+            raise ConfigError(
+                f"threshold must be > 0 for {cls.__name__} (it fires +1 where u >= threshold "
+                f"and -1 where u <= -threshold), got {threshold!r}"
+            )
+
+    def _fire_unscaled(self, mem):
+        """``b = 1[u >= th] - 1[u <= -th]`` (Eq. 8)."""
+        return surrogate.ternary(mem, self.threshold, self.spike_grad)
+
+    def _threshold_grad(self, u, th):
+        # b = H(u - th) - H(-u - th): db/dth = -g(u - th) + g(-u - th), snnTorch's convention.
+        return -self.spike_grad.binary_grad(u, th) + self.spike_grad.binary_grad(-u, th)
+
+    def _fired(self, b, r):
+        return b.abs() - r.abs()  # a spike of either sign resets
+
+    def _drive(self, mem):
+        return mem.abs() - self.threshold
+
+    def _check_nir_export(self):
+        raise ConfigError(
+            f"{type(self).__name__} cannot be exported to NIR: NIR has no ternary neuron and "
+            f"snntorch.export_to_nir would write it as nir.LIF, which fires only 0 or 1, losing every "
+            f"-1 spike. Export networks of BinaryLeaky or snn.Leaky only."
+        )
 
 
 class BinaryLeaky(_PaperLeaky):
@@ -257,7 +329,22 @@ class BinaryLeaky(_PaperLeaky):
     signal, the paper's neuron (our default) lets the gradient through it.
     """
 
-    _kind = "binary"
+    kind = "binary"
+    _ternary = False
+
+    def _fire_unscaled(self, mem):
+        """``b = 1[u >= th]``."""
+        return surrogate.heaviside(mem, self.threshold, self.spike_grad)
+
+    def _threshold_grad(self, u, th):
+        return -self.spike_grad.binary_grad(u, th)  # b = H(u - th)
+
+    def _fired(self, b, r):
+        # b - r as snn.Leaky, whose gradient reaches b_t where it is 0 (|b| would stop it)
+        return b - r
+
+    def _drive(self, mem):
+        return mem - self.threshold
 
 
 class SpikingLayer(nn.Module):
@@ -335,8 +422,6 @@ class MultiStepLIF(SpikingLayer):
     def _configure(self, **changes) -> None:
         """Check the options with ``changes`` applied and rebuild the spec; a bad value raises and
         leaves the layer as it was."""
-        from . import kernels  # lazily: the kernel modules load with the first layer
-
         current = {name: getattr(self, name) for name in self._OPTIONS} if "_spec" in self.__dict__ else {}
         opts = {**current, **changes}
         beta, threshold = opts["beta"], opts["threshold"]
@@ -361,9 +446,7 @@ class MultiStepLIF(SpikingLayer):
 
     def amplitude(self, ndim: int) -> torch.Tensor:
         """``a`` shaped to broadcast against a ``[T, B, C, ...]`` tensor of rank ``ndim``."""
-        from .kernels import broadcast_amplitude
-
-        return broadcast_amplitude(self.graded_spikes_factor, ndim)
+        return kernels.broadcast_amplitude(self.graded_spikes_factor, ndim)
 
     def extra_repr(self) -> str:
         a = "per-channel" if self.num_channels else "per-layer"
@@ -392,8 +475,6 @@ class MultiStepLIF(SpikingLayer):
         ``out_seq`` is ``amplitude * b_seq`` if an amplitude is given, else ``b_seq``;
         ``mem_seq`` is None unless ``self.record``: the fast paths then skip writing it.
         """
-        from . import kernels
-
         return kernels.lif_seq_spec(x_seq, self._spec, backend=self._backend, amplitude=amplitude,
                                     return_mem=self.record)
 

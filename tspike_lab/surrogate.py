@@ -12,6 +12,10 @@ Every surrogate here is a small object with:
 The paper's released code uses a clipped straight-through estimator on the whole
 ternary function (``STE``): ``d b / d u = 1`` where ``|u / V_th| <= 1`` with
 ``V_th = 2 * threshold`` (the code compares ``|u / V_th|`` with 0.5, ``V_th = 1``).
+The window is closed, as the paper's text has it: at exactly ``|u / V_th| = 1`` the
+gradient is 1. Ours compares, so this holds in every torch version; the released code
+takes the gradient of ``clamp(u / V_th, -1, 1)``, which is 1 at the bound up to torch
+2.13 and 0 from torch 2.14.
 
 Forward convention, as in the paper (Eq. 8): a spike fires where ``u >= threshold``
 (binary) or ``|u| >= threshold`` (ternary).
@@ -21,6 +25,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .errors import ConfigError
 
 __all__ = [
     "Surrogate",
@@ -75,6 +81,7 @@ class STE(Surrogate):
 
     Binary: ``dS/du = 1`` where ``0 <= u <= 2 th`` (clamp(u / V_th, 0, 1), V_th = 2 th).
     Ternary: ``db/du = 1`` where ``|u| <= 2 th`` (clamp(u / V_th, -1, 1)).
+    Both windows are closed (1 at their ends), by comparison, in every torch version.
 
     Args:
         width: half-width of the window as a multiple of the threshold (2 = the paper's code).
@@ -84,7 +91,7 @@ class STE(Surrogate):
 
     def __init__(self, width: float = 2.0):
         if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+            raise ConfigError.bad(type(self).__name__, "width", width, "> 0")
         self.width = float(width)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +113,7 @@ class Triangle(Surrogate):
 
     def __init__(self, width: float = 0.5):
         if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+            raise ConfigError.bad(type(self).__name__, "width", width, "> 0")
         self.width = float(width)
 
     def grad(self, x):
@@ -120,7 +127,7 @@ class ATan(Surrogate):
 
     def __init__(self, alpha: float = 2.0):
         if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha!r}")
+            raise ConfigError.bad(type(self).__name__, "alpha", alpha, "> 0")
         self.alpha = float(alpha)
 
     def grad(self, x):
@@ -134,7 +141,7 @@ class Sigmoid(Surrogate):
 
     def __init__(self, slope: float = 5.0):
         if not slope > 0:
-            raise ValueError(f"slope must be > 0, got {slope!r}")
+            raise ConfigError.bad(type(self).__name__, "slope", slope, "> 0")
         self.slope = float(slope)
 
     def grad(self, x):
@@ -168,15 +175,11 @@ def get(spike_grad) -> object:
         return STE()
     if isinstance(spike_grad, str):
         if spike_grad not in SURROGATES:
-            raise ValueError(
-                f"spike_grad must be one of {sorted(SURROGATES)} or a callable, got {spike_grad!r}"
-            )
+            raise ConfigError.bad("", "spike_grad", spike_grad, f"one of {sorted(SURROGATES)} or a callable")
         return SURROGATES[spike_grad]()
     if isinstance(spike_grad, Surrogate) or callable(spike_grad):
         return spike_grad
-    raise ValueError(
-        f"spike_grad must be one of {sorted(SURROGATES)}, a Surrogate or a callable, got {spike_grad!r}"
-    )
+    raise ConfigError.bad("", "spike_grad", spike_grad, f"one of {sorted(SURROGATES)}, a Surrogate or a callable")
 
 
 class _ShiftedHeaviside(torch.autograd.Function):

@@ -1,14 +1,15 @@
 """Fast paths for the multi-step LIF over ``[T, B, ...]``, tested against the oracle.
 
-One entry point, :func:`lif_seq`, with the oracle's arguments plus ``backend``:
+The library's one multi-step entry point, :func:`lif_seq`: the arguments of the oracle
+(:func:`tspike_lab.functional.oracle_lif_seq`, kept under that name for the tests) plus ``backend``:
 
 ===============  ==============================================================
 ``"auto"``       CUDA tensor and Triton importable: ``"triton"``; CPU float32/64
                  (or bfloat16 with the STE) and the C kernel builds: ``"fused"``; any other
                  :class:`~tspike_lab.surrogate.Surrogate`: ``"fused_torch"``; an
                  arbitrary snnTorch-style callable: ``"torch"``.
-``"torch"``      the oracle :func:`tspike_lab.functional.lif_seq` (autograd through
-                 every step).
+``"torch"``      the oracle :func:`tspike_lab.functional.oracle_lif_seq` (autograd
+                 through every step).
 ``"fused"``      the C kernel (:mod:`.cpu`): CPU, float32/float64 with surrogates STE,
                  Triangle, ATan, Sigmoid; bfloat16 (bf16 autocast) with the STE, every
                  operation rounded as PyTorch rounds it. It also multiplies by the
@@ -20,7 +21,9 @@ One entry point, :func:`lif_seq`, with the oracle's arguments plus ``backend``:
                  surrogates; it multiplies by the amplitude as the C kernel does.
 ===============  ==============================================================
 
-An explicit backend that cannot run the input raises ``ValueError`` saying why; where the
+A bad option raises :class:`~tspike_lab.errors.ConfigError` naming it, once, here (in
+:func:`make_spec`, or in the oracle where ``beta`` / ``threshold`` are tensors); an explicit
+backend that cannot run the input raises ``ValueError`` saying why; where the
 Triton kernels fail their first launch, ``"auto"`` warns once with the reason and moves on.
 Every path returns spikes equal to the oracle's and gradients equal to float rounding.
 
@@ -35,6 +38,7 @@ import warnings
 import torch
 
 from .. import functional, surrogate
+from ..errors import ConfigError
 from . import cpu, eager, triton_lif
 from .spec import LIFSpec, amplitude_reason, make_spec
 
@@ -60,9 +64,9 @@ def _why_not(backend: str, x: torch.Tensor, spec: LIFSpec) -> str | None:
 
 
 def check_backend(backend: str) -> str:
-    """``backend`` if it names one of :data:`BACKENDS`, else ``ValueError`` naming the value."""
+    """``backend`` if it names one of :data:`BACKENDS`, else :class:`~tspike_lab.errors.ConfigError`."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError.bad("", "backend", backend, f"one of {BACKENDS}")
     return backend
 
 
@@ -122,7 +126,7 @@ def lif_seq(
     Args:
         x_seq: input currents ``[T, B, ...]``; the state starts at zero.
         beta, threshold, kind, reset_mechanism, spike_grad, detach_reset: as
-            :func:`tspike_lab.functional.lif_seq`.
+            :func:`tspike_lab.functional.oracle_lif_seq` (tensors run the oracle).
         backend: one of :data:`BACKENDS`.
         return_mem: also return the membranes (without gradient on the fast paths).
         amplitude: optional ``a``, a scalar tensor or one value per channel (dim 2): the
@@ -138,10 +142,10 @@ def lif_seq(
     if backend == "auto" and any(isinstance(v, torch.Tensor) for v in (beta, threshold)):
         backend = "torch"  # a tensor beta / threshold (maybe trained) is the oracle's business
     _check_amplitude(x_seq, amplitude)
-    if backend == "torch":
-        b_seq, mem_seq = functional.lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
-                                            reset_mechanism=reset_mechanism, spike_grad=spike_grad,
-                                            detach_reset=detach_reset)
+    if backend == "torch" and any(isinstance(v, torch.Tensor) for v in (beta, threshold)):
+        b_seq, mem_seq = functional.oracle_lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
+                                                   reset_mechanism=reset_mechanism, spike_grad=spike_grad,
+                                                   detach_reset=detach_reset)
         return _scale(b_seq, amplitude), (mem_seq if return_mem else None)
     spec = make_spec(beta=beta, threshold=threshold, kind=kind, reset_mechanism=reset_mechanism,
                      spike_grad=spike_grad, detach_reset=detach_reset)
@@ -194,9 +198,9 @@ def _run(x_seq, spec: LIFSpec, backend: str, return_mem: bool, amplitude):
         scaled = cpu.scaled_lif_seq_cpu if chosen == "fused" else triton_lif.scaled_lif_seq_triton
         return scaled(x_seq, amplitude, spec), None
     if chosen == "torch":
-        b_seq, mem_seq = functional.lif_seq(x_seq, beta=spec.beta, threshold=spec.threshold, kind=spec.kind,
-                                            reset_mechanism=spec.reset_mechanism, spike_grad=spec.spike_grad,
-                                            detach_reset=spec.detach_reset)
+        b_seq, mem_seq = functional.run_oracle(x_seq, spec.spike, beta=spec.beta, threshold=spec.threshold,
+                                               reset_mechanism=spec.reset_mechanism, spike_grad=spec.spike_grad,
+                                               detach_reset=spec.detach_reset)
         mem_seq = mem_seq if return_mem else None
     else:
         fused = {"fused": cpu.lif_seq_cpu, "triton": triton_lif.lif_seq_triton, "fused_torch": eager.lif_seq_eager}

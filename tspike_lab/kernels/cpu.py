@@ -35,7 +35,6 @@ import functools
 import os
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import torch
 
@@ -73,6 +72,16 @@ class _Args(ctypes.Structure):
     ]
 
 
+class _StepArgs(ctypes.Structure):
+    """``lif_step_args`` of lif_cpu.c, field for field (checked against the library when it loads)."""
+
+    _fields_ = [
+        ("N", ctypes.c_int64), ("beta", ctypes.c_double), ("threshold", ctypes.c_double),
+        ("sg_param", ctypes.c_double), ("sub", ctypes.c_double), ("zer", ctypes.c_double),
+        ("ternary", ctypes.c_int32), ("detach", ctypes.c_int32), ("sg", ctypes.c_int32), ("threads", ctypes.c_int32),
+    ]
+
+
 def _sources() -> dict[str, bytes]:
     folder = resources.files(__package__)
     return {name: folder.joinpath(name).read_bytes() for name in SOURCES}
@@ -84,31 +93,29 @@ def _flag_sets() -> list[list[str]]:
             [f for f in _FLAGS if f not in ("-march=native", "-fopenmp")]]
 
 
-_cpu_id = build.cpu_id  # benchmarks/stream_copy.py keys its own library by it
-
-
-def _cache_dirs() -> list[Path]:
-    """The usable cache folders (:func:`.build.cache_folders`; benchmarks/stream_copy.py builds there too)."""
-    return build.cache_folders()
-
-
-def check_abi(lib: ctypes.CDLL, args: type[ctypes.Structure] | None = None, chunk: int | None = None) -> None:
+def check_abi(lib: ctypes.CDLL, args: type[ctypes.Structure] | None = None, chunk: int | None = None,
+              step_args: type[ctypes.Structure] | None = None) -> None:
     """Raise :class:`KernelUnavailable` unless ``lib`` was compiled with ``chunk`` (default :data:`CHUNK`)
-    neurons per block and its ``lif_args`` has the size and field offsets of ``args`` (default ``_Args``)."""
-    args = _Args if args is None else args
+    neurons per block and its ``lif_args`` and ``lif_step_args`` have the size and field offsets of
+    ``args`` and ``step_args`` (default ``_Args`` and ``_StepArgs``)."""
     chunk = CHUNK if chunk is None else chunk
     lib.lif_chunk.restype, lib.lif_chunk.argtypes = ctypes.c_int64, []
-    lib.lif_args_layout.restype = ctypes.c_int64
-    lib.lif_args_layout.argtypes = [ctypes.POINTER(ctypes.c_int64), ctypes.c_int64]
     if lib.lif_chunk() != chunk:
         raise KernelUnavailable(f"the C kernel was compiled with CHUNK={lib.lif_chunk()}, cpu.py sizes its "
                                 f"partial sums by CHUNK={chunk}")
+    _check_layout(lib, "lif_args", _Args if args is None else args)
+    _check_layout(lib, "lif_step_args", _StepArgs if step_args is None else step_args)
+
+
+def _check_layout(lib: ctypes.CDLL, struct: str, args: type[ctypes.Structure]) -> None:
+    layout = getattr(lib, f"{struct}_layout")
+    layout.restype, layout.argtypes = ctypes.c_int64, [ctypes.POINTER(ctypes.c_int64), ctypes.c_int64]
     buf = (ctypes.c_int64 * 64)()
-    count = lib.lif_args_layout(buf, len(buf))
+    count = layout(buf, len(buf))
     in_c = list(buf[:min(count, len(buf))])
     in_python = [ctypes.sizeof(args)] + [getattr(args, name).offset for name, _ in args._fields_]
     if in_c != in_python:
-        raise KernelUnavailable(f"lif_args in lif_cpu.c and its ctypes mirror {args.__name__} disagree: "
+        raise KernelUnavailable(f"{struct} in lif_cpu.c and its ctypes mirror {args.__name__} disagree: "
                                 f"size and field offsets {in_c} in C, {in_python} in Python (edit both together)")
 
 
@@ -136,6 +143,10 @@ def _build_and_load() -> ctypes.CDLL:
         for name, pointers in ((f"lif_fwd_{sfx}", 5), (f"lif_bwd_{sfx}", 6)):
             getattr(lib, name).restype = None
             getattr(lib, name).argtypes = [ctypes.c_void_p] * pointers + [ctypes.POINTER(_Args)]
+    for sfx in ("f32", "f64"):  # the one-step kernels of the snnTorch-style neurons (:mod:`.step`)
+        for name, pointers in ((f"lif_step_fwd_{sfx}", 5), (f"lif_step_bwd_{sfx}", 7)):
+            getattr(lib, name).restype = None
+            getattr(lib, name).argtypes = [ctypes.c_void_p] * pointers + [ctypes.POINTER(_StepArgs)]
     return lib
 
 

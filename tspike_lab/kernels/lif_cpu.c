@@ -19,6 +19,14 @@ typedef struct {
     int32_t ternary, subtract, detach, sg, threads, stream, simd;
 } lif_args;
 
+/* One step of the snnTorch-style neurons (lif_step_fwd_* / lif_step_bwd_*); mirrored by step._StepArgs.
+   sub and zer are the reset masks of neurons.py (1, 0 "subtract"; 0, 1 "zero"; 0, 0 "none"). */
+typedef struct {
+    int64_t N;         /* elements */
+    double beta, threshold, sg_param, sub, zer;
+    int32_t ternary, detach, sg, threads;
+} lif_step_args;
+
 #ifndef CHUNK
 #error "compile with -DCHUNK=<neurons per block> (cpu.py passes its CHUNK)"
 #endif
@@ -34,6 +42,19 @@ int64_t lif_args_layout(int64_t *out, int64_t n) {
         offsetof(lif_args, beta), offsetof(lif_args, threshold), offsetof(lif_args, sg_param),
         offsetof(lif_args, ternary), offsetof(lif_args, subtract), offsetof(lif_args, detach),
         offsetof(lif_args, sg), offsetof(lif_args, threads), offsetof(lif_args, stream), offsetof(lif_args, simd),
+    };
+    const int64_t count = (int64_t)(sizeof layout / sizeof layout[0]);
+    for (int64_t i = 0; i < count && i < n; ++i) out[i] = layout[i];
+    return count;
+}
+
+/* sizeof(lif_step_args), then the offset of every field in declaration order (11 values). */
+int64_t lif_step_args_layout(int64_t *out, int64_t n) {
+    const int64_t layout[] = {
+        sizeof(lif_step_args), offsetof(lif_step_args, N), offsetof(lif_step_args, beta),
+        offsetof(lif_step_args, threshold), offsetof(lif_step_args, sg_param), offsetof(lif_step_args, sub),
+        offsetof(lif_step_args, zer), offsetof(lif_step_args, ternary), offsetof(lif_step_args, detach),
+        offsetof(lif_step_args, sg), offsetof(lif_step_args, threads),
     };
     const int64_t count = (int64_t)(sizeof layout / sizeof layout[0]);
     for (int64_t i = 0; i < count && i < n; ++i) out[i] = layout[i];
@@ -168,6 +189,7 @@ static inline void store_fence(int stream) {
 #define SFX f32g
 #define FSFX f32
 #define FT_HELPERS
+#define STEP_SFX f32
 #define FABS fabsf
 #define EXP expf
 #define STORE store_f32
@@ -180,6 +202,7 @@ static inline void store_fence(int stream) {
 #define SFX f64
 #define FSFX f64
 #define FT_HELPERS
+#define STEP_SFX f64
 #define FABS fabs
 #define EXP exp
 #define STORE store_f64

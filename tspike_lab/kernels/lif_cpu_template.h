@@ -9,6 +9,8 @@
    STORE   writes a chunk from FT registers to ST memory (times the amplitude)
    LD, RND      ST -> FT, and the rounding of an FT result to ST's precision (identity for
            float32 / float64: ID)
+   STEP_SFX     where defined (float32 / float64, ST = FT), also the one-step kernels
+           lif_step_fwd_<STEP_SFX> / lif_step_bwd_<STEP_SFX>
 
    The parameters are #undef'd at the end, ready for the next inclusion. */
 
@@ -167,6 +169,143 @@ void NAME(lif_bwd, SFX)(const ST *restrict g_out, const uint8_t *restrict code,
     }
 }
 
+#ifdef STEP_SFX
+/* One step of TernaryLeaky / BinaryLeaky (neurons.py, reset_delay=True, scalar beta and threshold):
+   every operation of the neuron's general path, in its order, with its masks, so spikes and
+   membranes are its bits, NaN and signed zeros included:
+
+       r = b(m);  w = 1 - zer |r|;  u = ((beta m) w + x) - (sub r) th;  b = b(u)
+
+   code (one byte per element): bit 0-1 b + 1, bit 2 the STE window at u, bit 3-4 r + 1, bit 5 the
+   STE window at m. The backward replays autograd's chain through those operations (see lif_step_bwd). */
+#define SNAME(base) NAME(base, STEP_SFX)
+
+/* d b / d u of one of our surrogates at u (threshold th), the operations of surrogate.py in their order:
+   Triangle (1 - |x| / w).clamp_min(0) / w; ATan reciprocal(1 + (k x)^2) * (alpha / 2);
+   Sigmoid k s (1 - s) (torch.sigmoid: not bit for bit). Ternary: g(u - th) + g(-u - th). */
+typedef struct { FT p, k, half; } SNAME(step_sg_params);  /* p = (FT)param; ATan: k = pi/2 alpha, alpha/2 in double */
+
+static inline FT SNAME(step_sg1)(int sg, FT x, SNAME(step_sg_params) q) {
+    if (sg == SG_TRIANGLE) {
+        FT v = (FT)1 - FABS(x) / q.p;
+        v = v < (FT)0 ? (FT)0 : v;  /* clamp_min: NaN stays NaN */
+        return v / q.p;
+    }
+    if (sg == SG_ATAN) {
+        const FT y = q.k * x;
+        return ((FT)1 / ((FT)1 + y * y)) * q.half;
+    }
+    const FT s = (FT)1 / ((FT)1 + EXP(-(q.p * x)));
+    return q.p * s * ((FT)1 - s);
+}
+
+static inline FT SNAME(step_sg)(int sg, int ternary, FT v, FT th, SNAME(step_sg_params) q) {
+    const FT g = SNAME(step_sg1)(sg, v - th, q);
+    return ternary ? g + SNAME(step_sg1)(sg, -v - th, q) : g;
+}
+
+#define STEP_BLOCK 8192
+
+/* The loops below are written once per case (no branch inside), so the compiler vectorises them. */
+#define STEP_FOR for (int64_t i = i0; i < i1; ++i)
+#define STEP_FWD_LOOP(CODE)                                                         \
+    STEP_FOR {                                                                      \
+        const FT mi = m[i];                                                         \
+        const FT r = (FT)(mi >= th) - tern * (FT)(mi <= nth);                       \
+        const FT w = (FT)1 - zer * FABS(r);                                         \
+        const FT v = ((beta * mi) * w + x[i]) - (sub * r) * th;                     \
+        const FT s = (FT)(v >= th) - tern * (FT)(v <= nth);                         \
+        b_out[i] = s;                                                               \
+        u_out[i] = v;                                                               \
+        CODE;                                                                       \
+    }
+#define STEP_CODE(WIN_U, WIN_M) \
+    code[i] = (uint8_t)((int)(s + (FT)1) | ((WIN_U) << 2) | ((int)(r + (FT)1) << 3) | ((WIN_M) << 5))
+
+void SNAME(lif_step_fwd)(const ST *restrict x, const ST *restrict m, ST *restrict b_out, ST *restrict u_out,
+                         uint8_t *restrict code, const lif_step_args *a) {
+    const int64_t N = a->N, nblocks = (N + STEP_BLOCK - 1) / STEP_BLOCK;
+    const FT beta = (FT)a->beta, th = (FT)a->threshold, nth = -th, lim = (FT)a->sg_param * th;
+    const FT sub = (FT)a->sub, zer = (FT)a->zer, tern = (FT)a->ternary;
+    const int ternary = a->ternary, ste = a->sg == SG_STE;
+    #pragma omp parallel for schedule(static) num_threads(a->threads)
+    for (int64_t c = 0; c < nblocks; ++c) {
+        const int64_t i0 = c * STEP_BLOCK, i1 = N - i0 < STEP_BLOCK ? N : i0 + STEP_BLOCK;
+        if (!code) STEP_FWD_LOOP((void)0)
+        else if (ste && ternary) STEP_FWD_LOOP(STEP_CODE(FABS(v) <= lim, FABS(mi) <= lim))
+        else if (ste) STEP_FWD_LOOP(STEP_CODE((v >= (FT)0) & (v <= lim), (mi >= (FT)0) & (mi <= lim)))
+        else STEP_FWD_LOOP(STEP_CODE(0, 0))
+    }
+}
+
+/* The gradients autograd forms through the forward's operations, in its order: with G = dL/db
+   (NULL: none) and M = dL/du from later uses of u (NULL: none),
+
+       gu = M + G s(u);  gx = gu;  gm = (gu w) beta + [(((-(gu (beta m))) zer) sgn(r) + ((-gu) th) sub) s(m)]
+
+   (sgn(r) = r for r in {-1, 0, 1}); the bracket only without detach (r detached: no path). gm may
+   be NULL (not wanted); m is read without detach (and for a smooth surrogate), u for a smooth
+   surrogate only. */
+#define STEP_BWD_LOOP(GU, SM)                                                                    \
+    if (!gm) {                                                                                   \
+        STEP_FOR { const int ci = code[i]; (void)ci; gx[i] = GU; }                               \
+    } else if (detach) {                                                                         \
+        STEP_FOR {                                                                               \
+            const int ci = code[i];                                                              \
+            const FT gu = GU, r = (FT)(((ci >> 3) & 3) - 1);                                     \
+            gx[i] = gu;                                                                          \
+            gm[i] = (gu * ((FT)1 - zer * FABS(r))) * beta;                                       \
+        }                                                                                        \
+    } else {                                                                                     \
+        STEP_FOR {                                                                               \
+            const int ci = code[i];                                                              \
+            const FT gu = GU, r = (FT)(((ci >> 3) & 3) - 1);                                     \
+            const FT gr = ((-(gu * (beta * m[i]))) * zer) * r + ((-gu) * th) * sub;              \
+            gx[i] = gu;                                                                          \
+            gm[i] = (gu * ((FT)1 - zer * FABS(r))) * beta + gr * (SM);                           \
+        }                                                                                        \
+    }
+#define STEP_SU_STE ((FT)((ci >> 2) & 1))
+#define STEP_SM_STE ((FT)((ci >> 5) & 1))
+#define STEP_SU_SG SNAME(step_sg)(sg, ternary, u[i], th, p)
+#define STEP_SM_SG SNAME(step_sg)(sg, ternary, m[i], th, p)
+
+void SNAME(lif_step_bwd)(const ST *restrict G, const ST *restrict M, const uint8_t *restrict code,
+                         const ST *restrict m, const ST *restrict u, ST *restrict gx, ST *restrict gm,
+                         const lif_step_args *a) {
+    const int64_t N = a->N, nblocks = (N + STEP_BLOCK - 1) / STEP_BLOCK;
+    const FT beta = (FT)a->beta, th = (FT)a->threshold, sub = (FT)a->sub, zer = (FT)a->zer;
+    const SNAME(step_sg_params) p = {(FT)a->sg_param, (FT)(1.5707963267948966 * a->sg_param), (FT)(a->sg_param / 2)};
+    const int ternary = a->ternary, detach = a->detach, sg = a->sg;
+    #pragma omp parallel for schedule(static) num_threads(a->threads)
+    for (int64_t c = 0; c < nblocks; ++c) {
+        const int64_t i0 = c * STEP_BLOCK, i1 = N - i0 < STEP_BLOCK ? N : i0 + STEP_BLOCK;
+        if (sg == SG_STE) {
+            if (G && M) STEP_BWD_LOOP(M[i] + G[i] * STEP_SU_STE, STEP_SM_STE)
+            else if (G) STEP_BWD_LOOP(G[i] * STEP_SU_STE, STEP_SM_STE)
+            else if (M) STEP_BWD_LOOP(M[i], STEP_SM_STE)
+            else STEP_BWD_LOOP((FT)0, STEP_SM_STE)
+        } else {
+            if (G && M) STEP_BWD_LOOP(M[i] + G[i] * STEP_SU_SG, STEP_SM_SG)
+            else if (G) STEP_BWD_LOOP(G[i] * STEP_SU_SG, STEP_SM_SG)
+            else if (M) STEP_BWD_LOOP(M[i], STEP_SM_SG)
+            else STEP_BWD_LOOP((FT)0, STEP_SM_SG)
+        }
+    }
+}
+
+#undef STEP_FOR
+#undef STEP_FWD_LOOP
+#undef STEP_CODE
+#undef STEP_BWD_LOOP
+#undef STEP_SU_STE
+#undef STEP_SM_STE
+#undef STEP_SU_SG
+#undef STEP_SM_SG
+#undef STEP_BLOCK
+#undef SNAME
+#endif
+
 #undef NAME
 #undef NAME_
 #undef ST
@@ -179,3 +318,4 @@ void NAME(lif_bwd, SFX)(const ST *restrict g_out, const uint8_t *restrict code,
 #undef STORE
 #undef LD
 #undef RND
+#undef STEP_SFX

@@ -1,6 +1,6 @@
 """What every fast LIF path needs to know: the neuron's options and the exact backward.
 
-Forward (the oracle :func:`tspike_lab.functional.lif_seq`, with ``u_{-1} = b_{-1} = 0``):
+Forward (the oracle :func:`tspike_lab.functional.oracle_lif_seq`, with ``u_{-1} = b_{-1} = 0``):
 
     u_t = (beta * u_{t-1}) * (1 - |b_{t-1}|) + x_t           reset "zero"
     u_t = (beta * u_{t-1} - b_{t-1} * th) + x_t               reset "subtract"
@@ -37,6 +37,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import functional, surrogate
+from ..errors import ConfigError
 
 __all__ = ["LIFSpec", "SURROGATE_CODES", "make_spec", "code_bits", "save_forward", "Passes", "FunctionPasses",
            "plain_function", "scaled_function", "run_fused", "run_scaled"]
@@ -73,6 +74,11 @@ class LIFSpec:
         return self.kind == "ternary"
 
     @property
+    def spike(self):
+        """The spike function of ``kind`` (:data:`tspike_lab.functional.SPIKES`), for the oracle."""
+        return functional.SPIKES[self.kind]
+
+    @property
     def zero_reset(self) -> bool:
         return self.reset_mechanism == "zero"
 
@@ -90,16 +96,18 @@ class LIFSpec:
 
 
 def make_spec(*, beta, threshold, kind, reset_mechanism, spike_grad, detach_reset) -> LIFSpec:
-    """Validate and resolve the options of a LIF layer or call; ``ValueError`` names a bad one."""
+    """Validate and resolve the options of a LIF layer or call; a :class:`~tspike_lab.errors.ConfigError`
+    names a bad one."""
     functional.check_kind(kind)
     functional.check_reset(reset_mechanism)
     for name, value in (("beta", beta), ("threshold", threshold)):
         if isinstance(value, torch.Tensor):
             if value.numel() != 1 or value.requires_grad:
-                raise ValueError(f"{name} must be a python float for the fast paths, got a tensor {value!r}")
+                raise ConfigError.bad("", name, value, "a python float for the fast paths (a tensor that "
+                                      "needs no gradient and holds one value is read as one)")
             value = float(value)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"{name} must be a float, got {value!r}")
+            raise ConfigError.bad("", name, value, "a float")
     sg = surrogate.get(spike_grad)
     code, param = None, 0.0
     if type(sg) in SURROGATE_CODES:

@@ -227,7 +227,7 @@ def plot_teaser(mem: torch.Tensor | None = None, *, threshold: float = 0.5, a: f
 
 
 def _lif_1d(current: torch.Tensor, kind: str, **kw) -> tuple[np.ndarray, np.ndarray]:
-    b_seq, mem_seq = functional.lif_seq(current.reshape(-1, 1).double(), kind=kind, **kw)
+    b_seq, mem_seq = functional.oracle_lif_seq(current.reshape(-1, 1).double(), kind=kind, **kw)
     return _np(b_seq[:, 0]), _np(mem_seq[:, 0])
 
 
@@ -235,7 +235,7 @@ def plot_neuron(current: torch.Tensor | None = None, *, beta: float = 0.25, thre
                 a: float = 1.5, reset_mechanism: str = "zero") -> go.Figure:
     """One neuron driven by ``current``: binary vs ternary vs trainable ternary, side by side.
 
-        u_t = beta·u_{t-1}·(1 - |b_{t-1}|) + x_t     (``functional.lif_seq``)
+        u_t = beta·u_{t-1}·(1 - |b_{t-1}|) + x_t     (``functional.oracle_lif_seq``)
 
     Rows: input current; membrane of the binary and the ternary neuron with ±threshold;
     spikes emitted: binary ``b`` in {0, 1}, ternary ``b`` in {-1, 0, 1}, trainable ternary
