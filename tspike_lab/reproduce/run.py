@@ -36,14 +36,15 @@ def _pct(x: Any) -> float | None:
 
 def _run_record(run: Mapping[str, Any], epochs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     final = epochs[-1] if epochs else {}
-    tests = [e["test_acc"] for e in epochs if e.get("test_acc") is not None]
+    tests = [(e["test_acc"], e["epoch"]) for e in epochs if e.get("test_acc") is not None]
+    best = max(tests, key=lambda p: p[0]) if tests else (None, None)  # the first epoch to reach it, as best_acc
     speeds = [e["images_per_s"] for e in epochs if e.get("images_per_s") is not None
               and math.isfinite(e["images_per_s"])]
     return json_safe({
         "key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
         "run_dir": f"runs/{run_key(run)}", "status": "complete", "epochs": len(epochs),
         "top1": _pct(final.get("test_acc")),
-        "best_top1": _pct(max(tests)) if tests else None,
+        "best_top1": _pct(best[0]), "best_epoch": best[1],
         "train_top1": _pct(final.get("train_acc")),
         "test_loss": final.get("test_loss"),
         "firing_rate": final.get("firing_rate"),
@@ -56,7 +57,7 @@ def _run_record(run: Mapping[str, Any], epochs: list[dict[str, Any]], wall: floa
 
 def _failed_record(run: Mapping[str, Any], status: str, error: str) -> dict[str, Any]:
     return {"key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
-            "run_dir": f"runs/{run_key(run)}", "status": status, "epochs": 0, "top1": None, "best_top1": None,
+            "run_dir": f"runs/{run_key(run)}", "status": status, "epochs": 0, "top1": None, "best_top1": None, "best_epoch": None,
             "train_top1": None, "firing_rate": None, "amplitudes": None, "images_per_s": None, "wall_time_s": 0.0,
             "error": error}
 
