@@ -315,9 +315,31 @@ def test_a_cuda_device_is_refused_early_where_there_is_none():
 def test_the_estimate_times_a_step_here_and_scales_it_to_the_profile():
     cost = reproduce.estimate("capacity", profile="smoke")
     assert cost["runs"] == 3 and cost["epochs"] == [1] and cost["device"] == "cpu"
-    assert all(r["step_s"] > 0 and r["run_s"] == pytest.approx(r["epoch_s"]) for r in cost["per_run"])
+    assert all(r["step_s"] > 0 and r["run_s"] == pytest.approx(r["epoch_s"]) and r["timed"] for r in cost["per_run"])
     assert cost["total_s"] == pytest.approx(sum(r["run_s"] for r in cost["per_run"]))
+    assert cost["gpu_hours"] > 0 and "TFLOP/s" in cost["gpu_note"]
     assert reproduce.fmt_duration(30) == "30 s" and reproduce.fmt_duration(4000) == "66.7 min"
+    reproduce.check_cost("capacity", cost)  # seconds: under any limit
+
+
+def test_the_paper_profile_estimate_on_a_cpu_keeps_to_its_timing_budget_and_is_refused_pointing_to_the_cpu_profile():
+    import time
+
+    t0 = time.perf_counter()
+    cost = reproduce.estimate("table2", profile="paper", dataset="cifar10", device="cpu", budget_s=2)
+    # four networks counted (one forward pass of one image each), then ~2 s of timing
+    assert cost["timing_s"] < 2 + 8 and time.perf_counter() - t0 < 30
+    assert cost["runs"] == 36 and cost["total_s"] > 24 * 3600 and cost["gpu_hours"] > 1
+    with pytest.raises(ConfigError) as err:
+        reproduce.check_cost("table2", cost)
+    msg = str(err.value)
+    assert err.value.field == "max_hours" and "\n" not in msg
+    assert "max_hours is 24 but these runs would take about" in msg and "GPU-hours on one GPU" in msg
+    assert "use -p profile cpu" in msg and "raise -p max_hours" in msg
+    reproduce.check_cost("table2", cost, max_hours=cost["total_s"] / 3600 * 1.01)  # a raised limit lets it go
+    assert reproduce.check_cost("table2", {**cost, "device": "cuda:0"}) is None  # no default limit on a GPU
+    with pytest.raises(ConfigError, match="max_hours must be None"):
+        reproduce.validate_params("table2", max_hours=-1)
 
 
 # --------------------------------------------------------------------------- data sources
@@ -649,6 +671,33 @@ def test_papermill_smoke_run_of_table5_and_figure2(name, tmp_path):
     else:
         assert any(o.get("data", {}).get("application/vnd.plotly.v1+json") for c in nb.cells
                    if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.mark.slow  # starts papermill and a Jupyter kernel (~10 s): the card's command as a user types it
+def test_the_card_command_without_data_ends_in_one_line_within_a_minute_and_makes_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    empty, out = tmp_path / "data", tmp_path / "results"
+    empty.mkdir()
+    # no data and no network: TSPIKE_DATA is an empty folder and every download meets a closed port
+    env = {**os.environ, "TSPIKE_DATA": str(empty), "http_proxy": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "papermill", str(TABLE_NOTEBOOKS["table2"]), str(tmp_path / "o.ipynb"),
+                           "-p", "dataset", "cifar10", "-p", "out_dir", str(out), "--cwd", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and time.perf_counter() - t0 < 60
+    assert list(empty.iterdir()) == [] and not out.exists()  # nothing created
+    nb = nbformat.read(tmp_path / "o.ipynb", as_version=4)
+    [error] = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert error.ename == "DataUnavailableError" and "\n" not in error.evalue
+    assert "CIFAR-10 is not on disk" in error.evalue and "-p data_dir" in error.evalue
+    [probe] = [c for c in nb.cells if "reproduce.probe_data(" in c.source]
+    assert any(o.output_type == "error" for o in probe.outputs)  # stopped at the data probe: nothing was timed
+    assert all(c.execution_count is None for c in nb.cells if "reproduce.estimate(" in c.source)
 
 
 # In a kernel, one bad value and one typo (only papermill's injected cell can carry a typo); every

@@ -3,7 +3,9 @@
     >>> from tspike_lab import reproduce
     >>> reproduce.plan("table2", profile="paper")[:1]            # the training runs a profile trains
     >>> params = reproduce.validate_params("table2", profile="smoke")   # ConfigError names a bad parameter
-    >>> print(reproduce.estimate("table2", **params)["total_s"])  # cost before work, timed here
+    >>> reproduce.probe_data("table2", **params)                   # the data, found before anything else
+    >>> cost = reproduce.estimate("table2", **params)               # cost before work, ~20 s of timing here
+    >>> reproduce.check_cost("table2", cost, params["max_hours"])   # refuses what would not end today
     >>> run_dir = reproduce.run_table("table2", **params)          # <out_dir>/table2-<time>-<hex>/
     >>> print(reproduce.paper_table(reproduce.aggregate(run_dir)))  # ours beside the paper, its layout
 
@@ -17,11 +19,11 @@ from .plan import (PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, default_out_dir,
                    run_key, shipped_results, validate_params)
 from .records import (COMPARED, METRICS_SCHEMA, STD_CONVENTION, ROW_SCHEMA, RUN_SCHEMA, aggregate, describe_setup, find_runs, fmt_duration, fmt_mean_std,
                       load_run, paper_markdown, paper_table, validate_metrics)
-from .run import estimate, estimate_from_flops, run_table, test_batch
+from .run import check_cost, estimate, estimate_from_flops, probe_data, run_table, test_batch
 
 __all__ = ["TABLES", "PROFILES", "RECIPES", "PARAMS", "PLUMBING_DATASET", "CITATION", "ENERGY", "ENERGY_CONSTANTS",
            "FIGURE2", "BASELINES", "COMPARED", "STD_CONVENTION", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "paper_numbers", "paper_cell",
-           "plan", "validate_params", "params_from", "run_key", "default_out_dir", "shipped_results", "repository_root", "run_table", "estimate", "estimate_from_flops", "test_batch", "load_run",
+           "plan", "validate_params", "params_from", "run_key", "default_out_dir", "shipped_results", "repository_root", "run_table", "probe_data", "estimate", "check_cost", "estimate_from_flops", "test_batch", "load_run",
            "validate_metrics", "find_runs", "aggregate", "paper_table", "paper_markdown", "fmt_mean_std", "fmt_duration", "describe_setup", "main"]
 
 

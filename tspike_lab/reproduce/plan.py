@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..models import ARCHS, NEURONS
 from .paper import TABLES, Row
 
-__all__ = ["PROFILES", "RECIPES", "RELEASED_NETWORK", "TABLE_RECIPE", "PARAMS", "PLUMBING_DATASET", "plan", "validate_params", "run_key",
+__all__ = ["PROFILES", "RECIPES", "RELEASED_NETWORK", "TABLE_RECIPE", "LATER_PARAMS", "CPU_MAX_HOURS", "PARAMS", "PLUMBING_DATASET", "plan", "validate_params", "run_key",
            "params_from", "train_config", "repository_root", "default_out_dir", "shipped_results"]
 
 PLUMBING_DATASET = "digits"
@@ -38,7 +38,11 @@ PLUMBING_DATASET = "digits"
 # Every parameter of a table notebook (its `parameters` cell), in that order.
 PARAMS = ("profile", "dataset", "data_dir", "archs", "widths", "neurons", "num_steps", "seeds", "epochs",
           "batch_size", "lr", "out_dir", "device", "max_steps_per_epoch", "max_eval_steps", "train_options",
-          "workers")
+          "workers", "max_hours")
+# Parameters added after runs were first recorded: a metrics.json may lack them (they then take their None)
+LATER_PARAMS = ("max_hours",)
+# The longest a table may train on a CPU when max_hours is None (on a GPU: no limit)
+CPU_MAX_HOURS = 24.0
 # TrainConfig fields a table's parameters set; train_options may set the others.
 _OWNED_FIELDS = ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "epochs", "batch_size",
                  "lr", "device", "out_dir", "resume", "max_steps_per_epoch", "max_eval_steps", "progress")
@@ -269,6 +273,12 @@ def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
         _fail(table, "workers", workers, "None (the profile's value) or an int >= 1 (training runs side by side "
                                          "on the CPU)")
     out["workers"] = workers
+
+    max_hours = params.get("max_hours")
+    if max_hours is not None and (not isinstance(max_hours, (int, float)) or isinstance(max_hours, bool)
+                                  or not 0 < max_hours < float("inf")):
+        _fail(table, "max_hours", max_hours, f"None ({CPU_MAX_HOURS:g} h on a CPU, no limit on a GPU) or a number > 0")
+    out["max_hours"] = None if max_hours is None else float(max_hours)
 
     out_dir = params.get("out_dir")
     out_dir = default_out_dir(table) if out_dir is None else out_dir

@@ -104,7 +104,7 @@ def validate_metrics(obj: Any) -> dict:
     Returns:
         ``obj`` unchanged.
     """
-    from .plan import PARAMS
+    from .plan import LATER_PARAMS, PARAMS
 
     problems: list[str] = []
     _check_keys(obj, METRICS_SCHEMA, "metrics", problems)
@@ -116,7 +116,8 @@ def validate_metrics(obj: Any) -> dict:
         if obj["status"] not in STATUSES:
             problems.append(f"metrics['status'] must be one of {list(STATUSES)}, got {obj['status']!r}")
         problems += [f"metrics['environment'] lacks {k!r}" for k in _ENV_KEYS if k not in obj["environment"]]
-        problems += [f"metrics['params'] lacks {k!r}" for k in PARAMS if k not in obj["params"]]
+        problems += [f"metrics['params'] lacks {k!r}" for k in PARAMS
+                     if k not in obj["params"] and k not in LATER_PARAMS]
         for i, run in enumerate(obj["runs"]):
             _check_keys(run, RUN_SCHEMA, f"metrics['runs'][{i}]", problems)
         for i, row in enumerate(obj["aggregate"]):
