@@ -593,6 +593,46 @@ def test_the_shipped_cpu_results_are_real_cifar10_with_three_seeds_and_labelled_
         assert (runs[-1] / r["run_dir"] / "checkpoint.pt").stat().st_size < 2_000_000
 
 
+def test_figure2_bins_realistically_sized_membranes_in_python_into_a_small_figure():
+    # the shipped cpu networks on 500 test images: layers of [T, 500, 8, 32, 32] (4.1 M membranes each at T=1)
+    g = torch.Generator().manual_seed(0)
+    recordings = {}
+    for t in (1, 2):
+        mem = torch.randn(t, 500, 8, 32, 32, generator=g)
+        recordings[t] = {f"layer{i}": {"mem": mem * (i + 1), "threshold": 0.5} for i in range(4)}  # shared storage
+    fig = viz.plot_figure2(recordings, label="test", bins=80)
+    size = len(fig.to_json())
+    assert size < 200_000, size  # kilobytes, not the ~100 MB of raw values a plotly Histogram would embed
+    bars = [tr for tr in fig.data if tr.type == "bar"]
+    assert len(bars) == 8 and all(len(tr.y) == 80 for tr in bars)
+    # each panel is the density histogram numpy computes
+    density, edges = np.histogram((recordings[2]["layer1"]["mem"]).flatten().numpy(), bins=80, density=True)
+    panel = next(tr for tr in bars if tr.name == "T=2, layer 2")
+    np.testing.assert_allclose(panel.y, density, rtol=1e-5)
+    np.testing.assert_allclose(panel.x, (edges[:-1] + edges[1:]) / 2, rtol=1e-5)
+    assert float(np.sum(np.asarray(panel.y) * np.asarray(panel.width))) == pytest.approx(1.0)
+
+
+def test_the_test_batch_is_class_balanced_on_a_class_sorted_test_split(tmp_path):
+    folder = _image_copy(tmp_path / "copy", classes=10, per_class=3)  # test/<class>/ lists classes in order
+    run = reproduce.run_table("table2", out_dir=str(tmp_path / "runs"), profile="smoke", dataset="cifar10",
+                              data_dir=str(folder), neurons=["binary"], num_steps=[1], max_steps_per_epoch=1,
+                              batch_size=4, max_eval_steps=1)
+    x, y, label = reproduce.test_batch(run, num_images=25)
+    assert label == "CIFAR-10 (JPEG copy)" and x.shape == (25, 3, 32, 32)
+    assert y.bincount(minlength=10).tolist() == [3] * 5 + [2] * 5  # interleaved class by class, cut to 25
+    x_all, y_all, _ = reproduce.test_batch(run, num_images=None)
+    assert y_all.bincount().tolist() == [3] * 10
+    # normalised as training normalised it: a CIFAR copy with CIFAR's constants
+    from tspike_lab.data.cifar import CIFAR
+
+    std = torch.tensor(CIFAR["cifar10"].std).view(1, 3, 1, 1)
+    mean = torch.tensor(CIFAR["cifar10"].mean).view(1, 3, 1, 1)
+    assert float(((x_all * std + mean) * 255 - (x_all * std + mean).mul(255).round()).abs().max()) < 1e-3
+    with pytest.raises(ConfigError, match="num_images must be None"):
+        reproduce.test_batch(run, num_images=0)
+
+
 # --------------------------------------------------------------------------- notebooks
 
 
@@ -638,6 +678,7 @@ def _execute(path, tmp_path, **parameters):
     output = tmp_path / f"out-{path.stem}.ipynb"
     papermill.execute_notebook(str(path), str(output), parameters=parameters, kernel_name="python3",
                                cwd=str(tmp_path), progress_bar=False)
+    assert output.stat().st_size < 5_000_000  # figures binned in Python, no raw data embedded
     return nbformat.read(output, as_version=4)
 
 

@@ -17,14 +17,14 @@ Figures are drawn by :func:`tspike_lab.viz.plot_table`.
 from .paper import BASELINES, CITATION, ENERGY, ENERGY_CONSTANTS, FIGURE2, TABLES, paper_cell, paper_numbers
 from .plan import (PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, default_out_dir, params_from, plan, repository_root,
                    run_key, shipped_results, validate_params)
-from .records import (COMPARED, METRICS_SCHEMA, STD_CONVENTION, ROW_SCHEMA, RUN_SCHEMA, aggregate, describe_setup, find_runs, fmt_duration, fmt_mean_std,
+from .records import (COMPARED, METRICS_SCHEMA, STD_CONVENTION, ROW_SCHEMA, RUN_SCHEMA, aggregate, describe_setup, find_runs, fmt_duration, fmt_mean_std, fmt_per_class,
                       load_run, paper_markdown, paper_table, validate_metrics)
 from .run import check_cost, estimate, estimate_from_flops, probe_data, run_table, test_batch
 
 __all__ = ["TABLES", "PROFILES", "RECIPES", "PARAMS", "PLUMBING_DATASET", "CITATION", "ENERGY", "ENERGY_CONSTANTS",
            "FIGURE2", "BASELINES", "COMPARED", "STD_CONVENTION", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "paper_numbers", "paper_cell",
            "plan", "validate_params", "params_from", "run_key", "default_out_dir", "shipped_results", "repository_root", "run_table", "probe_data", "estimate", "check_cost", "estimate_from_flops", "test_batch", "load_run",
-           "validate_metrics", "find_runs", "aggregate", "paper_table", "paper_markdown", "fmt_mean_std", "fmt_duration", "describe_setup", "main"]
+           "validate_metrics", "find_runs", "aggregate", "paper_table", "paper_markdown", "fmt_mean_std", "fmt_duration", "fmt_per_class", "describe_setup", "main"]
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,7 @@ from .paper import TABLES, paper_cell
 __all__ = ["SCHEMA_VERSION", "METRICS_FILE", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "STATUSES", "COMPARED",
            "STD_CONVENTION",
            "validate_metrics", "load_run", "find_runs", "rows_from_record", "aggregate", "fmt_mean_std",
-           "paper_table", "paper_markdown", "describe_setup", "fmt_duration"]
+           "paper_table", "paper_markdown", "describe_setup", "fmt_duration", "fmt_per_class"]
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +345,12 @@ def paper_markdown(table: str) -> str:
         cells = [fmt_mean_std(*t.cells[(row.dataset, row.arch, row.num_steps, n)]) for n in t.variants]
         lines.append("| " + " | ".join([row.dataset, row.arch, str(row.num_steps)] + cells) + " |")
     return "\n".join(lines) + f"\n\nSource: {t.source} (\"{t.title.split(': ', 1)[-1]}\"). {t.note}"
+
+
+def fmt_per_class(counts) -> str:
+    """``"100 per class"`` or ``"25-26 per class"``: a sample's class counts (e.g. ``y.bincount()``)."""
+    lo, hi = int(min(counts)), int(max(counts))
+    return f"{lo} per class" if lo == hi else f"{lo}-{hi} per class"
 
 
 def fmt_duration(seconds: float) -> str:

@@ -547,24 +547,49 @@ def check_cost(table: str, cost: Mapping[str, Any], max_hours: float | None = No
         field="max_hours", value=limit, allowed=f"at least {cost['total_s'] / 3600:.3g} for these runs")
 
 
-def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_images: int = 256):
-    """The first ``num_images`` test images of a table run's data set, prepared as the engine feeds them.
+def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_images: int | None = 500):
+    """A class-balanced sample of a table run's test set (or all of it), prepared as the engine feeds it.
+
+    The first ``ceil(num_images / K)`` test images of each of the K classes (in the split's order),
+    interleaved class by class and cut to ``num_images``: class counts differ by at most one. The
+    first images of a split would not do: an image-folder copy of CIFAR-10 lists its test set class
+    by class, so its first 256 are all airplanes. ``num_images=None``: the whole test set. The data
+    are read as training read them (:func:`tspike_lab.data.probe`: a copy of CIFAR normalised as CIFAR).
 
     ``data_dir`` None: the folder the run trained from if it still exists here, else the data
     default (``$TSPIKE_DATA`` or ``~/.cache/tspike_lab``, where CIFAR is downloaded).
     Returns:
         ``(x [N, C, H, W] float, y [N], label)``, label e.g. "CIFAR-10 (JPEG copy)".
     """
+    import dataclasses
+
+    import torch
+
     from .. import data as tdata
 
+    if num_images is not None and (not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1):
+        raise ConfigError(f"num_images must be None (the whole test set) or an int >= 1, got {num_images!r}",
+                          field="num_images", value=num_images, allowed="None or an int >= 1")
     record = load_run(run_dir)
     dataset = record["runs"][0]["dataset"] if record["runs"] else next(iter(record["datasets"]))
     root = data_dir if data_dir is not None else record["datasets"][dataset].get("root")
     if data_dir is None and root is not None and not Path(root).exists():
         root = None
     dp = data.describe(dataset, root)
-    source = tdata.load(dp.source, root=dp.root)
-    x, y = next(iter(tdata.make_loader(source, "test", batch_size=num_images, device="cpu", shuffle=False,
+    source = tdata.probe(dp)
+    if source.test_y is None:
+        raise ConfigError(f"test_batch needs a data set held in memory; {dp.label} is read from files",
+                          field="dataset", value=dataset)
+    y_all = source.test_y
+    if num_images is None:
+        idx = torch.arange(y_all.numel())
+    else:
+        per = math.ceil(num_images / source.num_classes)
+        picks = [(rank, c, int(i)) for c in range(source.num_classes)
+                 for rank, i in enumerate(torch.nonzero(y_all == c).flatten()[:per])]
+        idx = torch.tensor([i for _, _, i in sorted(picks)][:num_images])
+    sample = dataclasses.replace(source, test_x=source.test_x[idx], test_y=y_all[idx], fingerprint=source.fingerprint)
+    x, y = next(iter(tdata.make_loader(sample, "test", batch_size=len(idx), device="cpu", shuffle=False,
                                        drop_last=False)))
     return x, y, dp.label
 
