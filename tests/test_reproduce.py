@@ -182,6 +182,14 @@ def test_a_paper_profile_run_builds_the_released_network():
     assert [m.step_bn for m in model.modules() if isinstance(m, ConvBN)][:4] == [True, True, True, False]
 
 
+def test_step_bn_effect_measures_nothing_for_a_static_stem_and_a_difference_where_bns_read_spikes():
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    r19 = reproduce.step_bn_effect(x, "resnet19", 2)
+    assert r19["max_logit_diff"] == 0.0 and r19["spikes_differing"] == 0.0  # its one stem BN reads the image
+    r20 = reproduce.step_bn_effect(x, "resnet20", 2)
+    assert r20["max_logit_diff"] > 0 and 0 < r20["spikes_differing"] < 1 and r20["images"] == 4
+
+
 def test_the_cifar_recipe_normalises_with_the_released_constants_and_cuts_out_black_holes():
     from tspike_lab.data import Augment, DATASETS, make_loader
     from tspike_lab.data.cifar import CIFAR
