@@ -19,6 +19,7 @@ from tspike_lab import cli, reproduce, viz
 from tspike_lab.config import TrainConfig
 from tspike_lab.errors import ConfigError, DataUnavailableError, RunFolderError, TrainingDiverged
 from tspike_lab.reproduce.plan import train_config
+from tspike_lab.train import load_checkpoint as train_mod_load
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_NOTEBOOKS = {t: ROOT / "reproduce" / f"{t}.ipynb" for t in ("table1", "table2", "table3", "table4")}
@@ -455,6 +456,7 @@ def test_the_metrics_file_records_each_finished_run_and_a_killed_table_resumes(t
     assert partial["status"] == "failed" and partial["error"] == "RuntimeError: killed"
     assert [r["key"] for r in partial["runs"]] == ["small-w8-binary-T2-s0", "small-w8-ternary-T2-s0"]
     assert all(r["n_seeds"] == 1 for r in partial["aggregate"])  # seeds outermost: every row has n=1 already
+    assert {r["status"] for r in partial["aggregate"]} == {"failed"}  # the rows say the table's status
 
     with pytest.raises(ConfigError, match=r"resume: parameter\(s\) \['epochs'\] differ"):
         reproduce.run_table("capacity", resume=run, epochs=5)
@@ -463,6 +465,9 @@ def test_the_metrics_file_records_each_finished_run_and_a_killed_table_resumes(t
     assert calls == ["small-w8-binary-T2-s1", "small-w8-ternary-T2-s1"]  # finished runs are not trained again
     done = reproduce.load_run(run)
     assert done["status"] == "complete" and len(done["runs"]) == 4 and "error" not in done
+    assert {r["status"] for r in done["aggregate"]} == {"complete"}
+    for r in done["runs"]:  # every checkpoint names the data it was trained on
+        assert train_mod_load(run / r["run_dir"])["data_fingerprint"]
     assert done["started_at"] == partial["started_at"] and done["wall_time_s"] > partial["wall_time_s"]
     assert _folders(tmp_path) == [run]
 

@@ -263,8 +263,8 @@ def _train_all(table, record, run_dir: Path, runs, plans, p, done, workers: int,
 
     def save(status: str, error: str | None = None) -> None:
         record["runs"] = sorted(results.values(), key=lambda r: order.get(r["key"], len(order)))
+        record["status"] = status  # before the rows: each row carries the table's status
         record["aggregate"] = rows_from_record(record, run_dir)
-        record["status"] = status
         record["wall_time_s"] = base_wall + (time.perf_counter() - t0)
         record.pop("error", None)
         if error is not None:
