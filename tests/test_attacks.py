@@ -819,6 +819,8 @@ CRAFTED = {
     "a config that is not valid": (lambda c: {**c, "config": {**c["config"], "lr": -1.0}},
                                    "its config is not a valid TrainConfig"),
     "a list instead of a dict": (lambda c: [1, 2, 3], "it holds list"),
+    "a GradScaler state with a NaN scale": (lambda c: {**c, "scaler": {"scale": float("nan"), "_growth_tracker": 0}},
+                                            "scaler must be a GradScaler state dict"),
 }
 
 

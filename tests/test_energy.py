@@ -16,6 +16,8 @@ from tspike_lab.energy import (
     energy_pj,
     is_spike_input,
     linear_sops,
+    table5_counts,
+    table5_energy_uj,
 )
 from tspike_lab.models import ARCHS, build_model
 from tspike_lab.models.layers import ConvBN
@@ -214,3 +216,20 @@ def test_count_ops_runs_on_every_architecture(arch):
     assert len(counts.layers) == convs + 1
     assert counts.layers[0].input == "dense" and counts.total()["macs"] > 0
     assert counts.ann()["macs"] >= counts.total()["macs"]
+
+
+def test_table5_counts_are_the_same_per_sample_averages_whatever_the_chunking():
+    torch.manual_seed(0)
+    model = build_model("small", neuron="ternary", num_classes=10, num_steps=2, in_channels=1, width=4).eval()
+    x = torch.randn(10, 1, 8, 8) * 2
+    whole = table5_counts(model, x, chunk_size=10)
+    chunked = table5_counts(model, x, chunk_size=3)
+    assert set(whole) == set(chunked)
+    for key in whole:
+        assert chunked[key] == pytest.approx(whole[key], rel=1e-12), key
+    # #Flops: the first layer's MACs (4 channels x 8 x 8 outputs x 1 x 3 x 3), T=2 times, as the released code runs it
+    assert whole["flops"] == 4 * 8 * 8 * 1 * 9 * 2
+    assert whole["sign"] == 2 * whole["neuron_steps"]  # two threshold tests per ternary neuron-step
+    assert whole["energy_uj"] == pytest.approx(table5_energy_uj(whole["flops"], whole["sops"], whole["sign"]))
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1, got 0"):
+        table5_counts(model, x, chunk_size=0)

@@ -45,7 +45,8 @@ def test_resnet20_is_the_released_modified_network_with_a_three_conv_stem_and_av
     assert [type(b.shortcut).__name__ for b in r20.layers] == \
         ["ScaledIdentity", "ScaledIdentity"] + ["AvgDown", "ScaledIdentity"] * 3
     assert all(isinstance(b.shortcut.pool.module, nn.AvgPool2d) for b in r20.layers if isinstance(b.shortcut, AvgDown))
-    assert all(not b.cb2.bn.weight.detach().any() for b in r20.layers)  # zero_init_residual
+    # the released ANN zeroes bn2 (zero_init_residual); its spiking conversion replaces it by a fresh BN3d at 1
+    assert all(bool((b.cb2.bn.weight == 1).all()) for b in r20.layers)
     assert len(tl.spiking_layers(r20)) == 3 + 2 * 8
     wide = tl.build_model("resnet20_wide", neuron="ternary", num_classes=10, num_steps=1)
     assert len(wide.layers) == 9 and wide.stem.conv.out_channels == 128
@@ -142,3 +143,130 @@ def test_wrong_input_rank_or_channels_is_rejected():
         m(torch.zeros(8, 8))
     with pytest.raises(ValueError, match="3 channels .* in_channels=1"):
         m(torch.zeros(2, 3, 8, 8))
+
+
+# --------------------------------------------------------------------------- against the released code
+
+from released_models import released_snn  # noqa: E402 - tests/ is on sys.path (rootdir conftest-free import)
+
+# (arch, image side, T): the smallest inputs every network takes; float64 so no spike flips on rounding
+RELEASED_CASES = [("resnet19", 8, 2), ("resnet20", 8, 2), ("resnet20_wide", 8, 1), ("resnet18", 32, 2),
+                  ("vgg16", 32, 2)]
+
+
+def _layers_of(model, kinds):
+    return [m for m in model.modules() if isinstance(m, kinds)]
+
+
+def _copy_released_into_ours(released, ours):
+    """Copy every conv, BN and linear of the released network into ours, in module order (shapes checked)."""
+    bn = nn.modules.batchnorm._BatchNorm
+    for kinds in (nn.Conv2d, bn, nn.Linear):
+        src, dst = _layers_of(released, kinds), _layers_of(ours, kinds)
+        assert len(src) == len(dst), kinds
+        for a, b in zip(src, dst):
+            assert a.weight.shape == b.weight.shape
+            b.load_state_dict(a.state_dict())
+
+
+def _pair(arch, t, step_bn, num_classes=10):
+    torch.manual_seed(0)
+    released = released_snn(arch, num_classes=num_classes, step=t).double().train()
+    ours = tl.build_model(arch, neuron="ternary", num_classes=num_classes, num_steps=t, step_bn=step_bn,
+                          init="released").double().train()
+    _copy_released_into_ours(released, ours)
+    return released, ours
+
+
+@pytest.mark.parametrize("arch, side, t", RELEASED_CASES)
+def test_train_mode_logits_equal_the_released_network_with_per_step_bn_and_copied_weights(arch, side, t):
+    released, ours = _pair(arch, t, step_bn=True)
+    x = torch.randn(4, 3, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours(x), released(x), rtol=0, atol=1e-9)
+    # the running statistics moved alike: per-step BNs once per step, the blocks' BNs once
+    bn = nn.modules.batchnorm._BatchNorm
+    for a, b in zip(_layers_of(released, bn), _layers_of(ours, bn)):
+        torch.testing.assert_close(b.running_mean, a.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b.running_var, a.running_var, rtol=0, atol=1e-12)
+    released.eval(), ours.eval()
+    torch.testing.assert_close(ours(x), released(x), rtol=0, atol=1e-9)
+
+
+def test_gradients_equal_the_released_resnet20_with_per_step_bn():
+    released, ours = _pair("resnet20", 2, step_bn=True)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 3])
+    nn.functional.cross_entropy(released(x), y).backward()
+    nn.functional.cross_entropy(ours(x), y).backward()
+    for a, b in zip(_layers_of(released, nn.Conv2d), _layers_of(ours, nn.Conv2d)):
+        torch.testing.assert_close(b.weight.grad, a.weight.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "vgg16"])
+def test_folded_bn_departs_from_the_released_network_in_training_but_not_in_eval(arch):
+    side = 32 if arch == "vgg16" else 8
+    released, ours = _pair(arch, 2, step_bn=False)
+    x = torch.randn(4, 3, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert (ours(x) - released(x)).abs().max() > 1e-3  # per-step statistics of spike inputs differ from T*B ones
+    released2, ours2 = _pair(arch, 2, step_bn=False)
+    released2.eval(), ours2.eval()
+    torch.testing.assert_close(ours2(x), released2(x), rtol=0, atol=1e-9)
+
+
+def test_resnet19_folded_and_per_step_stems_give_the_same_training_output_for_static_images():
+    # the stem sees the same image at every step, so its per-step statistics are the T*B ones
+    released, ours = _pair("resnet19", 2, step_bn=False)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ours(x), released(x), rtol=0, atol=1e-9)
+
+
+def _std_tolerance(n):
+    """5 standard errors of a sample std of n normal draws (relative): sqrt(1 / (2 (n - 1)))."""
+    return 5 * (1 / (2 * (n - 1))) ** 0.5
+
+
+@pytest.mark.parametrize("arch", ["resnet19", "resnet20", "vgg16"])
+def test_the_released_initialisation_draws_the_released_statistics(arch):
+    torch.manual_seed(0)
+    ours = tl.build_model(arch, neuron="ternary", num_classes=10, num_steps=1, init="released")
+    released = released_snn(arch, num_classes=10, step=1)
+    for a, b in zip(_layers_of(released, nn.Conv2d), _layers_of(ours, nn.Conv2d)):
+        kh, kw = b.kernel_size
+        want = (2 / (kh * kw * b.out_channels)) ** 0.5
+        for w in (a.weight, b.weight):
+            assert abs(float(w.detach().std()) / want - 1) < _std_tolerance(w.numel()), (arch, tuple(w.shape))
+            assert abs(float(w.detach().mean())) < 5 * want / w.numel() ** 0.5
+        if b.bias is not None:
+            assert not b.bias.any() and not a.bias.any()
+    (fa,), (fb,) = _layers_of(released, nn.Linear), _layers_of(ours, nn.Linear)
+    want = 0.01 if arch == "vgg16" else 1 / fb.in_features
+    for w in (fa.weight, fb.weight):
+        assert abs(float(w.detach().std()) / want - 1) < _std_tolerance(w.numel())
+    assert not fb.bias.any() and not fa.bias.any()
+    bn = nn.modules.batchnorm._BatchNorm
+    for m in _layers_of(released, bn) + _layers_of(ours, bn):
+        assert bool((m.weight == 1).all()) and not m.bias.any()
+
+
+def test_torch_initialisation_is_the_default_and_differs_from_the_released_one():
+    torch.manual_seed(0)
+    default = tl.build_model("resnet19", neuron="ternary", num_classes=10, num_steps=1)
+    fc = default.classifier.weight
+    # PyTorch's Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std 1/sqrt(3 fan_in) (the released: 1/fan_in)
+    assert abs(float(fc.detach().std()) * (3 * 512) ** 0.5 - 1) < _std_tolerance(fc.numel()) * 2
+    with pytest.raises(ValueError, match=r"init must be one of \('torch', 'released'\), got 'xavier'"):
+        tl.build_model("resnet19", neuron="ternary", num_classes=10, num_steps=1, init="xavier")
+
+
+def test_step_bn_lies_where_the_released_spikeconv_wraps_batchnorm():
+    from tspike_lab.models import ConvBN
+
+    def flags(model):
+        return [m.step_bn for m in model.modules() if isinstance(m, ConvBN)]
+
+    r20 = tl.build_model("resnet20", neuron="ternary", num_classes=10, num_steps=2, step_bn=True)
+    # three stem BNs per step; 8 blocks x 2 BNs and 3 AvgDown BNs over T*B
+    assert flags(r20) == [True] * 3 + [False] * 19
+    vgg = tl.build_model("vgg16", neuron="ternary", num_classes=10, num_steps=2, step_bn=True)
+    assert flags(vgg) == [True] * 13
+    assert not any(flags(tl.build_model("vgg16", neuron="ternary", num_classes=10, num_steps=2)))

@@ -17,7 +17,8 @@ from tspike_lab.kernels import cpu
 from tspike_lab import train as train_mod
 from tspike_lab.models import build_model, spiking_layers
 from tspike_lab.errors import RunFolderError
-from tspike_lab.train import History, TrainConfig, TrainingDiverged, evaluate, lr_at, param_groups, train, validate
+from tspike_lab.train import (History, TrainConfig, TrainingDiverged, evaluate, lr_at, param_groups, read_metrics,
+                              train, validate)
 
 # A digits run that trains in about a second: 44 steps of 32 per epoch.
 FAST = dict(dataset="digits", arch="small", width=8, num_steps=2, batch_size=32, progress=False)
@@ -138,6 +139,31 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
     assert lr_at(50, lr=0.1, total_steps=100, schedule="constant") == 0.1
 
 
+def test_per_epoch_cosine_schedule_is_the_released_cosine_annealing_lr_stepped_after_each_epoch():
+    epochs, steps = 7, 5
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    released = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
+    for epoch in range(epochs):
+        want = opt.param_groups[0]["lr"]
+        got = [lr_at(epoch * steps + i, lr=0.1, total_steps=epochs * steps, schedule="cosine_epoch",
+                     steps_per_epoch=steps) for i in range(steps)]
+        assert got == pytest.approx([want] * steps, rel=1e-12, abs=1e-15), epoch
+        opt.step()
+        released.step()
+    assert lr_at(3, lr=0.1, total_steps=35, schedule="cosine", steps_per_epoch=5) != lr_at(
+        3, lr=0.1, total_steps=35, schedule="cosine_epoch", steps_per_epoch=5)  # per step differs within an epoch
+
+
+def test_best_and_final_test_accuracy_are_both_recorded_every_epoch():
+    from tspike_lab.train import _best
+
+    epochs = [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": None}, {"epoch": 3, "test_acc": 0.7},
+              {"epoch": 4, "test_acc": 0.7}, {"epoch": 5, "test_acc": 0.6}]
+    assert _best(epochs) == {"best_test_acc": 0.7, "best_epoch": 3}  # the first epoch to reach it
+    assert _best(epochs[:2]) == {"best_test_acc": 0.5, "best_epoch": 1}
+    assert _best([{"epoch": 1, "test_acc": None}]) == {"best_test_acc": None, "best_epoch": None}
+
+
 def test_firing_rate_counts_negative_spikes():
     torch.manual_seed(0)
     model = build_model("small", neuron="ternary", num_classes=10, num_steps=2, in_channels=1, width=8)
@@ -184,6 +210,29 @@ def digits_run(tmp_path_factory):
     t0 = time.perf_counter()
     history = train(config)
     return config, history, out, time.perf_counter() - t0
+
+
+def test_the_run_records_the_best_epoch_beside_the_final_one(digits_run):
+    _, history, out, _ = digits_run
+    accs = history.column("test_acc")
+    assert history.column("best_test_acc") == [max(accs[:i + 1]) for i in range(len(accs))]
+    assert accs[history.final["best_epoch"] - 1] == history.final["best_test_acc"]
+    assert [r["best_test_acc"] for r in read_metrics(out)] == history.column("best_test_acc")
+
+
+def test_a_grad_scaler_run_trains_the_same_weights_as_a_plain_one(tmp_path, monkeypatch):
+    # CUDA float16 runs step through a GradScaler; here a CPU one (fp32 autocast-free) scales the loss by 2^16,
+    # unscales the gradients and steps: powers of two are exact, so the weights are those of a plain run
+    plain = train(TrainConfig(**FAST, epochs=1, out_dir=str(tmp_path / "plain")))
+    scalers = []
+    monkeypatch.setattr(train_mod, "_grad_scaler", lambda c, d: scalers.append(torch.amp.GradScaler("cpu")) or scalers[-1])
+    scaled = train(TrainConfig(**FAST, epochs=1, amp_dtype="float16", out_dir=str(tmp_path / "scaled")))
+    assert scalers and scalers[0].get_scale() == 2.0 ** 16
+    assert scaled.final["train_loss"] == plain.final["train_loss"]
+    a = train_mod.load_checkpoint(tmp_path / "plain")["model"]
+    ckpt = train_mod.load_checkpoint(tmp_path / "scaled")
+    assert all(torch.equal(a[k], ckpt["model"][k]) for k in a)
+    assert ckpt["scaler"]["scale"] == 2.0 ** 16
 
 
 def test_training_on_digits_reaches_well_above_chance(digits_run):

@@ -213,8 +213,8 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike = CHECKPOINT) -> dict[st
     Checks: the seven keys exist; ``epoch`` an int >= 1; ``model`` a dict of tensors;
     ``optimizer`` a state dict (``state``, ``param_groups``); ``scheduler`` non-negative step
     counts; ``history`` a list of ``epoch`` metric dicts numbered 1..epoch; the RNG states of
-    the sizes torch, Python and numpy use; ``config`` a valid TrainConfig; ``data_fingerprint``
-    None or a string. Shapes against a model: :func:`check_resumable`.
+    the sizes torch, Python and numpy use; ``config`` a valid TrainConfig; ``scaler`` absent or a
+    GradScaler state; ``data_fingerprint`` None or a string. Shapes against a model: :func:`check_resumable`.
 
     Returns:
         ``ckpt`` unchanged.
@@ -258,6 +258,12 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike = CHECKPOINT) -> dict[st
         raise _bad(path, f"its config is not a valid TrainConfig ({exc})") from None
     if epoch > saved.epochs:
         raise _bad(path, f"epoch {epoch} is beyond its config's epochs={saved.epochs}")
+    scaler = ckpt.get("scaler")  # a GradScaler's state (float16 autocast on CUDA), absent otherwise
+    if scaler is not None and not (
+            isinstance(scaler, dict) and all(isinstance(k, str) for k in scaler)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scaler.values())
+            and isinstance(scaler.get("scale"), (int, float)) and scaler["scale"] > 0):
+        raise _bad(path, f"scaler must be a GradScaler state dict of finite numbers with a scale > 0, got {_kind(scaler)}")
     fp = ckpt.get("data_fingerprint")
     if fp is not None and not (isinstance(fp, str) and 0 < len(fp) <= 128):
         raise _bad(path, f"data_fingerprint must be None or a short string, got {_kind(fp)}")

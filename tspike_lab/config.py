@@ -21,15 +21,16 @@ from torch import nn
 
 from .data import DATASETS
 from .errors import ConfigError, ResourceError
-from .models import ARCHS, NEURONS
+from .models import ARCHS, INITS, NEURONS
 from .models.layers import AMPLITUDES
 
-__all__ = ["TrainConfig", "validate", "CHOICES", "OPTIMIZERS", "SCHEDULES", "LOSSES", "RESUME_FREE",
+__all__ = ["TrainConfig", "validate", "CHOICES", "OPTIMIZERS", "SCHEDULES", "LOSSES", "AMP_DTYPES", "RESUME_FREE",
            "resolve_device", "cpu_bf16_reason", "onednn_1x1_hazard", "check_environment", "estimate_memory",
            "available_memory", "check_memory"]
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "cosine_epoch", "constant")
+AMP_DTYPES = ("bfloat16", "float16")
 LOSSES = ("ce", "tet")
 
 # Fields that do not change what a run computes: a checkpoint written under other values
@@ -46,18 +47,23 @@ class TrainConfig:
         arch: one of ``ARCHS``. neuron: one of ``NEURONS``. num_steps: T (time steps; for
         cifar10-dvs also the number of event frames). width: channels of arch "small" only.
         amplitude: "layer" (one trainable a per layer, Eq. 13-14) or "channel".
+        step_bn: BatchNorms outside residual blocks (stems, every VGG BN) normalise each time step,
+        as the released ``SpikeConv`` (False: over T*B). init: "torch" (PyTorch's defaults) or
+        "released" (the released code's, :func:`tspike_lab.models.released_init`).
     Optimization:
         epochs, batch_size (per process; global batch = batch_size * world size),
         optimizer ("sgd" | "adamw"), lr, momentum (SGD), weight_decay (conv/linear weights only;
         BatchNorm, biases and amplitudes a are exempt, as the paper's code), warmup_epochs
-        (linear warm-up), schedule ("cosine" per step to 0 | "constant"), label_smoothing,
+        (linear warm-up), schedule ("cosine": per step to 0 | "cosine_epoch": constant within an
+        epoch, stepped per epoch as the released ``CosineAnnealingLR(T_max=epochs)`` | "constant"), label_smoothing,
         loss ("ce": cross-entropy on T-averaged logits, the paper; "tet": Deng et al. 2022,
         ``(1 - tet_lambda) * mean_t CE(logits_t, y) + tet_lambda * MSE(logits_t, tet_phi)``),
         grad_clip (max global grad norm; None: off).
     Augmentation (training only; None: the data set's recipe, ``DATASETS[dataset].augment``):
         augment (False: none at all), crop_padding, flip, autoaugment, cutout, roll.
     Hardware:
-        amp (bf16 autocast on CUDA), cpu_amp (bf16 autocast on a CPU with native bf16,
+        amp (autocast on CUDA in ``amp_dtype``: "bfloat16", or "float16" with a GradScaler as the
+        released ImageNet script), cpu_amp (bf16 autocast on a CPU with native bf16,
         AVX512-BF16 or AMX; off by default: it changes float32 results), channels_last
         (image input, CUDA and CPU: faster convolutions on both), device
         ("auto": cuda:LOCAL_RANK if available, else cpu), sync_bn (SyncBatchNorm when
@@ -78,6 +84,8 @@ class TrainConfig:
     num_steps: int = 2
     width: int | None = None
     amplitude: str = "layer"
+    step_bn: bool = False
+    init: str = "torch"
 
     epochs: int = 10
     batch_size: int = 128
@@ -101,6 +109,7 @@ class TrainConfig:
     roll: int | None = None
 
     amp: bool = True
+    amp_dtype: str = "bfloat16"
     cpu_amp: bool = False
     channels_last: bool = True
     device: str = "auto"
@@ -137,6 +146,8 @@ CHOICES: Mapping[str, Mapping | tuple] = MappingProxyType({
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "loss": LOSSES,
+    "init": INITS,
+    "amp_dtype": AMP_DTYPES,
 })
 
 _DEVICE_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -191,7 +202,8 @@ def _check_ranges(c: TrainConfig) -> None:
         value = getattr(c, name)
         if value is not None and not isinstance(value, bool):
             _fail(name, value, "None (the data set's recipe), True or False")
-    for name in ("augment", "amp", "cpu_amp", "channels_last", "sync_bn", "resume", "assume_same_data", "progress"):
+    for name in ("augment", "step_bn", "amp", "cpu_amp", "channels_last", "sync_bn", "resume", "assume_same_data",
+                 "progress"):
         if not isinstance(getattr(c, name), bool):
             _fail(name, getattr(c, name), "True or False")
 

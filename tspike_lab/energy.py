@@ -285,7 +285,7 @@ def table5_energy_uj(flops: float, sops: float, sign: float, pj: dict | None = N
 
 
 @torch.no_grad()
-def table5_counts(model: nn.Module, x: torch.Tensor) -> dict:
+def table5_counts(model: nn.Module, x: torch.Tensor, *, chunk_size: int = 256) -> dict:
     """Per-sample #Flops, #Sops, #Sign and energy (µJ) of ``model`` on ``x``, counted as the paper's Table 5.
 
     - #Flops: MACs of the first layer (the real-valued input), counted T times for a static image
@@ -299,9 +299,24 @@ def table5_counts(model: nn.Module, x: torch.Tensor) -> dict:
 
     Args:
         model: a spiking network in eval mode. x: ``[B, C, H, W]`` or ``[T, B, C, H, W]``.
+        chunk_size: images per forward pass (the recording holds every membrane of a chunk); the
+            per-sample averages are the same for any chunking.
     Returns:
         ``{"flops", "sops", "sign", "energy_uj", "other_dense_macs", "neuron_steps", "firing_rate"}``.
     """
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    batch_dim = 1 if x.dim() == 5 else 0
+    n = x.shape[batch_dim]
+    if n > chunk_size:  # per-sample averages, weighted by chunk size: the same as one pass over x
+        parts = [(c.shape[batch_dim], _table5_counts(model, c)) for c in x.split(chunk_size, dim=batch_dim)]
+        out = {k: sum(m * p[k] for m, p in parts) / n for k in parts[0][1]}
+        out["firing_rate"] = sum(m * p["firing_rate"] * p["neuron_steps"] for m, p in parts) / (n * out["neuron_steps"])
+        return out
+    return _table5_counts(model, x)
+
+
+def _table5_counts(model: nn.Module, x: torch.Tensor) -> dict:
     from .probes import record
 
     counts = count_ops(model, x)

@@ -69,8 +69,10 @@ class History:
     ``epochs[i]`` is a dict: epoch (1-based), step (optimizer steps so far), train_loss,
     train_acc, test_loss, test_acc, firing_rate (mean over spiking layers of the fraction of
     nonzero b in {-1, 0, 1} on the test set), firing_rates (per layer), amplitudes (layer ->
-    mean a), lr (of the epoch's last step), epoch_time_s, images_per_s. Test fields are None
-    in epochs skipped by ``eval_every``.
+    mean a), lr (of the epoch's last step), epoch_time_s, images_per_s, best_test_acc and
+    best_epoch (the best test_acc so far and its epoch: the released scripts report this
+    ``best_acc``; ``final["test_acc"]`` is the last epoch's). Test fields are None in epochs
+    skipped by ``eval_every``.
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -128,17 +130,24 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine") -> float:
+def lr_at(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine",
+          steps_per_epoch: int = 1) -> float:
     """Learning rate of optimizer step ``step`` (0-based).
 
-        warm-up:  lr * (step + 1) / warmup_steps                       for step < warmup_steps
-        cosine:   lr * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2   afterwards
-        constant: lr
+        warm-up:      lr * (step + 1) / warmup_steps                      for step < warmup_steps
+        cosine:       lr * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2   afterwards
+        cosine_epoch: the same in epochs, e = step // steps_per_epoch:
+                      lr * (1 + cos(pi * (e - warmup_epochs) / (epochs - warmup_epochs))) / 2
+                      (the released CosineAnnealingLR(T_max=epochs), stepped after each epoch)
+        constant:     lr
     """
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if schedule == "constant":
         return lr
+    if schedule == "cosine_epoch":
+        n = max(int(steps_per_epoch), 1)
+        step, total_steps, warmup_steps = step // n, total_steps // n, warmup_steps // n
     span = max(total_steps - warmup_steps, 1)
     return lr * 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
 
@@ -205,9 +214,9 @@ def _any_rank(flag: bool, d: _Dist, device: torch.device) -> bool:
 # --------------------------------------------------------------------------- loops
 
 
-def _autocast(device: torch.device, amp: bool, cpu_amp: bool = False):
+def _autocast(device: torch.device, amp: bool, cpu_amp: bool = False, amp_dtype: str = "bfloat16"):
     if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=getattr(torch, amp_dtype))
     if cpu_amp and device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -233,6 +242,7 @@ def evaluate(
     channels_last: bool = False,
     max_steps: int | None = None,
     _dist: _Dist | None = None,
+    amp_dtype: str = "bfloat16",
 ) -> dict[str, Any]:
     """Test loss, accuracy and firing rates of ``model`` over ``loader``.
 
@@ -265,7 +275,7 @@ def evaluate(
                 x, y = _prepare(x, device, channels_last), y.to(device, non_blocking=True)
                 keep = None if keep_all is None else keep_all[seen:seen + y.numel()].to(device, torch.float64)
                 seen += y.numel()
-                with _autocast(device, amp, cpu_amp):
+                with _autocast(device, amp, cpu_amp, amp_dtype):
                     logits = model(x)
                 logits = logits.float()
                 losses = F.cross_entropy(logits, y, reduction="none").double()
@@ -492,6 +502,7 @@ class _Session:
     source: Any
     channels_last: bool
     augment: Any
+    scaler: Any = None  # a GradScaler for float16 autocast on CUDA (the released ImageNet script's), else None
     steps_per_epoch: int = 0
     total_steps: int = 0
     warmup_steps: int = 0
@@ -512,6 +523,13 @@ class _Session:
                            drop_last=split == "train", num_workers=c.num_workers)
 
 
+def _grad_scaler(config: TrainConfig, device: torch.device):
+    """A GradScaler where float16 autocast runs (CUDA, ``amp_dtype="float16"``), else None."""
+    if config.amp and config.amp_dtype == "float16" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
 def _build(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, source) -> _Session:
     """The model (seeded), its optimizer, and the DDP wrapper when distributed."""
     channels_last = config.channels_last and not source.is_sequence
@@ -519,7 +537,7 @@ def _build(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, sou
     extra = {"width": config.width} if config.width is not None else {}
     model = build_model(config.arch, neuron=config.neuron, num_classes=source.num_classes,
                         num_steps=config.num_steps, in_channels=source.in_channels,
-                        amplitude=config.amplitude, **extra)
+                        amplitude=config.amplitude, step_bn=config.step_bn, init=config.init, **extra)
     model.to(device)
     if channels_last and device.type == "cpu" and (hazard := onednn_1x1_hazard(model)) is not None:
         logger.info("channels_last off: %s would hit oneDNN's strided 1x1 backward bug on the CPU", hazard)
@@ -531,8 +549,9 @@ def _build(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, sou
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    scaler = _grad_scaler(config, device)
     return _Session(config, d, device, run, model, model, optimizer, [p for g in groups for p in g["params"]],
-                    source, channels_last, augment_for(config))  # channels_last as used: batches follow the model
+                    source, channels_last, augment_for(config), scaler)  # channels_last as used: batches follow the model
 
 
 def _wrap_distributed(s: _Session) -> None:
@@ -588,21 +607,32 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
             if i >= s.steps_per_epoch:
                 break
             lr = lr_at(s.global_step, lr=c.lr, total_steps=s.total_steps, warmup_steps=s.warmup_steps,
-                       schedule=c.schedule)
+                       schedule=c.schedule, steps_per_epoch=s.steps_per_epoch)
             for g in s.optimizer.param_groups:
                 g["lr"] = lr
             x, y = _prepare(x, device, s.channels_last), y.to(device, non_blocking=True)
-            with _autocast(device, c.amp, c.cpu_amp):
+            with _autocast(device, c.amp, c.cpu_amp, c.amp_dtype):
                 loss, logits = _loss(s.net, x, y, c)
             s.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if s.scaler is None:
+                loss.backward()
+            else:
+                s.scaler.scale(loss).backward()
+                s.scaler.unscale_(s.optimizer)
             stats[i, 0] = loss.detach()
-            stats[i, 1] = _grad_norm(s.params, c.grad_clip)
+            gnorm = _grad_norm(s.params, c.grad_clip)
+            if s.scaler is not None:  # an overflowing float16 gradient is skipped and the scale lowered, not a divergence
+                gnorm = torch.where(torch.isfinite(gnorm), gnorm, torch.zeros_like(gnorm))
+            stats[i, 1] = gnorm
             if (i + 1 - checked) >= check_every or i + 1 == s.steps_per_epoch:
                 _check_finite(stats[checked:i + 1], checked + 1, epoch, s.d, note, limit)  # before the step
                 checked = i + 1
                 bar.set_postfix(loss=f"{float(stats[i, 0]):.4f}", lr=f"{lr:.3g}", refresh=False)
-            s.optimizer.step()
+            if s.scaler is None:
+                s.optimizer.step()
+            else:
+                s.scaler.step(s.optimizer)
+                s.scaler.update()
             s.global_step += 1
             sums[0] += loss.detach().double() * y.numel()
             sums[1] += (logits.detach().argmax(-1) == y).sum()
@@ -631,7 +661,8 @@ def _epoch_row(s: _Session, epoch: int, t0: float) -> dict[str, Any]:
                            "firing_rate": None, "firing_rates": None}
     if epoch % c.eval_every == 0 or epoch == c.epochs:
         row.update(evaluate(s.model, s.loader("test", epoch), device=s.device, amp=c.amp, cpu_amp=c.cpu_amp,
-                            channels_last=s.channels_last, max_steps=c.max_eval_steps, _dist=s.d))
+                            channels_last=s.channels_last, max_steps=c.max_eval_steps, _dist=s.d,
+                            amp_dtype=c.amp_dtype))
     _check_epoch_end(s.model, row, epoch, s.d, s.device, _divergence_note(s, epoch),
                      _loss_limit(s.source.num_classes))
     row["amplitudes"] = _amplitudes(s.model)
@@ -639,6 +670,15 @@ def _epoch_row(s: _Session, epoch: int, t0: float) -> dict[str, Any]:
     row["epoch_time_s"] = time.perf_counter() - t0
     row["images_per_s"] = sums[2] / train_time if train_time > 0 else float("nan")
     return row
+
+
+def _best(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``best_test_acc`` and ``best_epoch`` so far: the released scripts' ``best_acc`` (the first epoch to reach it)."""
+    tested = [(e["test_acc"], e["epoch"]) for e in epochs if e.get("test_acc") is not None]
+    if not tested:
+        return {"best_test_acc": None, "best_epoch": None}
+    acc, epoch = max(tested, key=lambda p: p[0])  # max keeps the first of equal values, as `if best_acc < acc`
+    return {"best_test_acc": acc, "best_epoch": epoch}
 
 
 def _state(s: _Session, epoch: int, history: History) -> dict[str, Any]:
@@ -653,6 +693,7 @@ def _state(s: _Session, epoch: int, history: History) -> dict[str, Any]:
         "rng": rng_state(),
         "config": s.config.to_dict(),
         "data_fingerprint": s.source.fingerprint,
+        **({"scaler": s.scaler.state_dict()} if s.scaler is not None else {}),
     }
 
 
@@ -682,6 +723,8 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, pla
         s.model.load_state_dict(ckpt["model"])
         s.optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, s.global_step = ckpt["epoch"] + 1, ckpt["scheduler"]["step"]
+        if s.scaler is not None and "scaler" in ckpt:
+            s.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         run.rewrite_metrics(history.epochs)
         logger.info("resuming %s at epoch %d", run.path, start_epoch)
@@ -692,6 +735,7 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, pla
         _reseed(_epoch_seed(config.seed, epoch))  # anything random beyond the loader's (seed, epoch)
         t0 = time.perf_counter()
         row = _epoch_row(s, epoch, t0)
+        row.update(_best(history.epochs + [row]))
         history.epochs.append(row)
         run.save(_state(s, epoch, history), row)
     return history
@@ -713,7 +757,7 @@ def model_from_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") ->
                               f"{config.arch!r}: not this library's network")
     model = build_model(config.arch, neuron=config.neuron, num_classes=shapes[0].shape[0],
                         num_steps=config.num_steps, in_channels=shapes[1].shape[1],
-                        amplitude=config.amplitude, **extra)
+                        amplitude=config.amplitude, step_bn=config.step_bn, **extra)
     check_model_state(state, model, Path(path))
     model.load_state_dict(state)
     return model.eval(), config

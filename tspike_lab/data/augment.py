@@ -23,7 +23,8 @@ class Augment:
         crop_padding: random crop after zero padding by this many pixels per side (0: off).
         flip: random horizontal flip with p=0.5.
         autoaugment: AutoAugment CIFAR10Policy (images only).
-        cutout: side of one square hole set to 0 after normalization (0: off).
+        cutout: side of one square hole set to 0 (0: off): black pixels, before normalization, as the
+            released CIFAR transforms (ToTensor, Cutout, Normalize); zero events for event frames.
         roll: random circular shift of up to this many pixels per axis (DVS-style; 0: off).
     """
 

@@ -108,10 +108,8 @@ class ResidentLoader:
             x = random_roll(x, aug.roll, g)
             if aug.autoaugment:
                 x = autoaugment(x, g)
-        x = (x.to(torch.float32).div_(255.0) - mean) / std
-        if aug is not None:
-            x = cutout(x, aug.cutout, g)
-        return x
+            x = cutout(x, aug.cutout, g)  # before normalising, as the released transforms: the hole is black
+        return (x.to(torch.float32).div_(255.0) - mean) / std
 
     def _sequences(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         x = x.to(torch.float32)

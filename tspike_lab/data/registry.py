@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -232,7 +233,8 @@ def probe(plan: DataPlan, num_steps: int | None = None, **options: Any) -> DataS
         **options: further ``load`` options of the plan's source.
 
     Returns:
-        The loaded DataSource (reuse it rather than loading again).
+        The loaded DataSource (reuse it rather than loading again); a copy of CIFAR carries
+        CIFAR's normalisation constants.
 
     Raises:
         DataUnavailableError, DataIntegrityError, ConfigError: as :func:`load`; DataIntegrityError
@@ -241,6 +243,9 @@ def probe(plan: DataPlan, num_steps: int | None = None, **options: Any) -> DataS
     if plan.source == "cifar10-dvs" and num_steps is not None:
         options = {"num_steps": num_steps, **options}
     source = load(plan.source, root=plan.root, **options)
+    if plan.copy and plan.dataset in cifar.CIFAR:
+        # a copy of CIFAR is normalised as CIFAR is (the released constants), not by its own pixel statistics
+        source = dataclasses.replace(source, mean=cifar.CIFAR[plan.dataset].mean, std=cifar.CIFAR[plan.dataset].std)
     if plan.copy:
         want = DATASETS[plan.dataset]
         found = (source.num_classes, source.in_channels, source.image_size)

@@ -10,9 +10,11 @@ from torch import nn
 
 from ..neurons import SpikingLayer
 from . import resnet, vgg
+from .init import INITS, released_init
 from .layers import AMPLITUDES, NEURONS, ConvBN, NeuronKind, ScaledIdentity, SpikingNet, TimeFold
 
-__all__ = ["ARCHS", "ArchSpec", "NEURONS", "NeuronKind", "build_model", "spiking_layers", "SpikingNet", "ConvBN", "ScaledIdentity"]
+__all__ = ["ARCHS", "ArchSpec", "NEURONS", "NeuronKind", "INITS", "build_model", "released_init", "spiking_layers",
+           "SpikingNet", "ConvBN", "ScaledIdentity"]
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -49,6 +51,8 @@ def build_model(
     num_steps: int,
     in_channels: int = 3,
     amplitude: str = "layer",
+    step_bn: bool = False,
+    init: str = "torch",
     **kwargs,
 ) -> SpikingNet:
     """Build a spiking network.
@@ -59,6 +63,11 @@ def build_model(
         neuron: one of ``NEURONS`` (binary, ternary, trainable_binary, trainable_ternary).
         num_classes, num_steps (T), in_channels: as named.
         amplitude: "layer" (one a per layer, the paper) or "channel" (one a per channel).
+        step_bn: the BatchNorms outside residual blocks (stems, every VGG BN) normalise each time
+            step over its B samples in training, as the released ``SpikeConv``; False (ours): over
+            T*B. The same function in eval mode (:mod:`tspike_lab.models.layers`).
+        init: "torch" (PyTorch's default initialisation) or "released" (the released code's,
+            :func:`tspike_lab.models.init.released_init`).
         kwargs: neuron options (beta, threshold, spike_grad, reset_mechanism, detach_reset,
             backend, graded_spikes_factor) and arch options (``width`` for "small").
     Returns:
@@ -70,6 +79,10 @@ def build_model(
         raise ValueError(f"neuron must be one of {list(NEURONS)}, got {neuron!r}")
     if amplitude not in AMPLITUDES:
         raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if not isinstance(step_bn, bool):
+        raise ValueError(f"step_bn must be True or False, got {step_bn!r}")
     for name, value, low in (("num_classes", num_classes, 2), ("num_steps", num_steps, 1),
                              ("in_channels", in_channels, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -81,7 +94,9 @@ def build_model(
         raise ValueError(f"unknown options for arch 'small': {sorted(set(kwargs) - {'width'})}; allowed: ['width']")
     factory = partial(NEURONS[neuron], amplitude=amplitude, **lif_kwargs)
     model = ARCHS[arch](neuron=factory, num_classes=num_classes, num_steps=num_steps,
-                        in_channels=in_channels, **kwargs)
+                        in_channels=in_channels, step_bn=step_bn, **kwargs)
+    if init == "released":
+        released_init(model)
     model.arch, model.neuron = arch, neuron
     return model
 

@@ -1,8 +1,17 @@
 """Building blocks of the networks: time-folded stateless layers and neuron factories.
 
-Stateless layers (convolution, BatchNorm, pooling) run once on the time-folded batch
-``[T, B, ...] -> [T*B, ...]`` as in the paper's released code (BatchNorm statistics
-over T*B); only the neurons loop over time.
+Convolutions and pooling run once on the time-folded batch ``[T, B, ...] -> [T*B, ...]``, as
+the released code's ``SpikePool``; only the neurons loop over time. BatchNorm comes two ways,
+as in the released code:
+
+- inside a residual block (``bn1``, ``bn2``, the shortcut's BN) the released ``myBatchNorm3d``
+  normalises over (B, T, H, W) per channel: statistics over the folded T*B batch, as here;
+- outside the blocks (the stems, every VGG BN) the released ``SpikeConv`` runs the
+  ``BatchNorm2d`` once per time step: in training, statistics over B for each step t and the
+  running statistics updated T times per forward. ``ConvBN(step_bn=True)`` does that;
+  ``step_bn=False`` (our folded variant) normalises over T*B and updates once.
+
+In eval mode both give the same function of the running statistics.
 """
 from __future__ import annotations
 
@@ -67,23 +76,43 @@ class TimeFold(nn.Module):
 
 
 class ConvBN(nn.Module):
-    """Conv2d + BatchNorm2d on ``[T, B, C, H, W]``, time folded into batch.
+    """Conv2d + BatchNorm2d on ``[T, B, C, H, W]``, the convolution on the time-folded batch.
 
-    ``bn`` becomes ``nn.Identity`` after ``reparameterize(fold_bn=True)``.
+    ``step_bn``: in training, BatchNorm normalises each time step over its own B samples and
+    updates its running statistics once per step (the released ``SpikeConv``); False: over
+    all T*B samples, one update (the released ``myBatchNorm3d``). ``bn`` becomes
+    ``nn.Identity`` after ``reparameterize(fold_bn=True)``.
     """
 
-    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, bias=False):
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, bias=False, step_bn: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias)
         self.bn = nn.BatchNorm2d(out_ch)
+        self.step_bn = bool(step_bn)
 
-    def forward_static(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W] -> [B, C', H', W']``."""
-        return self.bn(self.conv(x))
+    def forward_static(self, x: torch.Tensor, num_steps: int = 1) -> torch.Tensor:
+        """``[B, C, H, W] -> [B, C', H', W']``: one step of a static input repeated ``num_steps`` times.
+
+        With ``step_bn`` in training, BatchNorm sees the same batch at each of the ``num_steps``
+        steps: the output is that of one step, the running statistics are updated ``num_steps``
+        times (as the released code, which convolves the repeated image T times).
+        """
+        y = self.conv(x)
+        if not (self.step_bn and self.training):
+            return self.bn(y)
+        with torch.no_grad():
+            for _ in range(num_steps - 1):
+                self.bn(y)  # the earlier steps: same output, they only move the running statistics
+        return self.bn(y)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        y = self.bn(self.conv(x_seq.flatten(0, 1)))  # [T*B, C, H, W]
-        return y.unflatten(0, x_seq.shape[:2])
+        y = self.conv(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])  # [T, B, C, H, W]
+        if self.step_bn and self.training:
+            return torch.stack([self.bn(y_t) for y_t in y.unbind(0)])  # statistics per step t over B
+        return self.bn(y.flatten(0, 1)).unflatten(0, x_seq.shape[:2])  # statistics over T*B
+
+    def extra_repr(self) -> str:
+        return "step_bn=True" if self.step_bn else ""
 
 
 class ScaledIdentity(nn.Module):
@@ -129,7 +158,7 @@ class SpikingNet(nn.Module):
         if x.dim() == 4:
             # Direct encoding: the image repeats over T, so the stem conv + BN is computed
             # once and expanded (identical per step; the paper's code computes it T times).
-            cur = self.stem.forward_static(x)
+            cur = self.stem.forward_static(x, self.num_steps)
             cur_seq = cur.unsqueeze(0).expand(self.num_steps, *cur.shape)
         else:
             cur_seq = self.stem(x)

@@ -7,7 +7,9 @@ one FC.
 CIFAR ResNet20 (``resnet20``, the released ``resnet20_cifar_modified``): a stem of three 3x3
 convs at 64 channels (each conv + BN + neuron), AvgPool2d(2), BasicBlock stages [2, 2, 2, 2]
 at 64/128/256/512 (strides 1/2/2/2) with "AvgDown" shortcuts (AvgPool2d(stride) then 1x1
-conv + BN), the second BN of every block initialised to zero (zero_init_residual).
+conv + BN). The released ANN constructor zeroes every block's second BN weight
+(zero_init_residual), but its spiking conversion (``SpikeBasicBlock``) replaces every block BN by a
+fresh ``BatchNorm3d`` (weight 1, bias 0), so the spiking ResNet20 it trains starts at 1, as here.
 11.25 M parameters and 0.22 GMAC per step on 32x32 images.
 
 Which network the paper's "ResNet20" is, is not stated. The released code has two; we take
@@ -21,6 +23,10 @@ sets beside it; (3) Table 5's 3.54 M FLOPs are exactly its first conv (3 -> 64, 
 ImageNet ResNet18 / ResNet34: 7x7 stride-2 stem with 64 channels, AvgPool(3, 2, 1)
 instead of max pooling, [2, 2, 2, 2] / [3, 4, 6, 3] blocks at 64-512.
 In a block the shortcut is added to the BN output, before the block's output neuron.
+
+``step_bn=True`` runs the stem's BatchNorms per time step, as the released ``SpikeConv``
+(see :mod:`tspike_lab.models.layers`); the blocks' BNs are always over T*B, as the released
+``myBatchNorm3d``. The released weight initialisation is :func:`tspike_lab.models.init.released_init`.
 """
 from __future__ import annotations
 
@@ -101,11 +107,11 @@ class SpikingResNet(SpikingNet):
         stem_convs: int = 1,
         stem_pool: int | None = None,
         shortcut: str = "conv",
-        zero_init_residual: bool = False,
+        step_bn: bool = False,
     ):
         """``stem_convs`` 3x3 convs (each conv + BN + neuron) form a CIFAR stem, followed by
         AvgPool2d(``stem_pool``) if given; ``shortcut`` is one of :data:`SHORTCUTS`;
-        ``zero_init_residual`` starts every block's second BN at weight 0 (released ResNet20)."""
+        ``step_bn``: the stem's BatchNorms normalise each time step (the released ``SpikeConv``)."""
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
@@ -113,15 +119,15 @@ class SpikingResNet(SpikingNet):
         self.in_channels = in_channels
         stem_width = stem_width or widths[0]
         if imagenet_stem:
-            self.stem = ConvBN(in_channels, stem_width, 7, 2, 3)
+            self.stem = ConvBN(in_channels, stem_width, 7, 2, 3, step_bn=step_bn)
             self.pool = TimeFold(nn.AvgPool2d(3, 2, 1))
         else:
-            self.stem = ConvBN(in_channels, stem_width, 3, 1, 1)
+            self.stem = ConvBN(in_channels, stem_width, 3, 1, 1, step_bn=step_bn)
             self.pool = TimeFold(nn.AvgPool2d(stem_pool)) if stem_pool else nn.Identity()
         self.stem_lif = neuron(stem_width)
         rest = []  # the stem's further conv + BN + neuron stages, before the pool
         for _ in range(stem_convs - 1):
-            rest += [ConvBN(stem_width, stem_width, 3, 1, 1), neuron(stem_width)]
+            rest += [ConvBN(stem_width, stem_width, 3, 1, 1, step_bn=step_bn), neuron(stem_width)]
         self.stem_rest = nn.Sequential(*rest)
         layers, in_planes = [], stem_width
         for n, width, stride in zip(blocks, widths, strides):
@@ -130,9 +136,6 @@ class SpikingResNet(SpikingNet):
                 in_planes = width
         self.layers = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_planes, num_classes)
-        if zero_init_residual:
-            for block in self.layers:
-                nn.init.zeros_(block.cb2.bn.weight)
 
     def features(self, spk_seq: torch.Tensor) -> torch.Tensor:
         return self.layers(self.pool(self.stem_rest(spk_seq)))
@@ -157,7 +160,7 @@ def resnet19(**kw):
 def resnet20(**kw):
     """The released ``resnet20_cifar_modified`` (see the module docstring for why it is "ResNet20")."""
     return SpikingResNet([2, 2, 2, 2], [64, 128, 256, 512], [1, 2, 2, 2], stem_convs=3, stem_pool=2,
-                         shortcut="avgdown", zero_init_residual=True, **kw)
+                         shortcut="avgdown", **kw)
 
 
 def resnet20_wide(**kw):

@@ -4,6 +4,12 @@ A table run's ``metrics.json`` holds its parameters, per-seed training runs, row
 over seeds (mean ± std) with the paper's number beside each, the environment, the hardware,
 start and wall time, and a status (running | complete | diverged | failed | interrupted).
 
+Two accuracies per training run, both kept: ``top1``, the final epoch's test top-1, and
+``best_top1``, the best epoch's (the released scripts print and save this ``best_acc``, so
+the paper's numbers are read as best-epoch accuracies). Rows compare the paper with the
+best-epoch mean (``COMPARED``). Every ± is the sample standard deviation (ddof=1) over seeds;
+the paper does not say what its ± is.
+
 Reading is as strict as the data loaders: a record is read only from a regular file (a FIFO
 is refused, never waited on) of at most :data:`MAX_RECORD_BYTES`, parsed with its nesting
 bounded, and checked for types, known names (neuron, arch, data set) and ranges (top-1 in
@@ -26,9 +32,10 @@ from ..models import ARCHS, NEURONS
 from ..results import json_safe, mean_std, read_regular
 from .paper import TABLES, paper_cell
 
-__all__ = ["SCHEMA_VERSION", "METRICS_FILE", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "STATUSES",
+__all__ = ["SCHEMA_VERSION", "METRICS_FILE", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "STATUSES", "COMPARED",
+           "STD_CONVENTION",
            "validate_metrics", "load_run", "find_runs", "rows_from_record", "aggregate", "fmt_mean_std",
-           "paper_table", "paper_markdown", "describe_setup", "fmt_duration"]
+           "paper_table", "paper_markdown", "describe_setup", "fmt_duration", "fmt_per_class"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,9 @@ SCHEMA_VERSION = "tspike_lab.reproduce/2"
 METRICS_FILE = "metrics.json"
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted")
 MAX_RECORD_BYTES = 64 * 2**20  # a metrics.json larger than this is refused unread
+# Which of a run's two accuracies a row compares with the paper: the best epoch's, as the released scripts report
+COMPARED = "best epoch"
+STD_CONVENTION = "sample std (ddof=1) over seeds"
 
 _NUM = (int, float)
 _NONE = type(None)
@@ -159,7 +169,7 @@ def validate_metrics(obj: Any) -> dict:
     Returns:
         ``obj`` unchanged.
     """
-    from .plan import PARAMS
+    from .plan import LATER_PARAMS, PARAMS
 
     problems: list[str] = []
     _check_keys(obj, METRICS_SCHEMA, "metrics", problems)
@@ -171,7 +181,8 @@ def validate_metrics(obj: Any) -> dict:
         if obj["status"] not in STATUSES:
             problems.append(f"metrics['status'] must be one of {list(STATUSES)}, got {obj['status']!r}")
         problems += [f"metrics['environment'] lacks {k!r}" for k in _ENV_KEYS if k not in obj["environment"]]
-        problems += [f"metrics['params'] lacks {k!r}" for k in PARAMS if k not in obj["params"]]
+        problems += [f"metrics['params'] lacks {k!r}" for k in PARAMS
+                     if k not in obj["params"] and k not in LATER_PARAMS]
         _check_values(obj, problems)
         for i, row in enumerate(obj["aggregate"]):
             _check_keys(row, ROW_SCHEMA, f"metrics['aggregate'][{i}]", problems)
@@ -325,24 +336,25 @@ def rows_from_record(record: Mapping[str, Any], run_dir: Path | str) -> list[dic
     rows = []
     for (dataset, arch, width, t, neuron), runs in groups.items():
         ok = [r for r in runs if r["status"] == "complete" and r["top1"] is not None]
-        mean = std = best = rate = None
+        mean = std = best = best_std = rate = None
         if ok:
             mean, std = mean_std([r["top1"] for r in ok])
             bests = [r["best_top1"] for r in ok if r["best_top1"] is not None]
-            best = mean_std(bests)[0] if bests else None
+            best, best_std = mean_std(bests) if len(bests) == len(ok) else (None, None)
             rates = [r["firing_rate"] for r in ok if r.get("firing_rate") is not None]
             rate = sum(rates) / len(rates) if rates else None
         paper = paper_cell(record["table"], dataset, arch, t, neuron) if width is None else None
         diff = within = None
-        if paper is not None and mean is not None:
-            diff = mean - paper["top1"]
+        if paper is not None and best is not None:  # the released scripts' convention: the best epoch
+            diff = best - paper["top1"]
             within = None if paper["std"] is None else bool(abs(diff) <= 2 * paper["std"])
         info = record["datasets"].get(dataset, {})
         rows.append(json_safe({
             "table": record["table"], "dataset": dataset, "dataset_label": info.get("label", dataset),
             "arch": arch, "width": width, "neuron": neuron, "num_steps": t,
             "n_seeds": len(ok), "seeds": [r["seed"] for r in ok],
-            "mean": mean, "std": std, "best_mean": best, "firing_rate": rate,
+            "mean": mean, "std": std, "best_mean": best, "best_std": best_std, "compared": COMPARED,
+            "firing_rate": rate,
             "paper": paper["top1"] if paper else None, "paper_std": paper["std"] if paper else None,
             "paper_source": paper["source"] if paper else None, "diff": diff, "within_2std": within,
             "ours": neuron in table.extra or not table.paper,
@@ -370,10 +382,11 @@ def aggregate(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[d
             listed twice, a copy of another run), after reading all of them.
     Returns:
         Dicts with table, dataset, dataset_label, arch, width, neuron, num_steps, n_seeds, seeds,
-        mean, std (top-1 %, over seeds; None for one seed), best_mean, firing_rate, paper,
-        paper_std, paper_source (None where the paper has no such cell), diff (ours - paper),
-        within_2std (|diff| <= 2 paper std), ours (a column of ours, not the paper's), hardware,
-        profile, epochs, run, run_dir, status, failed.
+        mean, std (final-epoch top-1 %, over seeds; std NaN for one seed), best_mean, best_std
+        (best-epoch top-1 %), compared ("best epoch": what diff compares), firing_rate, paper,
+        paper_std, paper_source (None where the paper has no such cell), diff (ours best-epoch
+        mean - paper), within_2std (|diff| <= 2 paper std), ours (a column of ours, not the
+        paper's), hardware, profile, epochs, run, run_dir, status, failed.
     """
     problems: list[str] = []
     rows: list[dict[str, Any]] = []
@@ -419,7 +432,9 @@ def describe_setup(record: Mapping[str, Any]) -> str:
 def _cell(r: Mapping[str, Any] | None) -> str:
     if r is None:
         return "—"
-    ours = fmt_mean_std(r["mean"], r["std"], r["n_seeds"])
+    best = r.get("best_mean")
+    ours = (f"best {fmt_mean_std(best, r.get('best_std'))} · final " if best is not None else "final ") + \
+        fmt_mean_std(r["mean"], r["std"], r["n_seeds"])
     if r["paper"] is None:
         return ours
     paper = fmt_mean_std(r["paper"], r["paper_std"])
@@ -431,8 +446,9 @@ def _cell(r: Mapping[str, Any] | None) -> str:
 def paper_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown in the paper's layout, one table per (table run, data set): rows arch × T, one column per variant.
 
-    Each cell: ours (mean ± std over seeds, n), then the paper's number (mean ± std), ours −
-    paper and ✓ where ours lies within 2 of the paper's std. Columns the paper lacks are marked
+    Each cell: ours, best-epoch and final-epoch top-1 (mean ± sample std over n seeds), then the
+    paper's number (mean ± std), ours (best epoch) − paper and ✓ where that lies within 2 of the
+    paper's std. Columns the paper lacks are marked
     "(ours)". The heading names the data set, the profile, the epochs and the hardware.
     """
     if not rows:
@@ -468,10 +484,13 @@ def paper_table(rows: Sequence[Mapping[str, Any]]) -> str:
         for r in rs:
             if r["paper_source"] and r["paper_source"] not in notes:
                 notes.append(r["paper_source"])
-    footer = ["Ours: final-epoch test top-1 %, mean ± std over seeds (sample std; n=1: spread unknown).",
-              "Paper: " + (", ".join(notes) if notes else "no cell of the paper matches these rows") + "."]
+    footer = ["Ours: test top-1 %, mean ± sample std (ddof=1) over n seeds (n=1: spread unknown); \"best\": the "
+              "best epoch's accuracy (the released scripts' best_acc, the convention compared with the paper), "
+              "\"final\": the last epoch's.",
+              "Paper: " + (", ".join(notes) + "; its ± convention is not stated" if notes
+                           else "no cell of the paper matches these rows") + "."]
     if notes:
-        footer.append("In brackets: ours − paper; ✓ within 2 of the paper's std, ✗ outside.")
+        footer.append("In brackets: ours (best epoch) − paper; ✓ within 2 of the paper's std, ✗ outside.")
     parts.append("\n\n".join(footer))
     return "\n".join(parts)
 
@@ -494,6 +513,12 @@ def paper_markdown(table: str) -> str:
         cells = [fmt_mean_std(*t.cells[(row.dataset, row.arch, row.num_steps, n)]) for n in t.variants]
         lines.append("| " + " | ".join([row.dataset, row.arch, str(row.num_steps)] + cells) + " |")
     return "\n".join(lines) + f"\n\nSource: {t.source} (\"{t.title.split(': ', 1)[-1]}\"). {t.note}"
+
+
+def fmt_per_class(counts) -> str:
+    """``"100 per class"`` or ``"25-26 per class"``: a sample's class counts (e.g. ``y.bincount()``)."""
+    lo, hi = int(min(counts)), int(max(counts))
+    return f"{lo} per class" if lo == hi else f"{lo}-{hi} per class"
 
 
 def fmt_duration(seconds: float) -> str:

@@ -25,7 +25,7 @@ from .paper import TABLES
 from .plan import PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, TABLE_RECIPE, plan, run_key, train_config, validate_params
 from .records import METRICS_FILE, SCHEMA_VERSION, load_run, rows_from_record
 
-__all__ = ["run_table", "estimate", "estimate_from_flops", "test_batch"]
+__all__ = ["run_table", "probe_data", "estimate", "check_cost", "estimate_from_flops", "test_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,15 @@ def _pct(x: Any) -> float | None:
 
 def _run_record(run: Mapping[str, Any], epochs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     final = epochs[-1] if epochs else {}
-    tests = [e["test_acc"] for e in epochs if e.get("test_acc") is not None]
+    tests = [(e["test_acc"], e["epoch"]) for e in epochs if e.get("test_acc") is not None]
+    best = max(tests, key=lambda p: p[0]) if tests else (None, None)  # the first epoch to reach it, as best_acc
     speeds = [e["images_per_s"] for e in epochs if e.get("images_per_s") is not None
               and math.isfinite(e["images_per_s"])]
     return json_safe({
         "key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
         "run_dir": f"runs/{run_key(run)}", "status": "complete", "epochs": len(epochs),
         "top1": _pct(final.get("test_acc")),
-        "best_top1": _pct(max(tests)) if tests else None,
+        "best_top1": _pct(best[0]), "best_epoch": best[1],
         "train_top1": _pct(final.get("train_acc")),
         "test_loss": final.get("test_loss"),
         "firing_rate": final.get("firing_rate"),
@@ -56,7 +57,7 @@ def _run_record(run: Mapping[str, Any], epochs: list[dict[str, Any]], wall: floa
 
 def _failed_record(run: Mapping[str, Any], status: str, error: str) -> dict[str, Any]:
     return {"key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
-            "run_dir": f"runs/{run_key(run)}", "status": status, "epochs": 0, "top1": None, "best_top1": None,
+            "run_dir": f"runs/{run_key(run)}", "status": status, "epochs": 0, "top1": None, "best_top1": None, "best_epoch": None,
             "train_top1": None, "firing_rate": None, "amplitudes": None, "images_per_s": None, "wall_time_s": 0.0,
             "error": error}
 
@@ -190,7 +191,7 @@ def _resume_params(table: str, resume, params: Mapping[str, Any]) -> tuple[dict,
     previous = load_run(resume)
     if previous["table"] != table:
         raise RunFolderError(f"resume folder {str(resume)!r} holds {previous['table']}, not {table}")
-    p = validate_params(table, **{k: previous["params"][k] for k in PARAMS})
+    p = validate_params(table, **{k: previous["params"].get(k) for k in PARAMS})
     given = {k: v for k, v in params.items() if v is not None}
     if given:
         q = validate_params(table, **{**p, **given})
@@ -236,12 +237,7 @@ def run_table(
         workers = 1  # side-by-side runs are a CPU affair; GPUs take one run at a time
     runs = plan(table, **{k: v for k, v in p.items()})
     plans = _data_plans(runs, p["data_dir"])
-    for ds, dp in plans.items():  # a missing data set fails here, before any folder is made
-        try:
-            data.probe(dp, num_steps=next(r["num_steps"] for r in runs if r["dataset"] == ds))
-        except data.DataUnavailableError as exc:
-            raise data.DataUnavailableError(f"{exc} In a table notebook that is the parameter data_dir "
-                                            f"(-p data_dir <folder or archive>).") from None
+    _probe(runs, plans)  # a missing data set fails here, before any folder is made
 
     if record is None:
         run_dir = new_run_dir(p["out_dir"], table)
@@ -267,8 +263,8 @@ def _train_all(table, record, run_dir: Path, runs, plans, p, done, workers: int,
 
     def save(status: str, error: str | None = None) -> None:
         record["runs"] = sorted(results.values(), key=lambda r: order.get(r["key"], len(order)))
+        record["status"] = status  # before the rows: each row carries the table's status
         record["aggregate"] = rows_from_record(record, run_dir)
-        record["status"] = status
         record["wall_time_s"] = base_wall + (time.perf_counter() - t0)
         record.pop("error", None)
         if error is not None:
@@ -340,46 +336,27 @@ def _train_side_by_side(todo, config, finish, workers: int) -> None:
             finish(futures[fut], outcome)
 
 
-def estimate(table: str, **params: Any) -> dict[str, Any]:
-    """What a table will cost before it trains: runs, epochs, and a wall time from steps timed here.
+def probe_data(table: str, **params: Any) -> dict[str, Any]:
+    """Find every data set a table's runs need, before anything is timed or made: ``{dataset: DataSource}``.
 
-    For each distinct network the training runs use, one optimizer step is timed on random
-    input of the data set's shape (the fastest of three after three warm-up steps; fewer when
-    steps take over 10 s) on the device the table would use,
-    at ``min(batch_size, 32)`` images and scaled linearly to ``batch_size``; an epoch costs
-    ``steps_per_epoch`` such steps plus a test pass at a third of a step per batch. Data loading
-    and augmentation are not timed: the estimate is a lower bound.
-
-    Returns:
-        ``{"runs", "epochs", "device", "per_run": [{"key", "step_s", "epoch_s", "run_s"}], "total_s", "note"}``.
+    Raises:
+        ConfigError: bad parameters. DataUnavailableError (with the notebook's ``-p data_dir`` hint),
+        DataIntegrityError: data missing or wrong, before any folder is made.
     """
     p = validate_params(table, **params)
     runs = plan(table, **p)
-    device = resolve_device(p["device"])
-    workers = p["workers"] if device.type == "cpu" else 1
-    timed: dict[tuple, float] = {}
-    per_run = []
-    for run in runs:
-        spec = data.DATASETS[run["dataset"]]
-        shape = _input_shape(spec, run["num_steps"])
-        sizes = spec.split_sizes
-        key = (run["arch"], run["width"], run["neuron"], run["num_steps"], shape, run["batch_size"])
-        if key not in timed:
-            timed[key] = _time_step(run, shape, device, spec)
-        step = timed[key]
-        steps = max(1, sizes[0] // run["batch_size"])
-        if run["max_steps_per_epoch"]:
-            steps = min(steps, run["max_steps_per_epoch"])
-        test_batches = math.ceil(sizes[1] / run["batch_size"])
-        if run["max_eval_steps"]:
-            test_batches = min(test_batches, run["max_eval_steps"])
-        epoch = step * steps + step / 3 * test_batches
-        per_run.append({"key": run_key(run), "step_s": step, "epoch_s": epoch, "run_s": epoch * run["epochs"]})
-    total = sum(r["run_s"] for r in per_run) / max(1, min(workers, len(runs)))
-    return {"runs": len(runs), "epochs": sorted({r["epochs"] for r in runs}), "device": str(device),
-            "per_run": per_run, "total_s": total,
-            "note": f"one step per network timed on {device}" + (f", {workers} runs side by side" if workers > 1
-                                                                  else "") + "; data loading not included"}
+    return _probe(runs, _data_plans(runs, p["data_dir"]))
+
+
+def _probe(runs: list[dict[str, Any]], plans: Mapping[str, Any]) -> dict[str, Any]:
+    found = {}
+    for ds, dp in plans.items():
+        try:
+            found[ds] = data.probe(dp, num_steps=next(r["num_steps"] for r in runs if r["dataset"] == ds))
+        except data.DataUnavailableError as exc:
+            raise data.DataUnavailableError(f"{exc} In a table notebook that is the parameter data_dir "
+                                            f"(-p data_dir <folder or archive>).") from None
+    return found
 
 
 def _input_shape(spec, num_steps: int) -> tuple:
@@ -388,57 +365,231 @@ def _input_shape(spec, num_steps: int) -> tuple:
     return (num_steps, *shape) if spec.is_sequence else shape
 
 
-def _time_step(run: Mapping[str, Any], shape: tuple, device, spec) -> float:
+def _network_key(run: Mapping[str, Any], shape: tuple) -> tuple:
+    """What a step's cost depends on: ``(arch, width, T, input shape, step_bn)`` (not the neuron kind)."""
+    return (run["arch"], run["width"], run["num_steps"], shape, bool(run["train_options"].get("step_bn", False)))
+
+
+def _build(run: Mapping[str, Any], shape: tuple, num_classes: int):
+    from ..models import build_model
+
+    extra = {"width": run["width"]} if run["width"] is not None else {}
+    return build_model(run["arch"], neuron=run["neuron"], num_classes=num_classes, num_steps=run["num_steps"],
+                       in_channels=shape[-3], step_bn=bool(run["train_options"].get("step_bn", False)), **extra)
+
+
+def _dense_macs(run: Mapping[str, Any], shape: tuple, num_classes: int) -> float:
+    """Multiply-accumulates of one image through the network as it executes (all T steps, dense)."""
+    import torch
+    from torch import nn
+
+    from ..energy import conv_macs, linear_macs
+
+    model = _build(run, shape, num_classes).eval()
+    total = [0]
+
+    def hook(module, args, y):
+        total[0] += conv_macs(module, y) if isinstance(module, nn.Conv2d) else linear_macs(module, y)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    x = torch.rand(1, *shape)
+    try:
+        with torch.no_grad():
+            model(x.transpose(0, 1) if len(shape) == 4 else x)
+    finally:
+        for h in handles:
+            h.remove()
+    return float(total[0])
+
+
+def _time_step(run: Mapping[str, Any], shape: tuple, device, num_classes: int, left_s: float,
+               target_s: float) -> float:
+    """Seconds per image of one optimizer step of ``run``'s network on ``device``, within about ``left_s`` seconds.
+
+    A warm-up step at 2 images and a second one, then up to three steps at a batch of at most
+    ``min(batch_size, 32)`` chosen to take about ``target_s``; the fastest step per image counts.
+    """
     import torch
 
-    from ..models import build_model
     from ..train import param_groups
 
-    b = min(run["batch_size"], 32)
-    extra = {"width": run["width"]} if run["width"] is not None else {}
-    num_classes = getattr(spec, "num_classes", 10) or 10
-    model = build_model(run["arch"], neuron=run["neuron"], num_classes=num_classes, num_steps=run["num_steps"],
-                        in_channels=shape[-3], **extra).to(device)
+    deadline = time.perf_counter() + left_s
+    model = _build(run, shape, num_classes).to(device)
     opt = torch.optim.SGD(param_groups(model, 1e-4), lr=0.01, momentum=0.9)
-    x = torch.randn(b, *shape, device=device)
-    if len(shape) == 4:
-        x = x.transpose(0, 1)  # event frames: [T, B, C, H, W]
-    y = torch.randint(0, num_classes, (b,), device=device)
-    times = []
-    for _ in range(6):  # 3 warm-up steps (kernel build, allocator, oneDNN primitives), then the fastest of 3
-        if len(times) >= 3 and sum(times) > 30.0:
-            break
+
+    def step(b: int) -> float:
+        x = torch.randn(b, *shape, device=device)
+        if len(shape) == 4:
+            x = x.transpose(0, 1)  # event frames: [T, B, C, H, W]
+        y = torch.randint(0, num_classes, (b,), device=device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+        t = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return min(times[min(3, len(times) - 1):]) * run["batch_size"] / b
+        return time.perf_counter() - t
+
+    best = step(2) / 2  # the warm-up: one-off costs (kernels, allocator, oneDNN primitives) included
+    if time.perf_counter() + 2 * best < deadline:
+        best = min(best, step(2) / 2)
+    b = max(2, min(run["batch_size"], 32, int(target_s / max(best, 1e-9))))
+    for _ in range(3):
+        if time.perf_counter() + best * b > deadline:
+            break
+        best = min(best, step(b) / b)
+    return best
 
 
-def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_images: int = 256):
-    """The first ``num_images`` test images of a table run's data set, prepared as the engine feeds them.
+_GPU_TFLOPS = 100.0  # an assumption: about a tenth of an H100's dense bf16 peak (as estimate_from_flops)
+
+
+def estimate(table: str, *, budget_s: float = 20.0, **params: Any) -> dict[str, Any]:
+    """What a table will cost before it trains: runs, epochs, a wall time timed here, and GPU-hours from FLOPs.
+
+    Each distinct network of the plan (arch, width, T, input shape) is counted first: its dense
+    multiply-accumulates per image, from one forward pass of one image. Then networks are timed,
+    cheapest first, until about ``budget_s`` seconds of timing are spent: one optimizer step on
+    random input of the data's shape at 2 images (a warm-up: kernels, allocator, oneDNN
+    primitives) and a second one, then up to three steps at a batch of at most
+    ``min(batch_size, 32)`` images chosen to take about a tenth of the budget; the fastest gives seconds per image, scaled linearly to
+    ``batch_size``; with ``workers`` runs side by side on a CPU, with the threads each will have. A
+    network left untimed is priced at the timed ones' (median) seconds per MAC.
+    An epoch costs ``steps_per_epoch`` steps plus a test pass at a third of a step per batch. Data
+    loading is not timed: the wall time is a lower bound.
+
+    Returns:
+        ``{"runs", "epochs", "device", "per_run": [{"key", "step_s", "epoch_s", "run_s", "timed"}],
+        "total_s", "timing_s", "gpu_hours", "gpu_note", "note"}``; ``gpu_hours``: the same runs'
+        FLOPs (MACs x 2, backward = 2 x forward) on one GPU at an assumed throughput.
+    """
+    if not isinstance(budget_s, (int, float)) or isinstance(budget_s, bool) or not budget_s > 0:
+        raise ConfigError(f"budget_s must be a number > 0, got {budget_s!r}", field="budget_s", value=budget_s)
+    p = validate_params(table, **params)
+    runs = plan(table, **p)
+    device = resolve_device(p["device"])
+    workers = p["workers"] if device.type == "cpu" else 1
+    first: dict[tuple, dict] = {}
+    for run in runs:
+        first.setdefault(_network_key(run, _input_shape(data.DATASETS[run["dataset"]], run["num_steps"])), run)
+    classes = {key: data.DATASETS[run["dataset"]].num_classes or 10 for key, run in first.items()}
+    macs = {key: _dense_macs(run, key[3], classes[key]) for key, run in first.items()}
+    per_image: dict[tuple, float] = {}
+    import torch
+
+    threads = torch.get_num_threads()
+    if workers > 1:  # side by side, each run gets cpu_count // workers threads (run_table's workers)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    t0 = time.perf_counter()
+    try:
+        for key in sorted(first, key=macs.get):
+            left = budget_s - (time.perf_counter() - t0)
+            # the next network's two 2-image steps, priced at the slowest seconds per MAC so far, must fit
+            slowest = max((per_image[k] / macs[k] for k in per_image), default=0.0)
+            if left <= 0 or 4 * slowest * macs[key] > left:
+                break
+            per_image[key] = _time_step(first[key], key[3], device, classes[key], left, budget_s / 10)
+    finally:
+        torch.set_num_threads(threads)
+    timing_s = time.perf_counter() - t0
+    s_per_mac = sorted(per_image[k] / macs[k] for k in per_image)[len(per_image) // 2]
+    per_run, flops = [], 0.0
+    for run in runs:
+        spec = data.DATASETS[run["dataset"]]
+        key = _network_key(run, _input_shape(spec, run["num_steps"]))
+        step = per_image.get(key, s_per_mac * macs[key]) * run["batch_size"]
+        train_n, test_n = spec.split_sizes
+        steps = max(1, train_n // run["batch_size"])
+        if run["max_steps_per_epoch"]:
+            steps = min(steps, run["max_steps_per_epoch"])
+        test_batches = math.ceil(test_n / run["batch_size"])
+        if run["max_eval_steps"]:
+            test_batches = min(test_batches, run["max_eval_steps"])
+        epoch = step * steps + step / 3 * test_batches
+        per_run.append({"key": run_key(run), "step_s": step, "epoch_s": epoch, "run_s": epoch * run["epochs"],
+                        "timed": key in per_image})
+        images = (3 * steps + min(test_batches * run["batch_size"], test_n) / run["batch_size"]) * run["batch_size"]
+        flops += run["epochs"] * macs[key] * images * 2
+    total = sum(r["run_s"] for r in per_run) / max(1, min(workers, len(runs)))
+    untimed = len(first) - len(per_image)
+    return {"runs": len(runs), "epochs": sorted({r["epochs"] for r in runs}), "device": str(device),
+            "per_run": per_run, "total_s": total, "timing_s": timing_s,
+            "gpu_hours": flops / (_GPU_TFLOPS * 1e12) / 3600,
+            "gpu_note": f"from FLOPs at an assumed {_GPU_TFLOPS:g} TFLOP/s sustained",
+            "note": f"{len(per_image)} of {len(first)} networks timed on {device} in {timing_s:.0f} s"
+                    + (f", {untimed} priced per MAC" if untimed else "")
+                    + (f", {workers} runs side by side" if workers > 1 else "") + "; data loading not included"}
+
+
+def check_cost(table: str, cost: Mapping[str, Any], max_hours: float | None = None) -> None:
+    """Refuse, in one line, a table whose estimate exceeds ``max_hours`` (None: 24 h on a CPU, no limit on a GPU).
+
+    The message gives the estimate here and on one GPU, and the profile that fits a CPU.
+
+    Raises:
+        ConfigError naming ``max_hours``.
+    """
+    from .plan import CPU_MAX_HOURS
+    from .records import fmt_duration
+
+    limit = max_hours if max_hours is not None else (CPU_MAX_HOURS if cost["device"].startswith("cpu") else None)
+    if limit is None or cost["total_s"] <= limit * 3600:
+        return
+    small = "cpu" if "cpu" in PROFILES[table] else "smoke"
+    what = {"cpu": "real CIFAR-10 on 2 CPU cores", "smoke": "seconds, plumbing only"}[small]
+    raise ConfigError(
+        f"{table}: max_hours is {limit:g} but these runs would take about {fmt_duration(cost['total_s'])} on "
+        f"{cost['device']} ({cost['note']}) and about {cost['gpu_hours']:.3g} GPU-hours on one GPU "
+        f"({cost['gpu_note']}); run them on a GPU, use -p profile {small} ({what}), or raise -p max_hours",
+        field="max_hours", value=limit, allowed=f"at least {cost['total_s'] / 3600:.3g} for these runs")
+
+
+def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_images: int | None = 500):
+    """A class-balanced sample of a table run's test set (or all of it), prepared as the engine feeds it.
+
+    The first ``ceil(num_images / K)`` test images of each of the K classes (in the split's order),
+    interleaved class by class and cut to ``num_images``: class counts differ by at most one. The
+    first images of a split would not do: an image-folder copy of CIFAR-10 lists its test set class
+    by class, so its first 256 are all airplanes. ``num_images=None``: the whole test set. The data
+    are read as training read them (:func:`tspike_lab.data.probe`: a copy of CIFAR normalised as CIFAR).
 
     ``data_dir`` None: the folder the run trained from if it still exists here, else the data
     default (``$TSPIKE_DATA`` or ``~/.cache/tspike_lab``, where CIFAR is downloaded).
     Returns:
         ``(x [N, C, H, W] float, y [N], label)``, label e.g. "CIFAR-10 (JPEG copy)".
     """
+    import dataclasses
+
+    import torch
+
     from .. import data as tdata
 
+    if num_images is not None and (not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1):
+        raise ConfigError(f"num_images must be None (the whole test set) or an int >= 1, got {num_images!r}",
+                          field="num_images", value=num_images, allowed="None or an int >= 1")
     record = load_run(run_dir)
     dataset = record["runs"][0]["dataset"] if record["runs"] else next(iter(record["datasets"]))
     root = data_dir if data_dir is not None else record["datasets"][dataset].get("root")
     if data_dir is None and root is not None and not Path(root).exists():
         root = None
     dp = data.describe(dataset, root)
-    source = tdata.load(dp.source, root=dp.root)
-    x, y = next(iter(tdata.make_loader(source, "test", batch_size=num_images, device="cpu", shuffle=False,
+    source = tdata.probe(dp)
+    if source.test_y is None:
+        raise ConfigError(f"test_batch needs a data set held in memory; {dp.label} is read from files",
+                          field="dataset", value=dataset)
+    y_all = source.test_y
+    if num_images is None:
+        idx = torch.arange(y_all.numel())
+    else:
+        per = math.ceil(num_images / source.num_classes)
+        picks = [(rank, c, int(i)) for c in range(source.num_classes)
+                 for rank, i in enumerate(torch.nonzero(y_all == c).flatten()[:per])]
+        idx = torch.tensor([i for _, _, i in sorted(picks)][:num_images])
+    sample = dataclasses.replace(source, test_x=source.test_x[idx], test_y=y_all[idx], fingerprint=source.fingerprint)
+    x, y = next(iter(tdata.make_loader(sample, "test", batch_size=len(idx), device="cpu", shuffle=False,
                                        drop_last=False)))
     return x, y, dp.label
 

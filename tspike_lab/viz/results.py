@@ -243,7 +243,9 @@ def plot_figure2(recordings: Mapping[int, Mapping[str, Mapping[str, Any]]] | Non
         label: what network and data the panels show (the subtitle), e.g. "small (width 8),
             ternary, profile cpu, CIFAR-10 (JPEG copy) - not the paper's ResNet20".
         layers: which spiking layers (1-based), four as in the paper.
-    Traces: one histogram per panel, named "T=<t>, layer <i>".
+        bins: bins per panel, over the panel's own range; the histograms are binned in Python
+            (density: counts / (N * bin width)), so the figure's size does not grow with N.
+    Traces: one bar chart (the histogram) per panel, named "T=<t>, layer <i>".
     """
     if recordings is None:
         from .. import probes
@@ -270,8 +272,11 @@ def plot_figure2(recordings: Mapping[int, Mapping[str, Mapping[str, Any]]] | Non
             if li - 1 >= len(names):
                 raise ValueError(f"layers asks for layer {li} but the T={t} recording has {len(names)} spiking layers")
             entry = recordings[t][names[li - 1]]
-            fig.add_trace(go.Histogram(x=_np(entry["mem"].flatten()), nbinsx=bins, histnorm="probability density",
-                                       name=f"T={t}, layer {li}", marker_color=COLORS["real"], showlegend=False),
+            # binned here, not by plotly: a trace of raw membranes would carry every value (millions) into the figure
+            density, edges = np.histogram(_np(entry["mem"].flatten()), bins=bins, density=True)
+            fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=density, width=np.diff(edges),
+                                 name=f"T={t}, layer {li}", marker_color=COLORS["real"], marker_line_width=0,
+                                 showlegend=False),
                           row=i, col=j)
             th = float(entry.get("threshold", 0.5))
             for sign in (-1, 1):
