@@ -12,7 +12,7 @@ import pytest
 import snntorch.surrogate as snn_surrogate
 import torch
 
-from tspike_lab import functional, kernels, surrogate
+from tspike_lab import config, functional, kernels, surrogate
 from tspike_lab.errors import ConfigError
 from tspike_lab.kernels import cpu
 from tspike_lab.neurons import MultiStepLIF
@@ -448,7 +448,21 @@ def test_the_default_recycler_is_capped_by_tspike_recycle_mb(monkeypatch):
     monkeypatch.delenv("TSPIKE_RECYCLE_MB")
     # the default kernel owns the process's recycler, created at its first use
     assert cpu.default_kernel() is cpu.default_kernel()
-    assert isinstance(cpu.default_kernel().recycler, cpu.Recycler) and cpu.default_kernel().simd
+    assert isinstance(cpu.default_kernel().recycler, cpu.Recycler)
+    assert cpu.default_kernel().simd == (os.environ.get("TSPIKE_SIMD", "1").strip() != "0")
+
+
+def test_tspike_simd_turns_the_default_kernels_avx512_pass_off_and_refuses_other_values(monkeypatch):
+    make = cpu.default_kernel.__wrapped__  # a fresh default kernel, not the process's cached one
+    for value, simd in (("", True), ("1", True), ("0", False)):
+        monkeypatch.setenv("TSPIKE_SIMD", value)
+        with make() as kernel:
+            assert kernel.simd is simd
+    monkeypatch.setenv("TSPIKE_SIMD", "2")
+    with pytest.raises(ConfigError, match="TSPIKE_SIMD must be 0 or 1, got 2"):
+        make()
+    with pytest.raises(ConfigError, match="TSPIKE_SIMD"):
+        config.check_environment()
 
 
 @pytest.mark.parametrize("dtype, sg, threshold, expected", [

@@ -255,13 +255,16 @@ def validate(config: TrainConfig) -> TrainConfig:
 
 
 def check_environment() -> None:
-    """Raise ConfigError naming the variable when ``TSPIKE_STREAM_BYTES``, ``TSPIKE_RECYCLE_MB`` or one of
+    """Raise ConfigError naming the variable when ``TSPIKE_STREAM_BYTES``, ``TSPIKE_RECYCLE_MB``, ``TSPIKE_SIMD`` or one of
     torchrun's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` is not a whole number >= 0 (``TSPIKE_DATA`` is
     checked where the data folder is used: :func:`tspike_lab.data.cache_dir`)."""
     from .kernels.recycle import env_int
 
     env_int("TSPIKE_STREAM_BYTES", 0, unit="bytes")
     env_int("TSPIKE_RECYCLE_MB", 0, unit="MiB")
+    from .kernels.cpu import simd_from_env
+
+    simd_from_env()
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env_int(name, 0)
 

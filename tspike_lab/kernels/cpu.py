@@ -41,6 +41,7 @@ import torch
 from . import build
 from .build import KernelUnavailable
 from .layout import as_steps, empty_steps, match_steps
+from ..errors import ConfigError
 from .recycle import Recycler, env_int
 from .spec import (LIFSpec, amplitude_index, amplitude_reason, compute_amplitude, plain_function, run_fused,
                    run_scaled, scaled_function)
@@ -285,13 +286,23 @@ class CPUKernel:
 
 @functools.lru_cache(maxsize=None)
 def default_kernel() -> CPUKernel:
-    """The kernel ``backend="fused"`` runs: SIMD on, streaming from ``$TSPIKE_STREAM_BYTES`` (32 MiB), and
+    """The kernel ``backend="fused"`` runs: SIMD as ``$TSPIKE_SIMD`` says (on), streaming from ``$TSPIKE_STREAM_BYTES`` (32 MiB), and
     the process's recycler, created here at first use and capped by ``$TSPIKE_RECYCLE_MB``.
 
     ``default_kernel().close()`` unmaps the blocks it holds; later outputs are plain allocations.
     """
     stream = env_int("TSPIKE_STREAM_BYTES", 32 * 2**20, unit="bytes")  # ConfigError naming a bad value
-    return CPUKernel(stream_bytes=stream, recycler=Recycler.from_env())
+    return CPUKernel(simd=simd_from_env(), stream_bytes=stream, recycler=Recycler.from_env())
+
+
+def simd_from_env() -> bool:
+    """``$TSPIKE_SIMD``: 1 (default) runs the AVX-512 pass where the CPU has it, 0 the portable loops everywhere
+    (what a CPU without AVX-512 runs; the portability matrix sets it). ConfigError naming another value."""
+    value = env_int("TSPIKE_SIMD", 1)
+    if value > 1:
+        raise ConfigError(f"environment variable TSPIKE_SIMD must be 0 or 1, got {value!r}; fix or unset it",
+                          field="TSPIKE_SIMD", value=value, allowed="0 or 1")
+    return bool(value)
 
 
 LIFSeqCPU = plain_function("LIFSeqCPU", __name__, """
