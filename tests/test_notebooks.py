@@ -159,3 +159,60 @@ def test_pytest_nbval_from_the_root_runs_every_learning_notebook_and_no_reproduc
     assert notebooks == {f"notebooks/{p.name}" for p in NOTEBOOKS}  # reproduce/*.ipynb: papermill tests instead
     # plain `pytest` from the root collects, so executes, no notebook
     assert not [node for node in _collected("--ignore-glob=tests/*") if ".ipynb" in node]
+
+
+# --------------------------------------------------------------------------- measured numbers in prose
+# Constants of the lessons, the only decimals, percentages and approximate numbers markdown may quote
+# (what is measured is printed or displayed by a code cell, so it is true on every machine).
+LESSON_CONSTANTS = {
+    "*": {  # the whole series: the neuron (beta, threshold), the paper's recipe, log2(3)
+        "0.25", "0.5", "0.9", "1.585", "0.585",
+    },
+    "01_information_loss": {"1.5"},  # a trainable amplitude the reader may set
+    "02_ternary_neuron": {"0.6", "0.45", "0.4", "0.3", "1.5", "1.7", "0.025"},  # currents, a, one reset worked by hand
+    "03_training": set(),
+    "04_membrane_distributions": set(),
+    "05_reparameterization": {"4.6", "0.9", "12.5", "0.077", "3.7", "3.54", "71.20", "79.21", "0.11", "0.23", "50.14",
+                              "51.20"},  # 45 nm prices; Table 5's printed columns and its prices
+    "06_results": set(),
+}
+_NUMBER = r"\d+(?:,\d{3})*(?:\.\d+)?"
+_QUOTED = re.compile(
+    rf"(?<![\w.])(?:"
+    rf"(?:about|roughly|around|nearly|almost|approximately|~|≈|\\approx)\s*\$?\s*[-−+±]?\s*(?P<approx>{_NUMBER})"  # ~5
+    rf"|(?P<decimal>\d+\.\d+)"  # 0.82
+    rf"|(?P<share>{_NUMBER})(?:\s*(?:-|–|to)\s*(?P<share_to>{_NUMBER}))?\s*(?:\\?%|percent\b|pp\b|points?\b)"  # 65-95%
+    rf")")
+
+
+def _quoted_numbers(text: str) -> list[str]:
+    """The numbers a markdown text quotes as results: decimals, percentages or accuracy points, approximations."""
+    text = re.sub(r"(?m)^(?: {4}|\t).*$", "", text)  # indented code blocks (commands)
+    found = []
+    for m in _QUOTED.finditer(text):
+        found += [v for k, v in m.groupdict().items() if v is not None]
+    return found
+
+
+def test_quoted_numbers_are_recognised_in_prose():
+    text = "about 5, ±0.82 and 25 to 46 points, 65-95% used, 3 % more, ~7; Eq. 13-14, 360 images, T = 2, 8×8"
+    assert _quoted_numbers(text) == ["5", "0.82", "25", "46", "65", "95", "3", "7"]
+    assert _quoted_numbers("    papermill x.ipynb -p lr 0.1\nthe threshold 0.5") == ["0.5"]
+
+
+def test_markdown_quotes_no_measured_number(notebook):
+    """No markdown cell types in a number a run measures; prose that quotes a result prints it from the run.
+
+    A markdown cell may quote a decimal number (``0.82``), a share or accuracy gap (``65-95%``,
+    ``3 pp``, ``6 to 10 points``) or an approximate number (``about 5``, ``~7``, ``≈ 0.6``) only if
+    it is one of the lesson's constants in ``LESSON_CONSTANTS`` (the series-wide ones under "*",
+    then the notebook's own: parameters, prices, the paper's printed values). Anything else is
+    a measurement: it belongs in a code cell's printed sentence or ``IPython.display.Markdown``
+    output, computed from the run, so it stays true on every CPU, thread count and torch.
+    Integers without a unit (360 images, Eq. 13-14, T = 2) are not checked: counts and names.
+    """
+    path, nb = notebook
+    allowed = LESSON_CONSTANTS["*"] | LESSON_CONSTANTS.get(path.stem, set())
+    typed = [(i, n) for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
+             for n in _quoted_numbers(cell.source) if n.replace(",", "") not in {a.replace(",", "") for a in allowed}]
+    assert not typed, f"measured numbers typed into markdown (cell, number): {typed}"

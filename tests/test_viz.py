@@ -28,6 +28,7 @@ DEFAULT_TRACES = {
                     "spikes trainable ternary (a·b)"],
     "plot_reset": ["u zero reset (paper)", "spikes zero reset (paper)", "u subtract reset", "spikes subtract reset"],
     "plot_surrogates": ["forward b(u)", "ste", "triangle", "atan", "sigmoid"],
+    "plot_raster": ["spike +1", "spike −1", "spike +1", "spike −1"],
     "plot_training": [],
     "plot_firing_rates": ["untrained"],
     "plot_amplitudes": ["untrained"],
@@ -37,9 +38,9 @@ DEFAULT_TRACES = {
     "plot_bn_invariance": ["conv output", "BN output (training mode)"],
     "plot_logits_match": ["logits (one per image and class)", "y = x"],
     "plot_spike_values": ["trained (a·b)", "folded (b)"],
-    "plot_energy": ["SNN operations", "ANN MACs", "energy (µJ)"],
+    "plot_energy": ["SNN operations", "ANN MACs", "energy (nJ)"],
     "plot_table": [],
-    "plot_figure2": [f"T={t}, layer {i}" for t in (1, 2) for i in (1, 2, 3, 4)],
+    "plot_figure2": [f"T={t}, layer {i}" for t in (1, 2) for i in (1, 2, 3, 4)] + ["u < 0", "u ≥ 0"],
 }
 
 ROWS = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_acc": 0.4},
@@ -331,13 +332,16 @@ def test_bn_invariance_figure_shows_conv_scaling_and_bn_cancelling():
 
 def test_training_figure_draws_loss_and_test_accuracy_per_run_and_one_line_per_seed():
     fig = viz.plot_training({"binary": ROWS, "ternary": ROWS})
-    assert [t.name for t in fig.data] == ["binary train loss", "binary test acc", "ternary train loss", "ternary test acc"]
-    assert list(fig.data[1].y) == [0.4, 0.7]
+    assert [t.name for t in fig.data] == ["binary", "binary train loss", "binary test acc",
+                                          "ternary", "ternary train loss", "ternary test acc"]
+    assert list(fig.data[2].y) == [0.4, 0.7]
+    # the legend names runs, not panels: one entry per run, for the loss and the accuracy panel alike
+    assert [t.name for t in fig.data if t.showlegend] == ["binary", "ternary"]
     seeds = [ROWS, [{**r, "test_acc": r["test_acc"] + 0.1} for r in ROWS]]
     fig = viz.plot_training({"ternary": seeds})
     acc = [t for t in fig.data if t.name == "ternary test acc"]
     assert [list(t.y) for t in acc] == [[0.4, 0.7], pytest.approx([0.5, 0.8])]
-    assert [t.showlegend for t in acc] == [True, False]  # one legend entry per neuron
+    assert [t.name for t in fig.data if t.showlegend] == ["ternary"]  # one legend entry per neuron
 
 
 def test_amplitude_and_rate_figures_read_histories_and_dicts():
@@ -393,3 +397,77 @@ def test_importing_the_package_viz_and_widgets_does_not_import_ipywidgets():
     code = ("import sys, tspike_lab, tspike_lab.viz, tspike_lab.widgets\n"
             "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported eagerly'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- rasters
+
+
+def test_raster_draws_every_spike_once_at_its_step_and_neuron_in_the_colour_of_its_sign():
+    spikes = torch.tensor([[1.0, 0.0, -1.0], [0.0, -0.8, 0.8]])  # [T = 2, N = 3]; a·b with a = 0.8 keeps its sign
+    fig = viz.plot_raster(spikes)
+    plus, minus = fig.data
+    assert sorted(zip(plus.x, plus.y)) == [(1, 0), (2, 2)] and sorted(zip(minus.x, minus.y)) == [(1, 2), (2, 1)]
+    assert plus.marker.color == viz.COLORS["spike+1"] and minus.marker.color == viz.COLORS["spike-1"]
+    assert "2 spikes of +1, 2 of −1" in fig.layout.annotations[0].text
+
+
+def test_raster_puts_samples_side_by_side_and_panels_on_one_neuron_axis():
+    b = torch.zeros(2, 3, 4, 2, 2)  # [T, B, C, H, W]: 16 neurons per sample
+    b[1, 2, 3, 1, 1] = -1.0  # step 2 of sample 2, the last neuron
+    fig = viz.plot_raster({"before": torch.zeros_like(b), "after": b}, sample_labels=["x", "y", "z"])
+    minus = [t for t in fig.data if t.name == "spike −1"]
+    assert list(minus[0].x) == [None] and list(minus[1].x) == [2 * 3 + 2] and list(minus[1].y) == [15]
+    assert [t.showlegend for t in fig.data] == [True, True, False, False]  # one legend entry per sign
+    texts = [a.text for a in fig.layout.annotations]
+    assert {"x", "y", "z"} <= set(texts) and fig.layout.yaxis.title.text == "neuron"
+
+
+def test_raster_of_the_default_population_shows_negative_spikes_only_for_the_ternary_neuron():
+    current = viz.population_current(8, 40)
+    assert current.shape == (40, 8) and float(current.min()) < -0.4 < 0.4 < float(current.max())
+    fig = viz.plot_raster()
+    binary_minus, ternary_minus = [t for t in fig.data if t.name == "spike −1"]
+    assert list(binary_minus.x) == [None] and None not in ternary_minus.x
+
+
+def test_raster_refuses_panels_of_different_shapes_and_says_which():
+    with pytest.raises(ValueError, match="same samples and steps"):
+        viz.plot_raster({"a": torch.zeros(2, 3), "b": torch.zeros(4, 3)})
+    with pytest.raises(ValueError, match="max_neurons"):
+        viz.plot_raster(torch.zeros(2, 3), max_neurons=0)
+
+
+def test_amplitude_figure_hatches_runs_of_one_colour_and_draws_the_spread_over_seeds():
+    fig = viz.plot_amplitudes({"trainable ternary, SGD": {"a": 1.0}, "trainable ternary, AdamW": {"a": 2.0}})
+    sgd, adamw = fig.data
+    assert sgd.marker.color == adamw.marker.color == NEURONS["trainable_ternary"].color  # one neuron, one colour
+    assert sgd.marker.pattern.shape == "" and adamw.marker.pattern.shape == "/"
+    fig = viz.plot_amplitudes({"T=1": [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 2.0}]})
+    assert list(fig.data[0].y) == [2.0, 2.0] and list(fig.data[0].error_y.array) == pytest.approx([2 ** 0.5, 0.0])
+
+
+def test_figure2_panels_share_one_x_range_and_colour_the_membrane_by_sign():
+    rec = viz._demo_recording()
+    wide = {k: {**e, "mem": e["mem"] * (4.0 if k == "layers.1.lif1" else 1.0)} for k, e in rec.items()}
+    fig = viz.plot_figure2({1: wide, 2: wide})
+    ranges = {tuple(fig.layout[a].range) for a in fig.layout if a.startswith("xaxis")}
+    assert len(ranges) == 1  # the narrow layers are drawn on the wide layer's range
+    bars = [t for t in fig.data if t.name == "T=1, layer 1"][0]
+    assert {c for x, c in zip(bars.x, bars.marker.color) if x < 0} == {viz.COLORS["membrane-"]}
+    assert {c for x, c in zip(bars.x, bars.marker.color) if x > 0} == {viz.COLORS["membrane+"]}
+
+
+def test_teaser_titles_say_the_bits_are_counted_over_the_whole_map_not_the_channel_drawn():
+    fig = viz.plot_teaser(torch.randn(2, 3, 4, 5, 5), threshold=0.5, channel=2)
+    texts = [a.text for a in fig.layout.annotations]
+    assert texts[0] == "membrane u: channel 2 of 4"
+    assert texts[1].startswith("binary reading: ") and texts[1].endswith(" of 100 bits*")  # 4·5·5 neurons
+    assert any(t.startswith("* bits:") and "whole 4×5×5 map" in t for t in texts)
+
+
+def test_quantization_staircase_at_a_equal_to_one_is_dashed_over_the_ternary_one():
+    fig = viz.plot_quantization(viz.synthetic_membrane(), threshold=0.5, a=1.0)
+    scaled = [t for t in fig.data if t.name and t.name.startswith(f"{NEURONS['trainable_ternary'].label} {{-a, 0, a}}")]
+    ternary = [t for t in fig.data if t.name == "ternary {-1, 0, 1}"]
+    assert scaled[0].line.dash == "dash" and "(on the ternary one)" in scaled[0].name
+    assert ternary[0].line.width > scaled[0].line.width  # the red line shows between the green dashes

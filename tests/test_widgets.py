@@ -26,7 +26,8 @@ def _nudge(control):
             else control.value - control.step
 
 
-PANELS = ["quantization_panel", "teaser_panel", "neuron_panel", "surrogate_panel", "membrane_panel", "energy_panel"]
+PANELS = ["quantization_panel", "teaser_panel", "neuron_panel", "surrogate_panel", "raster_panel", "membrane_panel",
+          "energy_panel"]
 
 
 @pytest.mark.parametrize("name", PANELS)
@@ -150,3 +151,16 @@ def test_train_live_reraises_what_train_raised():
                       num_workers=0)
     with pytest.raises(ValueError, match="batch_size"):
         widgets.train_live({"bad": bad}, widgets.training_panel())
+
+
+def test_raster_panel_draws_the_chosen_layer_images_and_channel_of_each_recording():
+    rec = viz._demo_recording()
+    panel = widgets.raster_panel({"before": rec, "after": rec}, images=3)
+    panel.controls["layer"].value = "layers.1.lif1"  # [T, B, 8, 4, 4]
+    panel.controls["image"].value = 5
+    panel.controls["channel"].value = 2
+    expected = viz.plot_raster({k: rec["layers.1.lif1"]["spikes"][:, 5:8, 2] for k in ("before", "after")},
+                               sample_labels=["image 5", "image 6", "image 7"])
+    assert [(list(t.x), list(t.y)) for t in panel.figure.data] == [(list(t.x), list(t.y)) for t in expected.data]
+    assert "layers.1.lif1, channel 2, test images 5-7" in panel.figure.layout.title.text
+    assert widgets.raster_panel(rec).controls["image"].max == 16 - 4  # one recording, four images

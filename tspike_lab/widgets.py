@@ -35,6 +35,7 @@ __all__ = [
     "teaser_panel",
     "neuron_panel",
     "surrogate_panel",
+    "raster_panel",
     "membrane_panel",
     "energy_panel",
     "training_panel",
@@ -187,6 +188,50 @@ def teaser_panel(recording: Mapping[str, dict] | None = None):
                                step=step, sample=sample, channel=channel)
 
     return panel(controls, render, columns=4)
+
+
+def raster_panel(recordings: Mapping[str, Mapping[str, dict]] | None = None, *, images: int = 4,
+                 max_neurons: int = 256):
+    """Pick a layer, the images and a channel of recorded spikes -> ``viz.plot_raster``, one panel per recording.
+
+    Args:
+        recordings: ``{panel title: probes.record output}`` recorded on the same inputs, e.g. one
+            network before and after training (a single recording is one panel). Each layer's
+            ``"spikes"`` is ``[T, B, ...]``. Default: an untrained ``small`` network.
+        images: how many consecutive samples are drawn side by side, from the chosen one.
+        max_neurons: the most neurons drawn per panel.
+    Controls: layer, image (the first sample drawn), channel (one channel of a ``[T, B, C, H, W]``
+    layer, 0 at first, or "all"; offered when some layer has channels).
+    """
+    if recordings is None:
+        recordings = {"untrained": viz._demo_recording()}
+    elif recordings and all(isinstance(v, Mapping) and "spikes" in v for v in recordings.values()):
+        recordings = {"": recordings}  # one recording: {layer: entry}
+    first = next(iter(recordings.values()))
+    names = list(first)
+    if not names:
+        raise ValueError("recordings hold no spiking layer")
+    num_samples = min(e["spikes"].shape[1] for rec in recordings.values() for e in rec.values())
+    images = max(1, min(int(images), num_samples))
+    channels = [e["spikes"].shape[2] for e in first.values() if e["spikes"].dim() == 5]
+    controls = {"layer": _dropdown("layer", names),
+                "image": _int("first image", 0, 0, num_samples - images)}
+    if channels:
+        controls["channel"] = _dropdown("channel", ["all", *range(min(channels))], value=0)
+
+    def render(layer, image, channel="all"):
+        chosen = {}
+        for title, rec in recordings.items():
+            s = rec[layer]["spikes"][:, image:image + images]  # [T, images, ...]
+            if channel != "all" and s.dim() == 5:
+                s = s[:, :, channel]
+            chosen[title] = s
+        where = "" if channel == "all" or first[layer]["spikes"].dim() != 5 else f", channel {channel}"
+        return viz.plot_raster(chosen, max_neurons=max_neurons,
+                               sample_labels=[f"image {i}" for i in range(image, image + images)],
+                               title=f"Spikes of {layer}{where}, test images {image}-{image + images - 1}")
+
+    return panel(controls, render)
 
 
 # --------------------------------------------------------------------------- 02

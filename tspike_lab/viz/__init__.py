@@ -7,7 +7,7 @@ their own data. Computation is delegated to the library (:mod:`.functional`, :mo
 generators of demo inputs (:func:`synthetic_membrane`, :func:`input_current`).
 
 Modules: ``style`` (colours, layout), ``inputs`` (demo inputs), ``information`` (notebooks 01-02),
-``training`` (03-04), ``results`` (05, and the reproduction: :func:`plot_table`, :func:`plot_figure2`).
+``raster`` (signed spike rasters, 02-03), ``training`` (03-04), ``results`` (05, and the reproduction: :func:`plot_table`, :func:`plot_figure2`).
 
 Colours: :data:`COLORS`, one per meaning across the whole series (figures, widgets, notebooks).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .inputs import _demo_model, _demo_recording, input_current, synthetic_membrane  # noqa: F401 (tests, widgets)
 from .information import plot_capacity, plot_neuron, plot_quantization, plot_reset, plot_surrogates, plot_teaser
+from .raster import plot_raster, population_current
 from .results import plot_energy, plot_figure2, plot_logits_match, plot_spike_values, plot_table
 from .style import _PALETTE, COLORS, CURRENTS, DISTRIBUTIONS, MEMBRANE_COLORSCALE  # noqa: F401
 from .training import (_epochs, plot_amplitudes, plot_bn_invariance, plot_firing_rates,  # noqa: F401
@@ -27,12 +28,14 @@ __all__ = [
     "CURRENTS",
     "synthetic_membrane",
     "input_current",
+    "population_current",
     "plot_capacity",
     "plot_quantization",
     "plot_teaser",
     "plot_neuron",
     "plot_reset",
     "plot_surrogates",
+    "plot_raster",
     "plot_training",
     "plot_firing_rates",
     "plot_amplitudes",

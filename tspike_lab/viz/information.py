@@ -110,7 +110,12 @@ def plot_quantization(u: torch.Tensor | None = None, *, threshold: float = 0.5, 
         amp = a if kind == "scaled_ternary" else 1.0
         q = info.quantize(grid, kind, threshold, amp)
         label = _LABELS[kind] + (f", a={a:.2f}" if kind == "scaled_ternary" else "")
-        fig.add_trace(go.Scatter(x=_np(grid), y=_np(q), name=label, line=dict(color=COLORS[kind], shape="hv")), 1, 2)
+        if kind == "scaled_ternary" and a == 1.0:
+            label += " (on the ternary one)"
+        # dashed and on top: at a = 1 the scaled staircase covers the ternary one, which shows between the dashes
+        line = dict(color=COLORS[kind], shape="hv", width=2 if kind == "scaled_ternary" else 3,
+                    dash="dash" if kind == "scaled_ternary" else None)
+        fig.add_trace(go.Scatter(x=_np(grid), y=_np(q), name=label, line=line), 1, 2)
     kinds = list(info.QUANT_KINDS)
     xl = ["binary", "ternary", f"ternary·a (a={a:.2f})"]
     colors = [COLORS[k] for k in kinds]
@@ -184,12 +189,16 @@ def plot_teaser(mem: torch.Tensor | None = None, *, threshold: float = 0.5, a: f
         h_bin = info.map_entropy_bits(b_bin.reshape(-1, 1, *per_map), levels=(0, 1))
         h_ter = info.map_entropy_bits(b_ter.reshape(-1, 1, *per_map), levels=(-1, 0, 1))
         titles = [
-            f"membrane u (float32: {info.capacity_bits(per_map, 'real'):,.0f} bits max)",
-            f"binary spikes: {h_bin:,.0f} of {info.capacity_bits(per_map, 'binary'):,.0f} bits",
-            f"ternary spikes: {h_ter:,.0f} of {info.capacity_bits(per_map, 'ternary'):,.0f} bits",
+            f"membrane u: channel {channel} of {per_map[0]}",
+            f"binary reading: {h_bin:,.0f} of {info.capacity_bits(per_map, 'binary'):,.0f} bits*",
+            f"ternary reading: {h_ter:,.0f} of {info.capacity_bits(per_map, 'ternary'):,.0f} bits*",
         ]
+        whole = (f"* bits: entropy of the {{0, 1}} / {{-1, 0, 1}} spikes read from this membrane, measured over the whole "
+                 f"{per_map[0]}×{per_map[1]}×{per_map[2]} map<br>(all channels, steps and samples), against its "
+                 f"capacity; the same map as float32 numbers: {info.capacity_bits(per_map, 'real'):,.0f} bits")
     else:
-        titles = ["membrane u", "binary spikes", "ternary spikes"]
+        titles = ["membrane u", "binary reading", "ternary reading"]
+        whole = ""
     fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.13)
     m = _np(_map2d(u, step, sample, channel))
     lim = float(max(np.abs(m).max(), threshold * 1.5))
@@ -218,6 +227,9 @@ def plot_teaser(mem: torch.Tensor | None = None, *, threshold: float = 0.5, a: f
     for c in (1, 2, 3):
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{'' if c == 1 else c}", visible=False, row=1, col=c)
         fig.update_xaxes(visible=False, row=1, col=c)
+    if whole:  # below the maps (their axes are hidden)
+        fig.add_annotation(x=0, y=-0.04, xref="paper", yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                           align="left", text=whole, font=dict(size=11))
     return _layout(fig, "One membrane map read as spikes: binary spikes lose the negative membrane, ternary keep it",
                    subtitle=f"threshold θ = {threshold:.2f}, amplitude a = {a:.2f}; step {step}, sample {sample}, "
                             f"channel {channel}", height=430)

@@ -98,7 +98,8 @@ def plot_energy(counts=None, *, convention: str = "executed") -> go.Figure:
     (grey), on a log axis labelled at powers of ten. Right: energy per sample,
     E = e_MAC·MACs + e_AC·SOPs, each model against the ANN. A model named for a neuron
     ("binary", "trainable ternary (folded)") takes that neuron's colour.
-    Traces: "SNN operations" (per model, prefixed by its name if several), "ANN MACs", "energy (µJ)".
+    Energy is in nJ (1 nJ = 1000 pJ), as notebook 05 prints it.
+    Traces: "SNN operations" (per model, prefixed by its name if several), "ANN MACs", "energy (nJ)".
     """
     from .. import energy
 
@@ -126,14 +127,14 @@ def plot_energy(counts=None, *, convention: str = "executed") -> go.Figure:
                 marker_color=COLORS["real"], row=1, col=1)
     names.append("ANN")
     energies.append(first.ann()["energy_pj"])
-    fig.add_bar(x=names, y=[e / 1e6 for e in energies], name="energy (µJ)", showlegend=False,
+    fig.add_bar(x=names, y=[e / 1e3 for e in energies], name="energy (nJ)", showlegend=False,
                 marker_color=colors + [COLORS["real"]],
-                text=[f"{e / 1e6:.3g} µJ" for e in energies], textposition="outside", row=1, col=2)
+                text=[f"{e / 1e3:.4g} nJ" for e in energies], textposition="outside", row=1, col=2)
     fig.update_xaxes(title="layer", row=1, col=1)
     fig.update_xaxes(title="model", row=1, col=2)
     fig.update_yaxes(type="log", dtick=1, tickformat="~s", title="operations per sample (log)", row=1, col=1)
-    fig.update_yaxes(title="µJ per sample", rangemode="tozero", row=1, col=2)
-    fig.update_yaxes(range=[0, 1.2 * max(energies) / 1e6], row=1, col=2)
+    fig.update_yaxes(title="nJ per sample", rangemode="tozero", row=1, col=2)
+    fig.update_yaxes(range=[0, 1.2 * max(energies) / 1e3], row=1, col=2)
     fig.update_layout(barmode="group")
     return _layout(fig, "Synaptic operations and energy",
                    subtitle=f"{first.e_mac_pj:g} pJ per MAC, {first.e_ac_pj:g} pJ per accumulate; "
@@ -243,9 +244,12 @@ def plot_figure2(recordings: Mapping[int, Mapping[str, Mapping[str, Any]]] | Non
         label: what network and data the panels show (the subtitle), e.g. "small (width 8),
             ternary, profile cpu, CIFAR-10 (JPEG copy) - not the paper's ResNet20".
         layers: which spiking layers (1-based), four as in the paper.
-        bins: bins per panel, over the panel's own range; the histograms are binned in Python
-            (density: counts / (N * bin width)), so the figure's size does not grow with N.
-    Traces: one bar chart (the histogram) per panel, named "T=<t>, layer <i>".
+        bins: bins per panel; the histograms are binned in Python (density: counts / (N * bin width)),
+            so the figure's size does not grow with N.
+    Every panel shares one x range and one set of bins (the paper's point is the comparison across
+    layers), and colours the membrane by sign as the series does (cyan u < 0, orange u ≥ 0).
+    Traces: one density histogram (bars) per panel, named "T=<t>, layer <i>", then the legend
+    entries "u < 0" and "u ≥ 0".
     """
     if recordings is None:
         from .. import probes
@@ -266,22 +270,36 @@ def plot_figure2(recordings: Mapping[int, Mapping[str, Mapping[str, Any]]] | Non
               for j, li in enumerate(layers)]
     fig = make_subplots(rows=len(steps), cols=len(layers), subplot_titles=titles, horizontal_spacing=0.06,
                         vertical_spacing=0.2)
-    for i, t in enumerate(steps, start=1):
+    panels = {}
+    for t in steps:
         names = list(recordings[t])
-        for j, li in enumerate(layers, start=1):
+        for li in layers:
             if li - 1 >= len(names):
                 raise ValueError(f"layers asks for layer {li} but the T={t} recording has {len(names)} spiking layers")
-            entry = recordings[t][names[li - 1]]
-            # binned here, not by plotly: a trace of raw membranes would carry every value (millions) into the figure
-            density, edges = np.histogram(_np(entry["mem"].flatten()), bins=bins, density=True)
-            fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=density, width=np.diff(edges),
-                                 name=f"T={t}, layer {li}", marker_color=COLORS["real"], marker_line_width=0,
-                                 showlegend=False),
+            panels[(t, li)] = recordings[t][names[li - 1]]
+    # one x range for all panels: the 99.9th percentile of |u| over every panel (the tails clip into the end bins)
+    lim = max(float(np.quantile(np.abs(_np(e["mem"].flatten())), 0.999)) for e in panels.values())
+    lim = max(lim, 1.5 * max(float(e.get("threshold", 0.5)) for e in panels.values()))
+    half = max(int(bins) // 2, 1)
+    edges = np.linspace(-lim, lim, 2 * half + 1)
+    centres, width = (edges[:-1] + edges[1:]) / 2, float(edges[1] - edges[0])
+    for i, t in enumerate(steps, start=1):
+        for j, li in enumerate(layers, start=1):
+            entry = panels[(t, li)]
+            counts, _ = np.histogram(np.clip(_np(entry["mem"].flatten()), -lim, lim), edges)
+            density = counts / max(counts.sum(), 1) / width
+            fig.add_trace(go.Bar(x=centres, y=density, width=width, name=f"T={t}, layer {li}", showlegend=False,
+                                 marker=dict(color=[COLORS["membrane-"] if c < 0 else COLORS["membrane+"]
+                                                    for c in centres], line=dict(width=0)),
+                                 hovertemplate="u ≈ %{x:.2f}: density %{y:.3f}<extra>" + f"T={t}, layer {li}</extra>"),
                           row=i, col=j)
             th = float(entry.get("threshold", 0.5))
             for sign in (-1, 1):
                 fig.add_vline(x=sign * th, line_dash="dash", line_color=COLORS["reference"], row=i, col=j)
-            fig.update_xaxes(title="membrane potential u (a.u.)", row=i, col=j)
+            fig.update_xaxes(title="membrane potential u (a.u.)", range=[-lim, lim], row=i, col=j)
             fig.update_yaxes(title="density", row=i, col=j)
+    for key, text in (("membrane-", "u < 0"), ("membrane+", "u ≥ 0")):
+        fig.add_trace(go.Bar(x=[None], y=[None], name=text, marker_color=COLORS[key], showlegend=True), row=1, col=1)
+    fig.update_layout(bargap=0)
     return _layout(fig, f"Figure 2 layout: membrane potentials of layers {layers[0]}-{layers[-1]} (dashed: ±threshold)",
                    height=280 * len(steps) + 60, subtitle=label)

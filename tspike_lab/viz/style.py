@@ -42,12 +42,13 @@ _UNIT = "(a.u.)"  # membrane potentials, currents and amplitudes share the input
 
 def _color(name: str, i: int = 0) -> str:
     """A series' colour: a ``COLORS`` key, a neuron's name or label, or a name starting with a
-    neuron's label ("trainable ternary (folded)"); anything else the i-th of ``_PALETTE``."""
+    neuron's label and a space or comma ("trainable ternary (folded)", "trainable ternary, SGD");
+    anything else the i-th of ``_PALETTE``."""
     if name in COLORS:
         return COLORS[name]
     key = str(name).lower().replace("_", " ")
     for kind in sorted(NEURONS.values(), key=lambda k: -len(k.label)):
-        if key == kind.label or key.startswith(kind.label + " "):
+        if key == kind.label or key.startswith((kind.label + " ", kind.label + ",")):
             return kind.color
     return _PALETTE[i % len(_PALETTE)]
 

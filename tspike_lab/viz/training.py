@@ -32,8 +32,9 @@ def plot_training(histories: Mapping[str, Any] | None = None) -> go.Figure:
         histories: ``{name: History, list of per-epoch dicts (train.train's rows: epoch,
             train_loss, test_acc), or a list of those (one per seed, drawn as one line each in
             the name's colour)}``. Empty: axes only.
-    Traces per run: "<name> train loss", "<name> test acc", a neuron's name shown as its registry
-    label ("trainable ternary"); the legend names each run once.
+    Traces per run: "<name>" (the legend entry: one per run, for both panels, a line with no
+    data), then per seed "<name> train loss" and "<name> test acc"; a neuron's name is shown as
+    its registry label ("trainable ternary").
     """
     histories = histories or {}
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
@@ -41,6 +42,8 @@ def plot_training(histories: Mapping[str, Any] | None = None) -> go.Figure:
     for i, (name, h) in enumerate(histories.items()):
         color, label = _color(name, i), _name(name)
         runs = _runs(h)
+        fig.add_trace(go.Scatter(x=[None], y=[None], name=label, mode="lines+markers", line=dict(color=color, width=2),
+                                 legendgroup=name, showlegend=True, hoverinfo="skip"), 1, 2)
         for k, rows in enumerate(runs):
             ep = [r["epoch"] for r in rows]
             tag = label if len(runs) == 1 else f"{label}, run {k + 1}"
@@ -49,7 +52,7 @@ def plot_training(histories: Mapping[str, Any] | None = None) -> go.Figure:
                                      line=line, legendgroup=name, showlegend=False, mode="lines+markers",
                                      hovertemplate=f"{tag}<br>epoch %{{x}}: loss %{{y:.3f}}<extra></extra>"), 1, 1)
             fig.add_trace(go.Scatter(x=ep, y=[r.get("test_acc") for r in rows], name=f"{label} test acc",
-                                     line=line, legendgroup=name, showlegend=k == 0, mode="lines+markers",
+                                     line=line, legendgroup=name, showlegend=False, mode="lines+markers",
                                      hovertemplate=f"{tag}<br>epoch %{{x}}: %{{y:.1%}}<extra></extra>"), 1, 2)
     fig.update_xaxes(title="epoch", dtick=1)
     fig.update_yaxes(title="cross-entropy", rangemode="tozero", row=1, col=1)
@@ -96,8 +99,11 @@ def plot_amplitudes(amplitudes: Mapping[str, Any] | None = None, consumers: Mapp
     """Learned amplitude a per layer (per run), against its initial value.
 
     Args:
-        amplitudes: ``{run: {layer: a}}`` (a float or a per-channel list, drawn as its mean) or
-            ``{run: History}`` (its last ``amplitudes``). Default: an untrained network's.
+        amplitudes: ``{run: {layer: a}}`` (a float or a per-channel list, drawn as its mean),
+            ``{run: History}`` (its last ``amplitudes``), or ``{run: [{layer: a}, ...]}`` (one dict per
+            seed: the bar is the mean over seeds, the error bar one standard deviation).
+            Default: an untrained network's. Runs that share a colour (two optimizers of one
+            neuron, "trainable ternary, SGD" and "trainable ternary, AdamW") differ by hatching.
         consumers: ``{layer: [labels]}`` from :func:`tspike_lab.reparam.consumer_kinds`; the x
             labels then say what reads each layer (e.g. "BatchNorm", "residual", "classifier").
         initial: the initial a (1.0), drawn as a dashed line.
@@ -111,14 +117,28 @@ def plot_amplitudes(amplitudes: Mapping[str, Any] | None = None, consumers: Mapp
         amplitudes = {"untrained": probes.amplitudes(model)}
         consumers = consumers or consumer_kinds(model)
     fig = go.Figure()
+    uses: dict[str, int] = {}  # colour -> runs drawn in it so far
     for i, (name, amps) in enumerate(amplitudes.items()):
-        if hasattr(amps, "epochs") or isinstance(amps, list):
-            amps = _last_with(_epochs(amps), "amplitudes") or {}
-        layers = list(amps)
-        vals = [float(np.mean(v)) for v in amps.values()]
+        spread = None
+        seeds = isinstance(amps, (list, tuple)) and amps and all(
+            isinstance(r, Mapping) and "amplitudes" not in r and "epoch" not in r for r in amps)
+        if seeds:
+            layers = list(amps[0])
+            per_seed = np.array([[float(np.mean(r[k])) for k in layers] for r in amps])  # [seeds, layers]
+            vals = list(per_seed.mean(0))
+            spread = list(per_seed.std(0, ddof=1)) if len(amps) > 1 else None
+        else:
+            if hasattr(amps, "epochs") or isinstance(amps, list):
+                amps = _last_with(_epochs(amps), "amplitudes") or {}
+            layers = list(amps)
+            vals = [float(np.mean(v)) for v in amps.values()]
         x = [f"{k}<br>→ {' + '.join(consumers[k])}" if consumers and k in consumers else k for k in layers]
-        fig.add_bar(x=x, y=vals, name=_name(name), marker_color=_color(name, i), text=[f"{v:.3f}" for v in vals],
-                    textposition="inside", insidetextanchor="middle", textangle=0)
+        color = _color(name, i)
+        pattern = ("", "/", "x", ".")[uses.get(color, 0) % 4]
+        uses[color] = uses.get(color, 0) + 1
+        fig.add_bar(x=x, y=vals, name=_name(name), marker=dict(color=color, pattern=dict(shape=pattern)),
+                    text=[f"{v:.3f}" for v in vals], textposition="inside", insidetextanchor="middle", textangle=0,
+                    error_y=dict(type="data", array=spread, visible=spread is not None, color=COLORS["reference"]))
     fig.add_hline(y=initial, line_dash="dash", line_color=COLORS["reference"], line_width=1,
                   annotation_text=f"initial a = {initial:g}", annotation_position="top left")
     fig.update_layout(barmode="group")
