@@ -9,8 +9,8 @@ a slider is stepped, a dropdown takes its next option) and check that the panel'
 redrawn. The kernel is shut down before the next notebook.
 
 Skips, saying why, where Chromium (/usr/bin/chromium, or $TSPIKE_CHROMIUM) or the playwright
-module is missing. Screenshots (the moved panel and the whole notebook) go to
-<tmp>/screenshots and, if set, $TSPIKE_SCREENSHOT_DIR.
+module is missing. Screenshots go to <tmp>/screenshots: the moved panel, a failing page, and,
+where $TSPIKE_SCREENSHOT_DIR is set, the whole notebook (all copied there).
 """
 from __future__ import annotations
 
@@ -85,9 +85,13 @@ def browser(tmp_path_factory, chromium, sync_playwright):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
                                     chromium_sandbox=False, timeout=LOAD_TIMEOUT_MS, env=env)
+        # one context for the whole series: JupyterLab's static files load once and are cached for the
+        # next notebook (each still opens in a page and a workspace of its own)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
         try:
-            yield browser
+            yield context
         finally:
+            context.close()
             browser.close()
 
 
@@ -229,7 +233,7 @@ def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(note
     name, rel = notebook.stem, rels[notebook.stem]
     before = _sha256(notebook)
     page_errors: list[str] = []
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page()  # browser: the series' one context
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
     pictures = [shots / f"{name}_panel.png", shots / f"{name}_full.png", shots / f"{name}_failure.png"]
     try:
@@ -278,14 +282,15 @@ def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(note
 
         page.wait_for_timeout(500)
         page.locator('[data-tspike-panel="0"]').screenshot(path=str(pictures[0]))
-        # Whole notebook in one picture: grow the viewport to the notebook's height.
-        height = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll("
-                               "'.jp-NotebookPanel-notebook, .jp-WindowedPanel-inner')).map(e => e.scrollHeight))")
-        page.set_viewport_size({"width": 1400, "height": int(min(max(height + 250, 1000), 16000))})
-        page.evaluate("() => document.querySelectorAll('.jp-WindowedPanel-outer, .jp-NotebookPanel-notebook')"
-                      ".forEach(e => { e.scrollTop = 0; })")  # from the top, not from the moved panel
-        page.wait_for_timeout(1000)
-        page.screenshot(path=str(pictures[1]))
+        if os.environ.get("TSPIKE_SCREENSHOT_DIR"):  # the whole notebook, for a reader: seconds, so on request
+            # Whole notebook in one picture: grow the viewport to the notebook's height.
+            height = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll("
+                                   "'.jp-NotebookPanel-notebook, .jp-WindowedPanel-inner')).map(e => e.scrollHeight))")
+            page.set_viewport_size({"width": 1400, "height": int(min(max(height + 250, 1000), 16000))})
+            page.evaluate("() => document.querySelectorAll('.jp-WindowedPanel-outer, .jp-NotebookPanel-notebook')"
+                          ".forEach(e => { e.scrollTop = 0; })")  # from the top, not from the moved panel
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(pictures[1]))
         print(f"{rel}: {len(panels)} panel(s), {want_plots} plotly output(s); moved "
               f"{panels[0]['label'] or panels[0]['kind']!r}: {moved}; page errors: {page_errors}")
     except Exception:
