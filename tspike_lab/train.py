@@ -53,6 +53,7 @@ __all__ = [
     "model_from_checkpoint",
     "read_metrics",
     "augment_for",
+    "check_environment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -413,7 +414,7 @@ def _check_same_data(ckpt: dict[str, Any], source, config: TrainConfig) -> None:
                              f"started on, or choose a new out_dir")
 
 
-def _check_environment() -> None:
+def check_environment() -> None:
     """Raise ConfigError naming the variable when ``TSPIKE_STREAM_BYTES``, ``TSPIKE_RECYCLE_MB`` or one of
     torchrun's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` is not a whole number >= 0 (``TSPIKE_DATA`` is
     checked where the data folder is used: :func:`tspike_lab.data.cache_dir`)."""
@@ -442,7 +443,7 @@ def train(config: TrainConfig) -> History:
     """
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
-    _check_environment()
+    check_environment()
     d, device = _setup_distributed(config)
     run = RunDir(Path(config.out_dir) if config.out_dir is not None else None, d.main)
     done = False
