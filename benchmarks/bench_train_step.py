@@ -85,7 +85,7 @@ def _convs_only(arch, T):
 
 
 def _bf16_reason():
-    from tspike_lab.train import cpu_bf16_reason
+    from tspike_lab.hardware import cpu_bf16_reason
 
     return cpu_bf16_reason()
 

@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from test_data import make_cifar_archive
-from tspike_lab import cli, reproduce
+from tspike_lab import cli, frontend, reproduce
 from tspike_lab.data import DataIntegrityError, cifar, imagefolder, load, safe_extract
 from tspike_lab.data.archive import iter_files
 from tspike_lab.errors import CheckpointError, ConfigError, DataError, RecordError, ResourceError, RunFolderError
@@ -556,16 +556,16 @@ def test_a_width_or_t_that_cannot_fit_is_refused_in_one_line_before_the_network_
                                                                                         monkeypatch, args, words):
     from tspike_lab import train as train_mod
 
-    monkeypatch.setattr(train_mod, "build_model", _fail_with("the network was built"))
+    monkeypatch.setattr(train_mod, "_build", _fail_with("the network was built"))
     code, err = _cli(capsys, "--dataset", "digits", "--epochs", "1", *args, "--out-dir", str(tmp_path / "run"))
     assert code == 2 and all(w in _one_line(err) for w in words), err
     assert not (tmp_path / "run").exists()
 
 
 def test_a_batch_that_cannot_fit_under_a_memory_limit_is_refused_naming_the_limit(tmp_path, capsys, monkeypatch):
-    from tspike_lab import config
+    from tspike_lab import hardware
 
-    monkeypatch.setattr(config, "available_memory", lambda device: (64 * 2**20, "a 64 MiB test limit"))
+    monkeypatch.setattr(hardware, "available_memory", lambda device: (64 * 2**20, "a 64 MiB test limit"))
     code, err = _cli(capsys, "--dataset", "digits", "--width", "64", "--batch-size", "1437", "--num-steps", "8",
                      "--epochs", "1", "--out-dir", str(tmp_path / "run"))
     assert code == 2 and "batch_size=1437" in _one_line(err) and "64.0 MiB is available (a 64 MiB test limit)" in err
@@ -675,7 +675,7 @@ def test_a_bad_stream_bytes_variable_does_not_break_importing_the_library_and_th
 
 
 @pytest.mark.parametrize("device", ["meta", "mps", "cpu:1", "xla"])
-def test_a_device_that_is_not_cpu_or_cuda_is_refused_by_validate(tmp_path, capsys, device):
+def test_a_device_that_is_not_cpu_or_cuda_is_refused_by_the_config(tmp_path, capsys, device):
     code, err = _cli(capsys, *TINY_RUN[:-2], "--device", device, "--out-dir", str(tmp_path / "run"))
     assert code == 2 and f"--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}" in _one_line(err)
 
@@ -1177,7 +1177,7 @@ def test_imagenet_style_folders_refuse_a_bomb_and_a_fifo_and_a_worker_error_stay
         wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
     with pytest.raises(DataIntegrityError) as again:
         wrapped.reraise()
-    assert "\n" in str(again.value) and cli._one_line(str(again.value)) == str(info.value)
+    assert "\n" in str(again.value) and frontend.one_line(str(again.value)) == str(info.value)
     os.mkfifo(tmp_path / "train" / "c" / "fifo.png")
     with deadline(30), pytest.raises(DataIntegrityError, match=r"fifo\.png' is not a regular file"):
         ImageFolderDataset(tmp_path / "train", train=False)
@@ -1197,7 +1197,7 @@ def test_without_the_stdlib_filter_extraction_drops_setuid_bits_and_keeps_our_ow
 
 @pytest.mark.parametrize("v2", [True, False])
 def test_the_memory_available_under_a_cgroup_counts_inactive_page_cache_as_free(tmp_path, v2):
-    from tspike_lab.config import _cgroup_free
+    from tspike_lab.hardware import _cgroup_free
 
     folder = tmp_path if v2 else tmp_path / "memory"
     folder.mkdir(exist_ok=True)

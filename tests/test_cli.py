@@ -41,6 +41,53 @@ def test_the_cli_has_an_option_for_every_config_field():
         assert "--" + f.name.replace("_", "-") in help_text
 
 
+def _train_actions():
+    parser = cli.build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    return {a.dest: a for a in train._actions}
+
+
+def test_the_cli_help_of_every_option_is_the_fields_metadata_and_its_default():
+    actions = _train_actions()
+    for f in dataclasses.fields(TrainConfig):
+        assert actions[f.name].help == f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"), f.name
+    assert not hasattr(cli, "_HELP")  # the metadata is the one source
+
+
+def _imagenet_config():
+    return TrainConfig(dataset="imagenet", data_dir="/data/in1k", arch="resnet34", num_steps=4, seed=1000,
+                       batch_size=40, sync_bn=True, amp=False, amp_dtype="float16", lr=0.1, weight_decay=1e-4,
+                       max_steps_per_epoch=5, out_dir="runs/x", width=None, flip=False, autoaugment=None,
+                       grad_clip=0.7, label_smoothing=1 / 3, cutout=0, progress=False, resume=False)
+
+
+@pytest.mark.parametrize("config", [TrainConfig(), _imagenet_config()], ids=["default", "imagenet"])
+def test_a_config_passed_as_json_to_torchrun_rebuilds_the_same_config(config, tmp_path):
+    from tspike_lab.reproduce.run import torchrun_command
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    cmd = torchrun_command(path, 2)
+    assert cmd[cmd.index("-m", 4):] == ["-m", "tspike_lab", "train", "--config", str(path)]
+    ns = cli.build_parser().parse_args(cmd[cmd.index("train", 4):])
+    assert cli.config_from_args(ns) == config
+    # options given with --config override it
+    ns = cli.build_parser().parse_args(["train", "--config", str(path), "--epochs", "3", "--no-resume"])
+    assert cli.config_from_args(ns) == dataclasses.replace(config, epochs=3, resume=False)
+
+
+def test_a_config_file_that_is_not_a_json_object_of_fields_ends_in_one_line(tmp_path, capsys, no_data):
+    for text, words in (("[1, 2]", "holds list, not a JSON object"), ("{oops", "is not JSON"),
+                        ('{"epoch": 3}', "unknown TrainConfig field(s) ['epoch']"),
+                        ('{"epochs": 0}', "--epochs must be an int >= 1, got 0")):
+        (tmp_path / "c.json").write_text(text)
+        assert cli.main(["train", "--config", str(tmp_path / "c.json")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    assert cli.main(["train", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
 def test_the_cli_rejects_a_bad_value_with_the_field_name(capsys, no_data):
     assert cli.main(["train", "--epochs", "0"]) == 2
     err = capsys.readouterr().err
@@ -112,3 +159,38 @@ def test_a_wrong_data_dir_or_arch_fails_in_one_line_before_any_folder_is_made(ar
     done = _tspike("train", *args, "--epochs", "1", "--no-progress", "--out-dir", str(tmp_path / "run"))
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_every_front_end_ends_a_user_error_in_one_line_with_its_exit_code(tmp_path, capsys, no_data):
+    from tspike_lab import demo, reproduce
+
+    for main, argv, words in (
+            (cli.main, ["train", "--epochs", "0"], "tspike train: error: --epochs must be an int >= 1, got 0"),
+            (reproduce.main, ["aggregate", str(tmp_path / "none")],
+             "python -m tspike_lab.reproduce aggregate: error: could not read 1 table run record(s)"),
+            (demo.main, ["--epochs", "0", "--out-dir", str(tmp_path / "demo")],
+             "python -m tspike_lab.demo: error: capacity: parameter epochs must be an int >= 1, got 0")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(words) and err.count("\n") == 1, err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_the_front_end_guard_gives_ctrl_c_130_a_diverged_run_3_and_prints_on_rank_0_only(capsys, monkeypatch):
+    from tspike_lab.errors import TrainingDiverged
+    from tspike_lab.frontend import run_guarded
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    def diverge():
+        raise TrainingDiverged("training diverged at epoch 1, step 2\n(detail)")
+
+    assert run_guarded("prog", interrupt) == 130 and capsys.readouterr().err == "prog: interrupted (Ctrl-C)\n"
+    assert run_guarded("prog", interrupt, interrupted=lambda: "kept it") == 130
+    assert capsys.readouterr().err == "prog: kept it\n"
+    assert run_guarded("prog", diverge) == 3
+    assert capsys.readouterr().err == "prog: error: training diverged at epoch 1, step 2 (detail)\n"
+    assert run_guarded("prog", lambda: 0) == 0
+    monkeypatch.setenv("RANK", "1")
+    assert run_guarded("prog", diverge) == 3 and capsys.readouterr().err == ""

@@ -64,7 +64,7 @@ def test_run_demo_at_a_tiny_size_prints_a_table_and_a_conclusion_computed_from_i
 
 def test_the_demo_profile_sweeps_width_at_two_time_steps_over_three_seeds():
     runs = reproduce.plan("capacity", profile="cpu")
-    assert sorted({r["width"] for r in runs}) == [1, 2, 4, 8, 16] and {r["num_steps"] for r in runs} == {1, 2}
-    assert len({r["seed"] for r in runs}) >= 3 and {r["dataset"] for r in runs} == {"digits"}
-    assert {"binary", "ternary", "trainable_ternary"} <= {r["neuron"] for r in runs}
+    assert sorted({r.config.width for r in runs}) == [1, 2, 4, 8, 16] and {r.config.num_steps for r in runs} == {1, 2}
+    assert len({r.config.seed for r in runs}) >= 3 and {r.config.dataset for r in runs} == {"digits"}
+    assert {"binary", "ternary", "trainable_ternary"} <= {r.config.neuron for r in runs}
     assert not reproduce.TABLES["capacity"].paper  # our experiment, not the paper's Table 1

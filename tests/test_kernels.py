@@ -12,7 +12,8 @@ import pytest
 import snntorch.surrogate as snn_surrogate
 import torch
 
-from tspike_lab import config, functional, kernels, surrogate
+from tspike_lab import functional, kernels, surrogate
+from tspike_lab import train as train_mod
 from tspike_lab.errors import ConfigError
 from tspike_lab.kernels import cpu
 from tspike_lab.neurons import MultiStepLIF
@@ -462,7 +463,7 @@ def test_tspike_simd_turns_the_default_kernels_avx512_pass_off_and_refuses_other
     with pytest.raises(ConfigError, match="TSPIKE_SIMD must be 0 or 1, got 2"):
         make()
     with pytest.raises(ConfigError, match="TSPIKE_SIMD"):
-        config.check_environment()
+        train_mod.check_environment()
 
 
 @pytest.mark.parametrize("dtype, sg, threshold, expected", [

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import tspike_lab as tl
+from tspike_lab.errors import ConfigError
 from tspike_lab.models.resnet import BasicBlock
 from tspike_lab.neurons import MultiStepLIF
 
@@ -94,8 +95,16 @@ def test_static_images_are_repeated_over_time_and_event_frames_pass_through():
     m = tl.build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=3, in_channels=1).eval()
     x = torch.randn(4, 1, 8, 8)
     torch.testing.assert_close(m(x), m(x.unsqueeze(0).repeat(3, 1, 1, 1, 1)))
-    frames = torch.randn(5, 4, 1, 8, 8)  # [T, B, C, H, W]
-    assert m(frames, return_seq=True).shape == (5, 4, 10)
+    frames = torch.randn(3, 4, 1, 8, 8)  # [T, B, C, H, W]
+    assert m(frames, return_seq=True).shape == (3, 4, 10)
+
+
+def test_event_frames_of_another_t_than_num_steps_are_refused_naming_both():
+    m = tl.build_model("small", neuron="ternary", num_classes=10, num_steps=2, in_channels=1)
+    with pytest.raises(ConfigError, match=r"has T=4 steps at dim 0, the model was built for num_steps=2") as err:
+        m(torch.randn(4, 3, 1, 8, 8))
+    assert (err.value.field, err.value.value, err.value.allowed) == ("num_steps", 4, "2")
+    assert m(torch.randn(2, 3, 1, 8, 8)).shape == (3, 10)  # T == num_steps passes
 
 
 def test_trainable_neurons_have_a_learnable_amplitude_and_fixed_ones_a_buffer():
@@ -133,15 +142,15 @@ def test_amplitudes_receive_gradients_in_training():
 def test_bad_build_arguments_are_rejected_naming_the_value(kwargs, match):
     args = dict(arch="small", neuron="ternary", num_classes=10, num_steps=2)
     args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         tl.build_model(args.pop("arch"), **args)
 
 
 def test_wrong_input_rank_or_channels_is_rejected():
     m = tl.build_model("small", neuron="ternary", num_classes=10, num_steps=2, in_channels=1)
-    with pytest.raises(ValueError, match=r"\[B, C, H, W\].*got shape \(8, 8\)"):
+    with pytest.raises(ConfigError, match=r"\[B, C, H, W\].*got shape \(8, 8\)"):
         m(torch.zeros(8, 8))
-    with pytest.raises(ValueError, match="3 channels .* in_channels=1"):
+    with pytest.raises(ConfigError, match="3 channels .* in_channels=1"):
         m(torch.zeros(2, 3, 8, 8))
 
 
@@ -254,7 +263,7 @@ def test_torch_initialisation_is_the_default_and_differs_from_the_released_one()
     fc = default.classifier.weight
     # PyTorch's Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std 1/sqrt(3 fan_in) (the released: 1/fan_in)
     assert abs(float(fc.detach().std()) * (3 * 512) ** 0.5 - 1) < _std_tolerance(fc.numel()) * 2
-    with pytest.raises(ValueError, match=r"init must be one of \('torch', 'released'\), got 'xavier'"):
+    with pytest.raises(ConfigError, match=r"init must be one of \('torch', 'released'\), got 'xavier'"):
         tl.build_model("resnet19", neuron="ternary", num_classes=10, num_steps=1, init="xavier")
 
 

@@ -80,3 +80,93 @@ def test_the_torch_and_python_ranges_are_closed_above_so_an_untested_release_is_
     for spec in (SpecifierSet(torch_req[len("torch"):]), SpecifierSet(PYPROJECT["project"]["requires-python"])):
         assert {s.operator for s in spec} == {">=", "<"}, spec
     assert "2.11.0" in SpecifierSet(torch_req[len("torch"):])  # the GPU image's torch (Python 3.12)
+
+
+# --------------------------------------------------------------------------- the package's structure
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """``{module: {tspike_lab modules it imports}}``: every import statement, at module level or inside a
+    function (a lazy import that only hides a circle is still a circle), ``TYPE_CHECKING`` blocks excepted."""
+    import ast
+
+    files = {_module_name(p): p for p in (ROOT / "tspike_lab").rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        tree, targets = ast.parse(path.read_text(encoding="utf-8")), set()
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name in files}
+            elif isinstance(node, ast.ImportFrom) and id(node) not in skip:
+                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                    if node.level else node.module
+                if base in files:
+                    targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names}
+        graph[name] = targets - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_reader_finds_a_circle_inside_a_package():
+    assert _cycles({"p": {"p.a"}, "p.a": {"p.b"}, "p.b": {"p.a"}, "q": set()}) == [["p.a", "p.b"]]
+    graph = _import_graph()
+    assert "tspike_lab.data.registry" in graph["tspike_lab.data"]  # from .registry import ...
+    assert "tspike_lab.models" in graph["tspike_lab.config"]  # from .models import ...
+
+
+def test_no_import_circle_anywhere_inside_or_across_packages():
+    assert _cycles(_import_graph()) == []
+
+
+def test_the_version_is_pyprojects_read_once_through_importlib_metadata():
+    import importlib.metadata
+
+    import tspike_lab
+
+    assert tspike_lab.__version__ == importlib.metadata.version("tspike_lab") == PYPROJECT["project"]["version"]
+    assert PYPROJECT["project"]["version"] not in (ROOT / "tspike_lab" / "__init__.py").read_text()
+
+
+def test_fit_is_the_public_training_call():
+    import tspike_lab
+    import tspike_lab.train
+
+    assert tspike_lab.fit is tspike_lab.train.train and tspike_lab.TrainConfig is tspike_lab.train.TrainConfig

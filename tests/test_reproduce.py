@@ -3,6 +3,7 @@
 Tests named ``test_papermill_*`` execute the notebooks of reproduce/ in a kernel (a few seconds each).
 """
 import ast
+import dataclasses
 import io
 import json
 import re
@@ -15,10 +16,9 @@ import pytest
 import torch
 
 import tspike_lab as tl
-from tspike_lab import cli, reproduce, viz
+from tspike_lab import reproduce, viz
 from tspike_lab.config import TrainConfig
 from tspike_lab.errors import ConfigError, DataUnavailableError, RunFolderError, TrainingDiverged
-from tspike_lab.reproduce.plan import train_config
 from tspike_lab.train import load_checkpoint as train_mod_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,26 +129,29 @@ def test_the_paper_markdown_prints_each_table_in_its_own_layout():
 @pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4"])
 def test_the_paper_profile_plans_every_arch_t_and_variant_of_the_paper_table(table):
     runs = reproduce.plan(table, profile="paper")
-    planned = {(r["dataset"], r["arch"], r["num_steps"], r["neuron"]) for r in runs}
+    planned = {(r.config.dataset, r.config.arch, r.config.num_steps, r.config.neuron) for r in runs}
     wanted = {(d, a, t, n) for (tb, d, a, t, n, _, _) in TRANSCRIPTION if tb == table}
     assert wanted <= planned
     t = reproduce.TABLES[table]
     assert planned == {(row.dataset, row.arch, row.num_steps, n) for row in t.rows for n in t.neurons}
-    assert len(runs) == len(planned) * len({r["seed"] for r in runs})
+    assert len(runs) == len(planned) * len({r.config.seed for r in runs})
     for r in runs:
-        assert set(r) >= {"dataset", "arch", "neuron", "num_steps", "seed", "epochs", "batch_size"}
+        assert isinstance(r, reproduce.PlannedRun) and isinstance(r.config, TrainConfig)
+        assert (r.table, r.profile, r.key) == (table, "paper", reproduce.run_key(r.config))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            r.config = TrainConfig()
 
 
 def test_table2_has_our_binary_control_as_an_extra_column_and_the_cpu_profile_is_real_cifar_with_five_seeds():
     t = reproduce.TABLES["table2"]
     assert t.variants == ("ternary", "trainable_ternary") and t.extra == ("binary",)
     cpu = reproduce.plan("table2", profile="cpu")
-    assert {r["dataset"] for r in cpu} == {"cifar10"} and {r["arch"] for r in cpu} == {"small"}
-    assert {r["seed"] for r in cpu} == {0, 1, 2, 3, 4}
-    assert {r["neuron"] for r in cpu} == {"binary", "ternary", "trainable_ternary"}
-    assert {r["num_steps"] for r in cpu} == {1, 2}
+    assert {r.config.dataset for r in cpu} == {"cifar10"} and {r.config.arch for r in cpu} == {"small"}
+    assert {r.config.seed for r in cpu} == {0, 1, 2, 3, 4}
+    assert {r.config.neuron for r in cpu} == {"binary", "ternary", "trainable_ternary"}
+    assert {r.config.num_steps for r in cpu} == {1, 2}
     quick = reproduce.plan("table2", profile="quick")
-    assert {(r["dataset"], r["arch"], r["num_steps"]) for r in quick} == {("cifar10", "resnet19", 2)}
+    assert {(r.config.dataset, r.config.arch, r.config.num_steps) for r in quick} == {("cifar10", "resnet19", 2)}
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4"])
@@ -156,15 +159,15 @@ def test_the_paper_profile_trains_the_released_networks_with_the_released_recipe
     runs = reproduce.plan(table, profile="paper")
     imagenet = table in ("table1", "table3")
     for r in runs:
-        o = r["train_options"]
-        assert o["step_bn"] is True and o["init"] == "released" and o["schedule"] == "cosine_epoch"
+        o = r.config
+        assert o.step_bn is True and o.init == "released" and o.schedule == "cosine_epoch"
         if imagenet:  # the released Train.py: fp16 autocast + GradScaler, SyncBN, 320 epochs, batch 40 per GPU
-            assert o["amp"] is True and o["amp_dtype"] == "float16" and o["sync_bn"] is True
-            assert (r["epochs"], r["batch_size"], r["lr"]) == (320, 40, 0.1)
+            assert o.amp is True and o.amp_dtype == "float16" and o.sync_bn is True
+            assert (r.config.epochs, r.config.batch_size, r.config.lr) == (320, 40, 0.1)
         else:  # the released CIFAR script: fp32 (DVS: no script, the CIFAR one assumed)
-            assert o["amp"] is False
-            assert (r["epochs"], r["batch_size"], r["lr"]) == ((400, 128, 0.1) if table == "table2" else (300, 64, 0.1))
-    seeds = {r["seed"] for r in runs}
+            assert o.amp is False
+            assert (r.config.epochs, r.config.batch_size, r.config.lr) == ((400, 128, 0.1) if table == "table2" else (300, 64, 0.1))
+    seeds = {r.config.seed for r in runs}
     # every table the paper prints with ± has several seeds; Table 1 prints none (the released script's seed)
     assert seeds == {1000} if table == "table1" else len(seeds) >= 3
     assert reproduce.TABLES[table].cells and (table == "table1") == all(
@@ -176,7 +179,8 @@ def test_a_paper_profile_run_builds_the_released_network():
 
     p = reproduce.validate_params("table2", profile="paper", dataset="cifar10", archs=["resnet20"], num_steps=[2])
     run = reproduce.plan("table2", **p)[0]
-    config = train_config(run, source="cifar10", data_dir=None, device="cpu", out_dir=None)
+    config = run.for_data(tl.data.describe("cifar10", None), None)
+    assert config == run.config and config.device == "auto"
     assert (config.step_bn, config.init, config.schedule, config.epochs) == (True, "released", "cosine_epoch", 400)
     model = tl.build_model(config.arch, neuron=config.neuron, num_classes=10, num_steps=2, step_bn=config.step_bn,
                            init=config.init)
@@ -213,19 +217,19 @@ def test_the_cifar_recipe_normalises_with_the_released_constants_and_cuts_out_bl
 
 
 def test_overrides_select_rows_data_sets_and_stand_ins():
-    rows = {(r["dataset"], r["arch"], r["num_steps"]) for r in reproduce.plan("table2", dataset="cifar100")}
+    rows = {(r.config.dataset, r.config.arch, r.config.num_steps) for r in reproduce.plan("table2", dataset="cifar100")}
     assert rows == {("cifar100", "resnet19", 1), ("cifar100", "resnet19", 2), ("cifar100", "resnet20", 2),
                     ("cifar100", "resnet20", 4)}
-    r19 = {(r["arch"], r["num_steps"]) for r in reproduce.plan("table2", dataset="cifar10", archs=["resnet19"])}
+    r19 = {(r.config.arch, r.config.num_steps) for r in reproduce.plan("table2", dataset="cifar10", archs=["resnet19"])}
     assert r19 == {("resnet19", 1), ("resnet19", 2)}  # each arch keeps the T the table gives it
-    t4 = {(r["arch"], r["num_steps"]) for r in reproduce.plan("table2", dataset="cifar10", num_steps=[4])}
+    t4 = {(r.config.arch, r.config.num_steps) for r in reproduce.plan("table2", dataset="cifar10", num_steps=[4])}
     assert t4 == {("resnet19", 4), ("resnet20", 4)}
     smoke = reproduce.plan("table2", profile="smoke")
-    assert {(r["dataset"], r["arch"], r["width"]) for r in smoke} == {("digits", "small", 8)}
+    assert {(r.config.dataset, r.config.arch, r.config.width) for r in smoke} == {("digits", "small", 8)}
     real = reproduce.plan("table2", profile="smoke", dataset="cifar10")
-    assert {r["arch"] for r in real} == {"resnet19"}  # smoke on the real data set keeps the paper's network
+    assert {r.config.arch for r in real} == {"resnet19"}  # smoke on the real data set keeps the paper's network
     runs = reproduce.plan("table2", profile="cpu", seeds=[0, 1])
-    assert [r["seed"] for r in runs[:6]] == [0] * 6  # seeds outermost: a killed table has every row at n=1 first
+    assert [r.config.seed for r in runs[:6]] == [0] * 6  # seeds outermost: a killed table has every row at n=1 first
 
 
 # --------------------------------------------------------------------------- parameters
@@ -272,6 +276,35 @@ def test_a_bad_parameter_fails_naming_it_the_value_and_what_is_allowed(name, val
     params[name] = value
     with pytest.raises(ConfigError, match=r"^table2: parameter " + allowed):
         reproduce.validate_params("table2", **params)
+
+
+def test_a_bad_train_option_is_refused_once_by_the_config_naming_it_as_a_train_option():
+    with pytest.raises(ConfigError, match=r"^table2: parameter train_options\['momentum'\] must be a number in "
+                                          r"\[0, 1\), got 2"):
+        reproduce.plan("table2", profile="smoke", train_options={"momentum": 2})
+    with pytest.raises(ConfigError, match=r"^table2: parameter seeds must be None or a list of ints >= 0, got \[-1\]"):
+        reproduce.plan("table2", profile="smoke", seeds=[-1])  # plan() and validate_params() refuse alike
+
+
+def test_every_table_parameter_that_sets_a_config_field_is_documented_by_that_fields_help():
+    fields = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    assert set(reproduce.PARAM_HELP) == set(reproduce.PARAMS)
+    for name, field in reproduce.PARAM_FIELDS.items():
+        assert fields[field] in reproduce.PARAM_HELP[name], name
+    assert reproduce.PARAM_HELP["seeds"].startswith("a list, one training run per value: ")
+
+
+def test_an_image_folder_copy_trains_as_imagefolder_with_the_recipe_where_the_plan_leaves_it(tmp_path):
+    folder = _image_copy(tmp_path / "jpeg", classes=10, per_class=1)
+    p = reproduce.validate_params("table2", profile="cpu", data_dir=str(folder))
+    run = reproduce.plan("table2", **p)[0]
+    assert (run.config.dataset, run.config.data_dir) == ("cifar10", str(folder))
+    derived = run.for_data(tl.data.describe("cifar10", str(folder)), str(tmp_path / "out"))
+    assert (derived.dataset, derived.data_dir, derived.out_dir) == ("imagefolder", str(folder), str(tmp_path / "out"))
+    # the cpu profile sets autoaugment and cutout; the copy's CIFAR recipe fills the fields it leaves None
+    assert (derived.autoaugment, derived.cutout, derived.crop_padding, derived.flip) == (False, 0, 4, True)
+    assert dataclasses.replace(derived, dataset="cifar10", data_dir=str(folder), out_dir=None, crop_padding=None,
+                               flip=None, roll=None) == run.config
 
 
 def test_an_arch_that_cannot_take_the_data_is_refused_before_anything_runs():
@@ -565,15 +598,6 @@ def test_plot_table_draws_a_width_sweep_as_lines_and_a_table_as_bars_beside_the_
     assert fig.layout.yaxis.title.text == "test top-1 (%)"
 
 
-def test_config_to_args_rebuilds_the_same_config_for_torchrun():
-    parser = cli.build_parser()
-    for config in (TrainConfig(), TrainConfig(dataset="imagenet", data_dir="/data/in1k", arch="resnet34",
-                                              num_steps=4, seed=1000, batch_size=40, sync_bn=True, amp=False,
-                                              lr=0.1, weight_decay=1e-4, max_steps_per_epoch=5, out_dir="runs/x")):
-        args = cli.config_to_args(config)
-        assert cli.config_from_args(parser.parse_args(["train", *args])) == config
-
-
 @pytest.mark.slow
 def test_table3_trains_through_torchrun_when_given_several_processes(tmp_path):
     run = reproduce.run_table("table3", profile="smoke", device="cpu", nproc_per_node=2,
@@ -604,6 +628,18 @@ def test_the_shipped_cpu_results_are_real_cifar10_with_three_seeds_and_labelled_
     assert all(r["n_seeds"] == 3 and r["std"] is not None and 10.0 < r["mean"] < 100.0 for r in rows)
     for r in record["runs"]:  # checkpoints small enough to ship
         assert (runs[-1] / r["run_dir"] / "checkpoint.pt").stat().st_size < 2_000_000
+
+
+def test_every_shipped_checkpoint_loads_its_config_and_network_though_older_than_some_fields():
+    from tspike_lab.train import model_from_checkpoint
+
+    paths = sorted(reproduce.shipped_results().rglob("checkpoint.pt"))
+    assert paths
+    for path in paths:
+        saved = train_mod_load(path)["config"]
+        model, config = model_from_checkpoint(path)
+        assert isinstance(config, TrainConfig) and {k: getattr(config, k) for k in saved} == saved
+        assert config.num_steps == model.num_steps and not model.training
 
 
 def test_figure2_bins_realistically_sized_membranes_in_python_into_a_small_figure():
@@ -673,6 +709,16 @@ def test_reproduction_notebook_is_a_stripped_titled_record_with_one_commented_pa
     for node in tree.body:
         if isinstance(node, ast.AnnAssign):
             ast.literal_eval(node.value)  # typed literals only
+
+
+def test_a_parameter_name_has_one_type_across_every_reproduction_notebook():
+    types: dict[str, set[str]] = {}
+    for path in [*TABLE_NOTEBOOKS.values(), *OTHER_NOTEBOOKS.values()]:
+        for node in ast.parse(_params_cell(nbformat.read(path, as_version=4)).source).body:
+            if isinstance(node, ast.AnnAssign):
+                types.setdefault(node.target.id, set()).add(ast.unparse(node.annotation))
+    assert types["num_steps"] == {"Optional[list[int]]"}  # tables 1-4; table5 counts one T, named T
+    assert {name: t for name, t in types.items() if len(t) > 1} == {}
 
 
 @pytest.mark.parametrize("table", list(TABLE_NOTEBOOKS))

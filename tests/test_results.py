@@ -186,3 +186,16 @@ def test_read_regular_reads_a_file_under_its_cap_and_refuses_one_above_or_a_fold
         results.read_regular(tmp_path)
     with results.open_regular(path, "r") as f:
         assert f.read() == "12345"
+
+
+def test_a_folder_lock_refuses_a_second_holder_at_once_and_is_free_again_when_closed(tmp_path):
+    from tspike_lab.results import lock_folder
+
+    first = lock_folder(tmp_path)
+    try:
+        with pytest.raises(BlockingIOError):  # a second open file description: as another process would be
+            lock_folder(tmp_path)
+    finally:
+        first.close()
+    lock_folder(tmp_path).close()
+    assert (tmp_path / ".lock").is_file()

@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 import tspike_lab.data
-from tspike_lab import config
+from tspike_lab import config as config_mod
+from tspike_lab import hardware
 from tspike_lab.kernels import cpu
 from tspike_lab import train as train_mod
+from tspike_lab.config import TrainConfig
 from tspike_lab.models import build_model, spiking_layers
-from tspike_lab.errors import RunFolderError
-from tspike_lab.train import (History, TrainConfig, TrainingDiverged, evaluate, lr_at, param_groups, read_metrics,
-                              train, validate)
+from tspike_lab.errors import ConfigError, RunFolderError, TrainingDiverged
+from tspike_lab.train import History, evaluate, lr_at, param_groups, read_metrics, train
 
 # A digits run that trains in about a second: 44 steps of 32 per epoch.
 FAST = dict(dataset="digits", arch="small", width=8, num_steps=2, batch_size=32, progress=False)
@@ -90,22 +91,60 @@ def no_data(monkeypatch):
 
 
 @pytest.mark.parametrize("name,value", BAD_VALUES, ids=[f"{n}={v!r}" for n, v in BAD_VALUES])
-def test_train_rejects_a_bad_value_naming_the_field_before_reading_data(no_data, name, value):
-    config = TrainConfig(**{name: value})
-    with pytest.raises(ValueError) as err:
-        train(config)
+def test_a_config_with_a_bad_value_cannot_be_made_and_the_error_names_the_field(no_data, name, value):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{name: value})  # refused where it is made: train() never sees it, no data is read
     message = str(err.value)
     assert name in message
     assert repr(value) in message
+    assert err.value.field == name and err.value.allowed
+
+
+@pytest.mark.parametrize("name,value", BAD_VALUES, ids=[f"{n}={v!r}" for n, v in BAD_VALUES])
+def test_a_valid_config_cannot_be_changed_into_an_invalid_one(name, value):
+    config = TrainConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(config, name, value)
+    with pytest.raises(ConfigError, match=name):
+        dataclasses.replace(config, **{name: value})  # a changed copy is checked again
+    with pytest.raises(ConfigError, match=name):
+        TrainConfig.from_dict({**config.to_dict(), name: value})
+    assert config == TrainConfig()  # untouched
 
 
 def test_width_is_refused_for_a_paper_network(no_data):
-    with pytest.raises(ValueError, match=r"width.*small"):
-        validate(TrainConfig(arch="resnet19", width=8))
+    with pytest.raises(ConfigError, match=r"width.*small"):
+        TrainConfig(arch="resnet19", width=8)
 
 
-def test_the_default_config_is_valid():
-    assert validate(TrainConfig()) == TrainConfig()
+def test_the_default_config_is_valid_and_a_path_is_kept_as_its_string(tmp_path):
+    assert TrainConfig() == TrainConfig.from_dict(TrainConfig().to_dict())
+    config = TrainConfig(out_dir=tmp_path / "run", data_dir=None)
+    assert config.out_dir == str(tmp_path / "run") and json.loads(json.dumps(config.to_dict())) == config.to_dict()
+
+
+def test_train_takes_only_a_train_config(no_data):
+    with pytest.raises(ConfigError, match="config must be a TrainConfig, got dict"):
+        train(TrainConfig().to_dict())
+
+
+def test_every_field_has_its_meaning_in_its_metadata_and_describe_lists_them_all():
+    text = TrainConfig.describe()
+    for f in dataclasses.fields(TrainConfig):
+        assert isinstance(f.metadata.get("help"), str) and len(f.metadata["help"]) > 5, f.name
+        assert f"{f.name} = {f.default!r}: {f.metadata['help']}" in text
+    assert len(text.splitlines()) == len(dataclasses.fields(TrainConfig))
+    assert "one of ['resnet19'" in text  # a choice field lists what it allows
+    assert f"{dataclasses.fields(TrainConfig)[0].metadata['help']}" in TrainConfig.__doc__  # help(TrainConfig)
+
+
+def test_a_configs_network_is_built_one_way_with_every_model_field():
+    config = TrainConfig(arch="small", width=6, neuron="binary", num_steps=3, amplitude="channel", step_bn=True,
+                         init="released")
+    model = config.build_model(num_classes=7, in_channels=2)
+    assert (model.arch, model.neuron, model.num_steps, model.in_channels) == ("small", "binary", 3, 2)
+    assert model.classifier.out_features == 7 and model.stem.conv.out_channels == 6 and model.stem.step_bn
+    assert config.build_model(num_classes=7, in_channels=2, num_steps=1).num_steps == 1
 
 
 # --------------------------------------------------------------------------- pieces
@@ -386,7 +425,7 @@ def test_a_nan_mid_run_stops_naming_epoch_and_step_and_keeps_the_last_good_check
         model.register_forward_pre_hook(poison)
         return model
 
-    monkeypatch.setattr(train_mod, "build_model", build_poisoned)
+    monkeypatch.setattr(config_mod, "build_model", build_poisoned)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 7\b") as err:
         train(TrainConfig(**FAST, epochs=3, out_dir=str(tmp_path)))
     assert "epoch 1, the last good one" in str(err.value)
@@ -396,7 +435,7 @@ def test_a_nan_mid_run_stops_naming_epoch_and_step_and_keeps_the_last_good_check
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert not list(tmp_path.glob(".*.tmp"))
     # the last good checkpoint resumes (without the poison) and finishes the run
-    monkeypatch.setattr(train_mod, "build_model", build_model)
+    monkeypatch.setattr(config_mod, "build_model", build_model)
     h = train(TrainConfig(**FAST, epochs=3, out_dir=str(tmp_path)))
     assert h.column("epoch") == [1, 2, 3] and h.final["test_acc"] > 0.85
 
@@ -528,7 +567,7 @@ def test_evaluate_counts_a_wrapped_copy_of_a_distributed_shard_nowhere():
                                            (16, None)])
 def test_onednn_strided_1x1_hazard_names_the_small_nets_shortcut_at_narrow_widths(width, hazard):
     model = build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1, width=width)
-    assert config.onednn_1x1_hazard(model) == hazard
+    assert hardware.onednn_1x1_hazard(model) == hazard
 
 
 def test_small_widths_train_in_one_thread_without_corrupting_the_heap(tmp_path):

@@ -14,7 +14,6 @@ waited on.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import random
@@ -26,17 +25,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import RESUME_FREE, TrainConfig, validate
+from .config import RESUME_FREE, TrainConfig
 from .errors import CheckpointError, ConfigError, RunFolderError
-from .results import atomic_write, file_kind, open_regular, write_text_atomic
+from .results import atomic_write, file_kind, lock_folder, open_regular, write_text_atomic
 
-__all__ = ["CHECKPOINT", "METRICS", "RunDir", "load_checkpoint", "check_checkpoint", "check_resumable",
-           "check_model_state", "rng_state", "set_rng_state"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["CHECKPOINT", "METRICS", "CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "check_checkpoint",
+           "check_resumable", "check_model_state", "rng_state", "set_rng_state"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+# The layout of a checkpoint's dict, written as its "format" and checked on reading (absent in the first checkpoints)
+CHECKPOINT_FORMAT = 1
 
 
 def rng_state() -> dict[str, Any]:
@@ -225,8 +224,8 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike = CHECKPOINT) -> dict[st
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks {missing}: not a tspike_lab training checkpoint")
-    if "format" in ckpt and ckpt["format"] != 1:
-        raise _bad(path, f"format must be 1, got {ckpt['format']!r}")
+    if "format" in ckpt and ckpt["format"] != CHECKPOINT_FORMAT:
+        raise _bad(path, f"format must be {CHECKPOINT_FORMAT}, got {ckpt['format']!r}")
     epoch = ckpt["epoch"]
     if not _is_int(epoch) or epoch < 1:
         raise _bad(path, f"epoch must be an int >= 1, got {_kind(epoch)}")
@@ -253,7 +252,7 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike = CHECKPOINT) -> dict[st
     if not isinstance(config, dict):
         raise _bad(path, f"config must be a dict of TrainConfig fields, got {_kind(config)}")
     try:
-        saved = validate(TrainConfig.from_dict(config))
+        saved = TrainConfig.from_dict(config)
     except (ConfigError, TypeError) as exc:
         raise _bad(path, f"its config is not a valid TrainConfig ({exc})") from None
     if epoch > saved.epochs:
@@ -379,21 +378,11 @@ class RunDir:
         try:
             self._created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.path / ".lock", "a+")
+            self._lock = lock_folder(self.path)
+        except BlockingIOError:
+            raise RunFolderError(f"another process is training in out_dir {self.path}; refusing to share it") from None
         except OSError as exc:
             raise RunFolderError(f"out_dir {str(self.path)!r} cannot be used: {exc.strerror or exc}") from None
-        try:
-            import fcntl
-
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # no fcntl (Windows): no cross-process guard
-            pass
-        except BlockingIOError:
-            self._lock.close()
-            self._lock = None
-            raise RunFolderError(f"another process is training in out_dir {self.path}; refusing to share it") from None
-        except OSError as e:  # a file system without locks: carry on unguarded
-            logger.warning("cannot lock %s (%s); not guarding against a concurrent run", self.path, e)
         # temp files of a process killed while saving (we hold the lock: nobody else writes here)
         for name in (CHECKPOINT, METRICS):
             for stale in self.path.glob(f".{name}.*.tmp"):

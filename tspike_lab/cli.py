@@ -1,18 +1,21 @@
 """The ``tspike`` command line: ``tspike train --dataset cifar10 --arch resnet19 ...``.
 
-Every :class:`tspike_lab.train.TrainConfig` field is an option (``num_steps`` ->
-``--num-steps``; booleans as ``--amp/--no-amp``; ``none`` for an optional field's None).
-``train`` prints the final epoch's metrics as JSON on stdout (rank 0 only under torchrun);
-``env`` prints :func:`tspike_lab.results.environment`.
+Every :class:`tspike_lab.config.TrainConfig` field is an option (``num_steps`` ->
+``--num-steps``; booleans as ``--amp/--no-amp``; ``none`` for an optional field's None), its
+help the field's ``metadata["help"]``. ``--config FILE`` reads a JSON object of fields
+(``TrainConfig.to_dict()``; options given as well override it): torchrun launches take the
+config so. ``train`` prints the final epoch's metrics as JSON on stdout (rank 0 only under
+torchrun); ``env`` prints :func:`tspike_lab.results.environment`.
 
     tspike train --dataset digits --neuron ternary --epochs 10
     torchrun --standalone --nproc_per_node 8 -m tspike_lab train --dataset cifar10 --arch resnet19 \\
         --epochs 300 --out-dir runs/c10-r19
 
-Choices are not checked here: :func:`tspike_lab.config.validate` owns what is allowed and the
-command line prints its message. Every error a user can cause (:class:`tspike_lab.errors.TspikeError`)
-ends in one line on stderr and exit status 2 (3: the run diverged). Ctrl-C ends in one line and
-exit status 130; the run folder keeps its last checkpoint, and the same command resumes it.
+Values are not checked here: a TrainConfig checks itself when it is made, and the command line
+prints its message naming the option. Every error a user can cause
+(:class:`tspike_lab.errors.TspikeError`) ends in one line on stderr and exit status 2 (3: the run
+diverged); Ctrl-C ends in one line and exit status 130; the run folder keeps its last
+checkpoint, and the same command resumes it (:mod:`tspike_lab.frontend`).
 """
 from __future__ import annotations
 
@@ -27,49 +30,17 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
+from .checkpoint import CHECKPOINT
 from .config import CHOICES, TrainConfig
-from .errors import EXIT_INTERRUPTED, ConfigError, TspikeError, exit_code
-from .results import environment, json_safe, new_run_dir
+from .errors import ConfigError, TspikeError
+from .frontend import make_parser, one_line, rank0, run_guarded
+from .results import SpecialFileError, environment, json_safe, new_run_dir, read_regular
 from .train import train
 
-__all__ = ["main", "build_parser", "config_from_args", "config_to_args"]
+__all__ = ["main", "build_parser", "config_from_args", "option_help"]
 
-_HELP = {
-    "dataset": "data set",
-    "data_dir": "data folder (none: $TSPIKE_DATA or ~/.cache/tspike_lab)",
-    "arch": "network",
-    "neuron": "spiking neuron",
-    "num_steps": "time steps T (for cifar10-dvs also the number of frames)",
-    "width": "channels of arch 'small'",
-    "amplitude": "one trainable amplitude a per layer or per channel",
-    "batch_size": "per process",
-    "weight_decay": "on conv/linear weights only",
-    "warmup_epochs": "linear warm-up epochs",
-    "schedule": "learning-rate schedule (cosine per step)",
-    "loss": "ce: cross-entropy on T-averaged logits (paper); tet: Deng et al. 2022",
-    "tet_lambda": "TET MSE regularizer weight",
-    "tet_phi": "TET MSE target",
-    "grad_clip": "max gradient norm",
-    "augment": "training augmentation (the per-field options override the data set's recipe)",
-    "crop_padding": "random-crop padding; none: the data set's recipe",
-    "flip": "random horizontal flip; none: the data set's recipe",
-    "autoaugment": "AutoAugment CIFAR10 policy; none: the data set's recipe",
-    "cutout": "Cutout square side; none: the data set's recipe",
-    "roll": "random roll in pixels; none: the data set's recipe",
-    "amp": "bf16 autocast on CUDA",
-    "cpu_amp": "bf16 autocast on a CPU with native bf16 (AVX512-BF16 / AMX)",
-    "channels_last": "channels-last memory format (image input)",
-    "device": "auto, cpu, cuda, cuda:N",
-    "sync_bn": "SyncBatchNorm under torchrun",
-    "out_dir": "run folder (metrics.jsonl, checkpoint.pt); resumed if it holds a checkpoint",
-    "resume": "continue from out_dir's checkpoint",
-    "assume_same_data": "resume a checkpoint that records no data fingerprint (written before tspike_lab recorded "
-                        "one) on data_dir's data, which you vouch is the data it was trained on",
-    "max_steps_per_epoch": "truncate epochs (smoke tests)",
-    "max_eval_steps": "truncate test passes (smoke tests)",
-    "eval_every": "test every k epochs (and at the last)",
-    "progress": "tqdm progress bar",
-}
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_CONFIG_FILE_BYTES = 1 << 20  # a config is about 1.5 kB of JSON
 
 
 def _optional(conv):
@@ -80,31 +51,39 @@ def _optional(conv):
     return parse
 
 
+def option_help(field: dataclasses.Field) -> str:
+    """The help of a field's option: its ``metadata["help"]`` and its default."""
+    return f"{field.metadata['help']} (default: {field.default})"
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
+    for f in _FIELDS.values():
         hint = hints[f.name]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
         base = args[0] if optional else hint
         flag = "--" + f.name.replace("_", "-")
-        help_ = _HELP.get(f.name, "")
-        kw: dict[str, Any] = {"default": f.default, "dest": f.name}
+        # SUPPRESS: an option not given leaves no value, so --config's value (or the field's default) stands
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name,
+                              "help": option_help(f).replace("%", "%%")}
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                help=f"{help_} (default: {f.default})".strip(), **kw)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
         conv = {int: int, float: float, str: str}[base]
         kw["type"] = _optional(conv) if optional else conv
         kw["metavar"] = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else base.__name__.upper()
-        parser.add_argument(flag, help=f"{help_} (default: {f.default})".strip(), **kw)
+        parser.add_argument(flag, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """``tspike`` with sub-commands ``train`` (options from TrainConfig) and ``env``."""
-    parser = argparse.ArgumentParser(prog="tspike", description="Ternary-spike SNNs (Guo et al., AAAI 2024)")
+    parser = make_parser("tspike", "Ternary-spike SNNs (Guo et al., AAAI 2024)")
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train a spiking network; prints the final metrics as JSON")
+    tr.add_argument("--config", metavar="FILE", default=None,
+                    help="a JSON object of TrainConfig fields (TrainConfig.to_dict()); options given as well "
+                         "override it")
     _add_config_options(tr)
     tr.add_argument("--new-run-in", metavar="DIR", default=None,
                     help="create a new, unique run folder under DIR (tspike_lab.results.new_run_dir) as out_dir")
@@ -113,108 +92,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_file(path: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(read_regular(path, max_bytes=_CONFIG_FILE_BYTES))
+    except (OSError, SpecialFileError) as exc:
+        raise ConfigError(f"--config {path!r} cannot be read: {getattr(exc, 'strerror', None) or exc}",
+                          field="config", value=path, allowed="a readable JSON file") from None
+    except ValueError as exc:
+        raise ConfigError(f"--config {path!r} is not JSON ({exc})", field="config", value=path,
+                          allowed="a JSON object of TrainConfig fields") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"--config {path!r} holds {type(obj).__name__}, not a JSON object of TrainConfig fields",
+                          field="config", value=path, allowed="a JSON object of TrainConfig fields")
+    return obj
+
+
 def config_from_args(ns: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig named by parsed ``train`` options."""
-    return TrainConfig(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig)})
+    """The TrainConfig named by parsed ``train`` options: ``--config``'s fields, then the options given.
+
+    Raises:
+        ConfigError: an unreadable ``--config``, or a value a TrainConfig refuses.
+    """
+    fields = _config_file(ns.config) if getattr(ns, "config", None) is not None else {}
+    fields.update({name: getattr(ns, name) for name in _FIELDS if hasattr(ns, name)})
+    return TrainConfig.from_dict(fields)
 
 
-def config_to_args(config: TrainConfig) -> list[str]:
-    """``tspike train`` options that rebuild ``config``: the inverse of :func:`config_from_args` (for torchrun)."""
-    args: list[str] = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
-        elif value is None:
-            if f.default is not None:  # optional booleans (flip, autoaugment) have no "none": their default is None
-                args += [flag, "none"]
-        else:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
-    return args
-
-
-_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
-
-
-def _message(e: TspikeError, config: TrainConfig) -> str:
+def _message(e: TspikeError, config: TrainConfig | None) -> str:
     """The error's line, naming a TrainConfig field as its option (``--num-steps``); other errors as they are."""
     field = getattr(e, "field", None)
     if not (isinstance(e, ConfigError) and field is not None and e.allowed is not None):
-        return _one_line(str(e))
-    if field == "root" and config.data_dir is not None:  # a data loader's root is the --data-dir given
+        return one_line(str(e))
+    if field == "root" and config is not None and config.data_dir is not None:  # a loader's root is --data-dir
         field = "data_dir"
     if field not in _FIELDS:
-        return str(e)
+        return one_line(str(e))
     return f"--{field.replace('_', '-')} must be {e.allowed}, got {e.value!r}"
 
 
-def _one_line(text: str) -> str:
-    """An error's text on one line: a DataLoader worker's re-raised error carries the worker's traceback, whose
-    last line is the original message."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) > 1 and "DataLoader worker" in lines[0]:
-        last = lines[-1]
-        return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
-    return " ".join(line.strip() for line in lines)
-
-
-def _interrupted(config: TrainConfig) -> str:
-    folder = config.out_dir
+def _interrupted(config: TrainConfig | None) -> str:
+    folder = config.out_dir if config is not None else None
     if folder is None:
         return "interrupted (Ctrl-C); no run folder was kept (out_dir none)"
-    from .checkpoint import CHECKPOINT
-
     ckpt = Path(folder) / CHECKPOINT
     if ckpt.is_file():
         return f"interrupted (Ctrl-C); {str(ckpt)!r} holds the last finished epoch: run the same command to resume"
     return f"interrupted (Ctrl-C) before the first epoch ended; no checkpoint in {str(folder)!r}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tspike`` and ``python -m tspike_lab``; returns the exit status."""
-    parser = build_parser()
-    ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if ns.command == "env":
-        print(json.dumps(environment(), indent=2))
-        return 0
-
-    rank0 = os.environ.get("RANK", "0").strip() in ("", "0")
-    logging.basicConfig(level=getattr(logging, ns.log_level), format="%(levelname)s %(name)s: %(message)s")
-    config = config_from_args(ns)
-    made = None  # the folder --new-run-in made: removed again if the run fails before writing anything
-    try:
-        if ns.new_run_in is not None:
-            if config.out_dir is not None:
-                raise ConfigError("give --out-dir or --new-run-in, not both")
-            if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
-                raise ConfigError("--new-run-in cannot be used under torchrun (each process would make a folder); "
-                                  "use --out-dir")
-            from .config import validate
-
-            validate(config)  # before a folder is made
-            if os.path.exists(ns.new_run_in) and not os.path.isdir(ns.new_run_in):
-                raise ConfigError(f"--new-run-in {ns.new_run_in!r} is a file, not a folder; give the folder to "
-                                  f"create the run folder in (it is created if missing)")
-            made = new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}")
-            config.out_dir = str(made)
-        history = train(config)
-    except TspikeError as e:
-        _remove_if_empty(made)
-        if rank0:
-            print(f"tspike train: error: {_message(e, config)}", file=sys.stderr)
-        return exit_code(e)
-    except KeyboardInterrupt:
-        _remove_if_empty(made)
-        if rank0:
-            print(f"tspike train: {_interrupted(config)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if rank0:
-        final = dict(history.final)
-        if history.run_dir is not None:
-            final["run_dir"] = history.run_dir
-        print(json.dumps(json_safe(final), indent=2))
-    return 0
 
 
 def _remove_if_empty(folder: Path | None) -> None:
@@ -223,6 +146,49 @@ def _remove_if_empty(folder: Path | None) -> None:
             folder.rmdir()  # only an empty folder goes
         except OSError:
             pass
+
+
+def _train_command(ns: argparse.Namespace) -> int:
+    config: TrainConfig | None = None
+    made: Path | None = None  # the folder --new-run-in made: removed again if the run fails before writing anything
+
+    def work() -> int:
+        nonlocal config, made
+        config = config_from_args(ns)
+        if ns.new_run_in is not None:
+            if config.out_dir is not None:
+                raise ConfigError("give --out-dir or --new-run-in, not both")
+            if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+                raise ConfigError("--new-run-in cannot be used under torchrun (each process would make a folder); "
+                                  "use --out-dir")
+            if os.path.exists(ns.new_run_in) and not os.path.isdir(ns.new_run_in):
+                raise ConfigError(f"--new-run-in {ns.new_run_in!r} is a file, not a folder; give the folder to "
+                                  f"create the run folder in (it is created if missing)")
+            made = new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}")
+            config = dataclasses.replace(config, out_dir=str(made))
+        history = train(config)
+        if rank0():
+            final = dict(history.final)
+            if history.run_dir is not None:
+                final["run_dir"] = history.run_dir
+            print(json.dumps(json_safe(final), indent=2))
+        return 0
+
+    code = run_guarded("tspike train", work, explain=lambda e: _message(e, config),
+                       interrupted=lambda: _interrupted(config))
+    if code != 0:
+        _remove_if_empty(made)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tspike`` and ``python -m tspike_lab``; returns the exit status."""
+    ns = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if ns.command == "env":
+        print(json.dumps(environment(), indent=2))
+        return 0
+    logging.basicConfig(level=getattr(logging, ns.log_level), format="%(levelname)s %(name)s: %(message)s")
+    return _train_command(ns)
 
 
 if __name__ == "__main__":

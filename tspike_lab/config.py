@@ -1,17 +1,24 @@
-"""What a training run may be: :class:`TrainConfig` and its one :func:`validate`.
+"""What a training run may be: :class:`TrainConfig`, checked once, when it is made.
 
-Every choice field is backed by a registry (``CHOICES``): ``dataset`` by
-:data:`tspike_lab.data.DATASETS`, ``arch`` by :data:`tspike_lab.models.ARCHS`, ``neuron`` by
-:data:`tspike_lab.models.NEURONS`, and so on. The command line (:mod:`tspike_lab.cli`) and the
-reproduction pipeline (:mod:`tspike_lab.reproduce`) translate their parameters into a
-TrainConfig and let :func:`validate` decide; a bad value raises
-:class:`tspike_lab.errors.ConfigError` naming the field, the value and what is allowed.
+A TrainConfig is frozen and checks itself on construction: every choice field against its
+registry (``CHOICES``: ``dataset`` against :data:`tspike_lab.data.DATASETS`, ``arch`` against
+:data:`tspike_lab.models.ARCHS`, ``neuron`` against :data:`tspike_lab.models.NEURONS`, ...),
+every number against its range, and the fields that must agree (width with arch, the data's
+image size with the arch). A bad value raises :class:`tspike_lab.errors.ConfigError` naming the
+field, the value and what is allowed, so a TrainConfig that exists is valid. What depends on
+the machine (the device, memory, native bfloat16, torchrun's variables) is checked where a run
+starts (:func:`tspike_lab.train.train`, :mod:`tspike_lab.hardware`).
+
+Each field's meaning is its ``metadata["help"]``, the one text the command line
+(``tspike train --help``), the reproduction pipeline and :meth:`TrainConfig.describe` show.
+A changed config is a new one: ``dataclasses.replace(config, out_dir=...)``.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+import textwrap
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -19,14 +26,14 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from . import hardware
 from .data import DATASETS
 from .errors import ConfigError, ResourceError
-from .models import ARCHS, INITS, NEURONS
-from .models.layers import AMPLITUDES
+from .models import ARCHS, INITS, NEURONS, SpikingNet, build_model
+from .models.layers import AMPLITUDES, MultiStepLIF
 
-__all__ = ["TrainConfig", "validate", "CHOICES", "OPTIMIZERS", "SCHEDULES", "LOSSES", "AMP_DTYPES", "RESUME_FREE",
-           "resolve_device", "cpu_bf16_reason", "onednn_1x1_hazard", "check_environment", "estimate_memory",
-           "available_memory", "check_memory"]
+__all__ = ["TrainConfig", "CHOICES", "OPTIMIZERS", "SCHEDULES", "LOSSES", "AMP_DTYPES", "RESUME_FREE",
+           "estimate_memory", "check_memory"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "cosine_epoch", "constant")
@@ -37,107 +44,134 @@ LOSSES = ("ce", "tet")
 # of these may be resumed.
 RESUME_FREE = ("data_dir", "device", "out_dir", "resume", "progress", "num_workers", "assume_same_data")
 
+_RECIPE = "None: the data set's recipe, DATASETS[dataset].augment"
 
-@dataclass
+
+def _field(default: Any, help: str) -> Any:
+    """A field with a default and its meaning (``metadata["help"]``)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on; plain typed defaults (the paper's recipe).
+    """Everything a training run depends on: plain typed defaults (the paper's recipe), checked when made.
 
-    Data and model:
-        dataset: one of ``tspike_lab.data.DATASETS``. data_dir: its folder (None: the data default).
-        arch: one of ``ARCHS``. neuron: one of ``NEURONS``. num_steps: T (time steps; for
-        cifar10-dvs also the number of event frames). width: channels of arch "small" only.
-        amplitude: "layer" (one trainable a per layer, Eq. 13-14) or "channel".
-        step_bn: BatchNorms outside residual blocks (stems, every VGG BN) normalise each time step,
-        as the released ``SpikeConv`` (False: over T*B). init: "torch" (PyTorch's defaults) or
-        "released" (the released code's, :func:`tspike_lab.models.released_init`).
-    Optimization:
-        epochs, batch_size (per process; global batch = batch_size * world size),
-        optimizer ("sgd" | "adamw"), lr, momentum (SGD), weight_decay (conv/linear weights only;
-        BatchNorm, biases and amplitudes a are exempt, as the paper's code), warmup_epochs
-        (linear warm-up), schedule ("cosine": per step to 0 | "cosine_epoch": constant within an
-        epoch, stepped per epoch as the released ``CosineAnnealingLR(T_max=epochs)`` | "constant"), label_smoothing,
-        loss ("ce": cross-entropy on T-averaged logits, the paper; "tet": Deng et al. 2022,
-        ``(1 - tet_lambda) * mean_t CE(logits_t, y) + tet_lambda * MSE(logits_t, tet_phi)``),
-        grad_clip (max global grad norm; None: off).
-    Augmentation (training only; None: the data set's recipe, ``DATASETS[dataset].augment``):
-        augment (False: none at all), crop_padding, flip, autoaugment, cutout, roll.
-    Hardware:
-        amp (autocast on CUDA in ``amp_dtype``: "bfloat16", or "float16" with a GradScaler as the
-        released ImageNet script), cpu_amp (bf16 autocast on a CPU with native bf16,
-        AVX512-BF16 or AMX; off by default: it changes float32 results), channels_last
-        (image input, CUDA and CPU: faster convolutions on both), device
-        ("auto": cuda:LOCAL_RANK if available, else cpu), sync_bn (SyncBatchNorm when
-        distributed on GPUs; a no-op in one process), num_workers (DataLoader workers, file-based data only).
-    Bookkeeping:
-        seed, out_dir (run folder; None: no files), resume (continue from out_dir's
-        checkpoint), assume_same_data (resume a checkpoint that records no data fingerprint,
-        written before tspike_lab recorded one, as if trained on data_dir's data; otherwise such
-        a resume is refused, since nothing can tell other data apart), max_steps_per_epoch and
-        max_eval_steps (truncate epochs, for smoke tests), eval_every (test every k epochs and
-        at the last), progress (tqdm bar).
+    Frozen: ``dataclasses.replace(config, epochs=3)`` makes a changed copy (checked again).
+    ``TrainConfig.describe()`` lists every field with its default and meaning (below).
     """
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    arch: str = "small"
-    neuron: str = "trainable_ternary"
-    num_steps: int = 2
-    width: int | None = None
-    amplitude: str = "layer"
-    step_bn: bool = False
-    init: str = "torch"
+    # data and model
+    dataset: str = _field("digits", "data set (tspike_lab.data.DATASETS)")
+    data_dir: str | None = _field(None, "its folder or archive (None: $TSPIKE_DATA or ~/.cache/tspike_lab; "
+                                        "the embedded digits take none)")
+    arch: str = _field("small", "network (tspike_lab.models.ARCHS)")
+    neuron: str = _field("trainable_ternary", "spiking neuron (tspike_lab.models.NEURONS)")
+    num_steps: int = _field(2, "time steps T (for cifar10-dvs also the number of event frames)")
+    width: int | None = _field(None, "channels of arch 'small' (None: its default; other archs take None)")
+    amplitude: str = _field("layer", "one trainable amplitude a per 'layer' (Eq. 13-14) or per 'channel'")
+    step_bn: bool = _field(False, "BatchNorms outside residual blocks (stems, every VGG BN) normalise each time "
+                                  "step, as the released SpikeConv (False: over T*B)")
+    init: str = _field("torch", "initial weights: PyTorch's defaults ('torch') or the released code's "
+                                "('released', tspike_lab.models.released_init)")
 
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 0
-    schedule: str = "cosine"
-    label_smoothing: float = 0.0
-    loss: str = "ce"
-    tet_lambda: float = 0.0
-    tet_phi: float = 1.0
-    grad_clip: float | None = None
+    # optimization
+    epochs: int = _field(10, "training epochs")
+    batch_size: int = _field(128, "samples per step and process (global batch = batch_size x world size)")
+    optimizer: str = _field("sgd", "optimizer (adamw: torch defaults, momentum unused)")
+    lr: float = _field(0.1, "peak learning rate")
+    momentum: float = _field(0.9, "SGD momentum")
+    weight_decay: float = _field(1e-4, "on conv/linear weights only (BatchNorm, biases and amplitudes a are "
+                                       "exempt, as the paper's code)")
+    warmup_epochs: int = _field(0, "linear warm-up epochs")
+    schedule: str = _field("cosine", "learning-rate schedule: 'cosine' (per step to 0), 'cosine_epoch' (constant "
+                                     "within an epoch, as the released CosineAnnealingLR(T_max=epochs)) or "
+                                     "'constant'")
+    label_smoothing: float = _field(0.0, "cross-entropy label smoothing")
+    loss: str = _field("ce", "'ce': cross-entropy on T-averaged logits (the paper); 'tet': Deng et al. 2022, "
+                             "(1 - tet_lambda) * mean_t CE(logits_t, y) + tet_lambda * MSE(logits_t, tet_phi)")
+    tet_lambda: float = _field(0.0, "weight of TET's MSE regularizer (0 unless loss='tet')")
+    tet_phi: float = _field(1.0, "target of TET's MSE regularizer")
+    grad_clip: float | None = _field(None, "largest global gradient norm (None: no clipping)")
 
-    augment: bool = True
-    crop_padding: int | None = None
-    flip: bool | None = None
-    autoaugment: bool | None = None
-    cutout: int | None = None
-    roll: int | None = None
+    # augmentation, training only
+    augment: bool = _field(True, "training augmentation (False: none at all; the five fields below override the "
+                                 "data set's recipe)")
+    crop_padding: int | None = _field(None, f"random-crop padding in pixels ({_RECIPE})")
+    flip: bool | None = _field(None, f"random horizontal flip ({_RECIPE})")
+    autoaugment: bool | None = _field(None, f"AutoAugment's CIFAR10 policy ({_RECIPE})")
+    cutout: int | None = _field(None, f"side of the Cutout square in pixels ({_RECIPE})")
+    roll: int | None = _field(None, f"largest random roll in pixels ({_RECIPE})")
 
-    amp: bool = True
-    amp_dtype: str = "bfloat16"
-    cpu_amp: bool = False
-    channels_last: bool = True
-    device: str = "auto"
-    sync_bn: bool = False
-    num_workers: int = 4
+    # hardware
+    amp: bool = _field(True, "autocast on CUDA in amp_dtype")
+    amp_dtype: str = _field("bfloat16", "autocast dtype on CUDA ('float16' with a GradScaler, as the released "
+                                        "ImageNet script)")
+    cpu_amp: bool = _field(False, "bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16 or AMX); it "
+                                  "changes float32 results")
+    channels_last: bool = _field(True, "channels-last memory format for image input (faster convolutions on "
+                                       "CUDA and CPU)")
+    device: str = _field("auto", "'auto' (cuda:LOCAL_RANK where CUDA is present, else cpu), 'cpu', 'cuda' or "
+                                 "'cuda:N'")
+    sync_bn: bool = _field(False, "SyncBatchNorm when distributed on GPUs (torchrun; a no-op in one process)")
+    num_workers: int = _field(4, "DataLoader workers (file-based data only)")
 
-    seed: int = 0
-    out_dir: str | None = None
-    resume: bool = True
-    assume_same_data: bool = False
-    max_steps_per_epoch: int | None = None
-    max_eval_steps: int | None = None
-    eval_every: int = 1
-    progress: bool = True
+    # bookkeeping
+    seed: int = _field(0, "seed of the initial weights, the data order and the augmentation")
+    out_dir: str | None = _field(None, "run folder (metrics.jsonl, checkpoint.pt), resumed if it holds a "
+                                       "checkpoint (None: no files)")
+    resume: bool = _field(True, "continue from out_dir's checkpoint")
+    assume_same_data: bool = _field(False, "resume a checkpoint that records no data fingerprint (written before "
+                                           "tspike_lab recorded one) on data_dir's data, which you vouch is the "
+                                           "data it was trained on (otherwise such a resume is refused)")
+    max_steps_per_epoch: int | None = _field(None, "truncate each epoch to this many steps (smoke tests; None: "
+                                                   "the whole split)")
+    max_eval_steps: int | None = _field(None, "truncate each test pass to this many batches (smoke tests; "
+                                              "None: the whole split)")
+    eval_every: int = _field(1, "test every k epochs (and after the last)")
+    progress: bool = _field(True, "tqdm progress bar")
+
+    def __post_init__(self) -> None:
+        for name in ("data_dir", "out_dir"):  # a Path is kept as its string: configs are JSON
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+        _check(self)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name: plain JSON values (checkpoints and torchrun carry configs so)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """The config ``d`` describes; fields it lacks take their defaults (a checkpoint older than them)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(names)}")
         return cls(**d)
 
+    @classmethod
+    def describe(cls) -> str:
+        """Every field, one line each: ``name = default: meaning`` (its ``metadata["help"]``), with what a choice
+        field allows."""
+        lines = []
+        for f in dataclasses.fields(cls):
+            allowed = f"; one of {list(CHOICES[f.name])}" if f.name in CHOICES else ""
+            lines.append(f"{f.name} = {f.default!r}: {f.metadata['help']}{allowed}")
+        return "\n".join(lines)
 
-# The registry behind every choice field: validate() checks against it, the CLI lists it.
+    def build_model(self, *, num_classes: int, in_channels: int, num_steps: int | None = None) -> SpikingNet:
+        """The network this config trains (arch, neuron, T, amplitude, step_bn, init, width), freshly initialised.
+
+        ``num_steps`` overrides T (None: the config's).
+        """
+        extra = {"width": self.width} if self.width is not None else {}
+        return build_model(self.arch, neuron=self.neuron, num_classes=num_classes,
+                           num_steps=self.num_steps if num_steps is None else num_steps, in_channels=in_channels,
+                           amplitude=self.amplitude, step_bn=self.step_bn, init=self.init, **extra)
+
+
+# The registry behind every choice field: the check refuses what is not in it, the CLI lists it.
 CHOICES: Mapping[str, Mapping | tuple] = MappingProxyType({
     "dataset": DATASETS,
     "arch": ARCHS,
@@ -149,6 +183,8 @@ CHOICES: Mapping[str, Mapping | tuple] = MappingProxyType({
     "init": INITS,
     "amp_dtype": AMP_DTYPES,
 })
+
+TrainConfig.__doc__ += "\n    Fields:\n" + textwrap.indent(TrainConfig.describe(), " " * 8) + "\n"
 
 _DEVICE_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
@@ -163,6 +199,13 @@ def _is_int(v: Any) -> bool:
 
 def _is_real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_choices(c: TrainConfig) -> None:
+    for name, registry in CHOICES.items():
+        value = getattr(c, name)
+        if not isinstance(value, str) or value not in registry:
+            _fail(name, value, f"one of {list(registry)}")
 
 
 def _check_ranges(c: TrainConfig) -> None:
@@ -236,58 +279,12 @@ def _check_pairing(c: TrainConfig) -> None:
                               f"at least {need}x{need}")
 
 
-def validate(config: TrainConfig) -> TrainConfig:
-    """Check every field against its registry or range; raise ConfigError naming field, value and what is allowed.
-
-    Touches no data and no device. Returns ``config`` unchanged.
-    """
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
-    for name, registry in CHOICES.items():
-        value = getattr(config, name)
-        if not isinstance(value, str) or value not in registry:
-            _fail(name, value, f"one of {list(registry)}")
-    _check_ranges(config)
-    _check_paths_and_device(config)
-    _check_pairing(config)
-    check_environment()
-    return config
-
-
-def check_environment() -> None:
-    """Raise ConfigError naming the variable when ``TSPIKE_STREAM_BYTES``, ``TSPIKE_RECYCLE_MB``, ``TSPIKE_SIMD`` or one of
-    torchrun's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` is not a whole number >= 0 (``TSPIKE_DATA`` is
-    checked where the data folder is used: :func:`tspike_lab.data.cache_dir`)."""
-    from .kernels.recycle import env_int
-
-    env_int("TSPIKE_STREAM_BYTES", 0, unit="bytes")
-    env_int("TSPIKE_RECYCLE_MB", 0, unit="MiB")
-    from .kernels.cpu import simd_from_env
-
-    simd_from_env()
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        env_int(name, 0)
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """The torch device a ``device`` string names: "auto" is cuda:local_rank where CUDA is present, else cpu.
-
-    Raises ConfigError for a CUDA device on a machine without CUDA.
-    """
-    if device == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device is {device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'",
-                              field="device", value=device, allowed="'auto' or 'cpu' (no CUDA here)")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        if dev.index >= torch.cuda.device_count():
-            n = torch.cuda.device_count()
-            raise ConfigError(f"device is {device!r} but this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})",
-                              field="device", value=device, allowed=f"'auto', 'cpu' or 'cuda:0'..'cuda:{n - 1}'")
-    return dev
+def _check(c: TrainConfig) -> None:
+    """Every intrinsic rule of a TrainConfig (no data, no device, no environment): ConfigError at the first broken one."""
+    _check_choices(c)
+    _check_ranges(c)
+    _check_paths_and_device(c)
+    _check_pairing(c)
 
 
 # --------------------------------------------------------------------------- will it fit
@@ -307,17 +304,11 @@ def estimate_memory(config: TrainConfig, *, in_channels: int, image_size: tuple[
         dict with ``params`` (count), ``weights`` (weights + gradients + optimizer state, bytes),
         ``activations`` (bytes) and ``total`` (bytes).
     """
-    from .models import build_model
-    from .models.layers import MultiStepLIF
-
-    extra = {"width": config.width} if config.width is not None else {}
-    extra.update({k: getattr(config, k) for k in ("step_bn", "init") if hasattr(config, k)})  # recipe fields, if any
     kept = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, MultiStepLIF)
     acts, params = [], 0
     for t in (1, 2):
         with torch.device("meta"):
-            model = build_model(config.arch, neuron=config.neuron, num_classes=num_classes, num_steps=t,
-                                in_channels=in_channels, amplitude=config.amplitude, **extra)
+            model = config.build_model(num_classes=num_classes, in_channels=in_channels, num_steps=t)
         params = sum(p.numel() for p in model.parameters())
         total = [0]
 
@@ -339,87 +330,6 @@ def estimate_memory(config: TrainConfig, *, in_channels: int, image_size: tuple[
     return {"params": params, "weights": weights, "activations": activations, "total": weights + activations}
 
 
-def _cgroup_free(root: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
-    """The cgroup's memory limit less its working set (usage less inactive page cache, which is reclaimable)."""
-    for limit_name, usage_name, stat_name, inactive in (
-            ("memory.max", "memory.current", "memory.stat", "inactive_file"),
-            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
-             "total_inactive_file")):
-        try:
-            with open(os.path.join(root, limit_name), encoding="ascii") as f:
-                limit = f.read().strip()
-            with open(os.path.join(root, usage_name), encoding="ascii") as f:
-                usage = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if not limit.isdigit() or int(limit) >= 2**60:  # "max", or v1's "no limit"
-            continue
-        cache = 0
-        try:
-            with open(os.path.join(root, stat_name), encoding="ascii") as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == inactive:
-                        cache = int(value)
-        except (OSError, ValueError):
-            pass
-        return max(int(limit) - max(usage - cache, 0), 0), f"the cgroup's memory limit ({os.path.join(root, limit_name)})"
-    return None
-
-
-def _rlimit_free() -> tuple[int, str] | None:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    best = None
-    for name, field in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")):
-        kind = getattr(resource, name, None)
-        if kind is None:
-            continue
-        soft = resource.getrlimit(kind)[0]
-        if soft == resource.RLIM_INFINITY or soft < 0:
-            continue
-        used = 0
-        try:
-            with open("/proc/self/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        used = int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            pass
-        free = max(soft - used, 0)
-        if best is None or free < best[0]:
-            best = (free, f"the process limit {name} (ulimit)")
-    return best
-
-
-def available_memory(device: torch.device) -> tuple[int, str] | None:
-    """Bytes free for a run on ``device`` and where the number comes from; None when it cannot be told.
-
-    CUDA: the device's free memory. CPU: the least of MemAvailable (/proc/meminfo), the
-    cgroup's limit less its usage, and the address-space / data ulimits less this process's use.
-    """
-    if device.type == "cuda":
-        try:
-            free, _ = torch.cuda.mem_get_info(device)
-        except (RuntimeError, AssertionError):
-            return None
-        return int(free), f"free memory of {device}"
-    found = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found.append((int(line.split()[1]) * 1024, "MemAvailable (/proc/meminfo)"))
-    except (OSError, ValueError, IndexError):
-        pass
-    for extra in (_cgroup_free(), _rlimit_free()):
-        if extra is not None:
-            found.append(extra)
-    return min(found) if found else None
-
-
 def _size(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
         if n < 1024 or unit == "EiB":
@@ -430,7 +340,8 @@ def _size(n: float) -> str:
 
 def check_memory(config: TrainConfig, device: torch.device, *, in_channels: int, image_size: tuple[int, int],
                  num_classes: int, is_sequence: bool = False) -> dict[str, int]:
-    """Raise ResourceError when :func:`estimate_memory` (a lower bound) exceeds :func:`available_memory`.
+    """Raise ResourceError when :func:`estimate_memory` (a lower bound) exceeds
+    :func:`tspike_lab.hardware.available_memory`.
 
     Called before the network is built, so a width, batch or T that cannot fit is refused in one
     line instead of failing in the allocator. Returns the estimate.
@@ -438,7 +349,7 @@ def check_memory(config: TrainConfig, device: torch.device, *, in_channels: int,
     half = (config.amp and device.type == "cuda") or (config.cpu_amp and device.type == "cpu")
     est = estimate_memory(config, in_channels=in_channels, image_size=image_size, num_classes=num_classes,
                           is_sequence=is_sequence, half=half)
-    free = available_memory(device)
+    free = hardware.available_memory(device)
     if free is not None and est["total"] > free[0]:
         width = f"width={config.width}, " if config.width is not None else ""
         raise ResourceError(
@@ -447,39 +358,3 @@ def check_memory(config: TrainConfig, device: torch.device, *, in_channels: int,
             f"optimizer state {_size(est['weights'])}, activations {_size(est['activations'])}), but "
             f"{_size(free[0])} is available ({free[1]}); lower batch_size, num_steps or width")
     return est
-
-
-# --------------------------------------------------------------------------- what this CPU can do
-
-
-def cpu_bf16_reason() -> str | None:
-    """None if this CPU computes bfloat16 natively (AVX512-BF16 or AMX), else why not."""
-    try:
-        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
-            return None
-    except AttributeError:  # pragma: no cover - older torch
-        return "this torch cannot tell whether the CPU has AVX512-BF16 or AMX"
-    return "this CPU has neither AVX512-BF16 nor AMX: bfloat16 convolutions would be emulated and slower"
-
-
-def onednn_1x1_hazard(model: nn.Module) -> str | None:
-    """The first Conv2d of ``model`` whose CPU backward corrupts the heap in channels-last, or None.
-
-    oneDNN 3.12 (torch 2.13 CPU wheels; kernel ``jit_1x1:avx2`` backward_weights) writes out of
-    bounds computing the weight gradient of a 1x1 convolution with stride > 1 on channels-last
-    input with 2..7 input channels when torch runs one thread: the heap is corrupted and the
-    process dies later ("corrupted size vs. prev_size", "free(): invalid size", segfaults).
-    Arch "small" at widths 2..7 has such a shortcut (its stage-2 downsampling 1x1 conv). Measured
-    on an AVX2 CPU; an AVX-512 CPU blocks channels by 16, so there up to 15 channels are avoided.
-    Pure-torch repro (crashes within 20 iterations)::
-
-        torch.set_num_threads(1)
-        conv = nn.Conv2d(2, 4, 1, stride=2, bias=False).to(memory_format=torch.channels_last)
-        x = torch.randn(256, 2, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
-        conv(x).sum().backward()
-    """
-    limit = 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and 1 < m.in_channels < limit:
-            return name
-    return None

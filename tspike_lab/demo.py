@@ -13,7 +13,6 @@ every difference below is computed from the runs, paired by seed.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import reproduce, viz
-from .errors import TspikeError, exit_code
+from .frontend import make_parser, run_guarded
 from .info import capacity_bits
 from .models import NEURONS
 from .results import mean_std
@@ -172,7 +171,7 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tspike_lab.demo``: run the demo and print its table, the run folder and the figure."""
-    parser = argparse.ArgumentParser(prog="python -m tspike_lab.demo", description=__doc__.split("\n\n")[0])
+    parser = make_parser("python -m tspike_lab.demo", __doc__)
     parser.add_argument("--out-dir", default="runs/demo", help="parent of the new run folder")
     parser.add_argument("--widths", type=_ints, default=None, help="e.g. 1,2,4,8,16")
     parser.add_argument("--num-steps", type=_ints, default=None, help="time steps T, e.g. 1,2")
@@ -180,17 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None, help="parallel training runs (default: one per core)")
     ns = parser.parse_args(argv)
-    try:
+
+    def work() -> int:
         result = run_demo(ns.out_dir, widths=ns.widths, num_steps=ns.num_steps, seeds=ns.seeds, epochs=ns.epochs,
                           workers=ns.workers)
-    except TspikeError as exc:
-        print(f"python -m tspike_lab.demo: error: {exc}", file=sys.stderr)
-        return exit_code(exc)
-    print(result.text)
-    print(f"run folder: {result.run_dir}")
-    print(f"figure:     {result.figure_path}")
-    print(f"wall time:  {result.wall_time_s:.0f} s")
-    return 0
+        print(result.text)
+        print(f"run folder: {result.run_dir}")
+        print(f"figure:     {result.figure_path}")
+        print(f"wall time:  {result.wall_time_s:.0f} s")
+        return 0
+
+    return run_guarded("python -m tspike_lab.demo", work)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .probes import record
+
 __all__ = [
     "E_MAC_PJ",
     "E_AC_PJ",
@@ -317,8 +319,6 @@ def table5_counts(model: nn.Module, x: torch.Tensor, *, chunk_size: int = 256) -
 
 
 def _table5_counts(model: nn.Module, x: torch.Tensor) -> dict:
-    from .probes import record
-
     counts = count_ops(model, x)
     batch = counts.batch_size
     first = counts.layers[0]

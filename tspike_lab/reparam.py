@@ -17,6 +17,7 @@ import copy
 import torch
 from torch import nn
 
+from .models import spiking_layers
 from .models.layers import ConvBN, ScaledIdentity, SpikingNet
 from .neurons import MultiStepLIF
 
@@ -48,8 +49,6 @@ def consumer_kinds(model: SpikingNet) -> dict[str, list[str]]:
     Returns:
         ``{layer name: [label, ...]}`` in forward order.
     """
-    from .models import spiking_layers
-
     if not hasattr(model, "fold_plan"):
         raise ValueError(f"model must be a tspike_lab network with fold_plan(), got {type(model).__name__}")
     names = {id(m): n for n, m in spiking_layers(model)}
@@ -124,8 +123,6 @@ def compare(model: nn.Module, folded: nn.Module, x: torch.Tensor) -> dict:
     from ``K * (a*B)`` (fused multiply-add keeps the product exact), a membrane moves by
     ~1e-6, and a neuron within that distance of its threshold can fire differently.
     """
-    from .models import spiking_layers
-
     pairs = list(zip(spiking_layers(model), spiking_layers(folded)))
     outs: dict[str, list] = {"o": [], "f": []}
     hooks = []

@@ -6,6 +6,7 @@ Every result should say how many runs, mean ± std, the hardware and the code ve
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -16,10 +17,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import IO, Any, BinaryIO, Callable, Iterable
+
+import torch
+
+from .errors import RunFolderError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
 
 __all__ = ["new_run_dir", "environment", "atomic_write", "write_text_atomic", "write_json_atomic", "fsync_dir",
-           "read_jsonl", "mean_std", "json_safe", "SpecialFileError", "open_regular", "read_regular", "file_kind"]
+           "read_jsonl", "mean_std", "json_safe", "SpecialFileError", "open_regular", "read_regular", "file_kind",
+           "lock_folder"]
+
+logger = logging.getLogger(__name__)
 
 
 class SpecialFileError(OSError):
@@ -102,8 +115,6 @@ def new_run_dir(out_dir: str | os.PathLike, name: str = "run", *, attempts: int 
     Raises:
         RunFolderError: ``out_dir`` is a file, or cannot be created or written.
     """
-    from .errors import RunFolderError
-
     name = str(name)
     if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise ValueError(f"name must be a non-empty folder name without path separators, got {name!r}")
@@ -151,8 +162,6 @@ def environment() -> dict[str, Any]:
         ``device_name`` (GPU name or CPU architecture), ``gpu_count``, ``git_commit`` and
         ``git_dirty`` (None where the package is not inside a git work tree).
     """
-    import torch
-
     cuda = torch.cuda.is_available()
     repo = Path(__file__).resolve().parent.parent
     commit = _git(["rev-parse", "HEAD"], repo)
@@ -187,6 +196,30 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def lock_folder(folder: str | os.PathLike) -> IO[str]:
+    """Hold an exclusive lock on ``folder/.lock`` (``fcntl.flock``) until the returned file is closed.
+
+    Never waits: a lock held by another process raises BlockingIOError at once. Where locks do
+    not exist (Windows; a file system without them, with a warning logged) the file is returned
+    unlocked: the folder is then not guarded against a second process.
+
+    Raises:
+        BlockingIOError: another process holds the lock.
+        OSError: ``.lock`` cannot be opened.
+    """
+    f = open(Path(folder) / ".lock", "a+")
+    if fcntl is None:
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise
+    except OSError as exc:  # a file system without locks: carry on unguarded
+        logger.warning("cannot lock %s (%s); not guarding against a concurrent process", folder, exc)
+    return f
 
 
 def _umask() -> int:

@@ -30,37 +30,34 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
-from .checkpoint import METRICS, RunDir, check_model_state, check_resumable, load_checkpoint, rng_state, set_rng_state
-from .config import (LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig, check_memory, cpu_bf16_reason, onednn_1x1_hazard,
-                     resolve_device, validate)
+from . import data
+from .checkpoint import (CHECKPOINT_FORMAT, METRICS, RunDir, check_model_state, check_resumable, load_checkpoint,
+                         rng_state, set_rng_state)
+from .config import TrainConfig, check_memory
 from .errors import CheckpointError, ConfigError, ResourceError, RunFolderError, TrainingDiverged
-from .models import build_model, spiking_layers
+from .hardware import cpu_bf16_reason, onednn_1x1_hazard, resolve_device
+from .kernels.cpu import simd_from_env
+from .kernels.recycle import env_int
+from .models import spiking_layers
 from .probes import Recorder
 from .results import read_jsonl
 
+# TrainConfig and load_checkpoint (imported above) stay importable from here: the learning notebooks do.
 __all__ = [
-    "TrainConfig",
     "History",
-    "TrainingDiverged",
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "LOSSES",
-    "validate",
     "train",
     "evaluate",
     "param_groups",
     "lr_at",
-    "load_checkpoint",
     "model_from_checkpoint",
     "read_metrics",
     "augment_for",
-    "cpu_bf16_reason",
+    "check_environment",
 ]
 
 logger = logging.getLogger(__name__)
-
-_CHECKPOINT_FORMAT = 1
 
 @dataclass
 class History:
@@ -103,13 +100,11 @@ def augment_for(config: TrainConfig):
 
     A field the config leaves None takes the data set's recipe, ``DATASETS[dataset].augment``.
     """
-    from .data import DATASETS, Augment
-
-    recipe = DATASETS[config.dataset].augment
+    recipe = data.DATASETS[config.dataset].augment
     if not config.augment or recipe is None:
         return None
     chosen = {k: (recipe[k] if getattr(config, k) is None else getattr(config, k)) for k in recipe}
-    return Augment(**chosen)
+    return data.Augment(**chosen)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -223,10 +218,8 @@ def _autocast(device: torch.device, amp: bool, cpu_amp: bool = False, amp_dtype:
 
 
 def _prepare(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if x.dim() == 5:
-        return x.transpose(0, 1)  # the one batch-first -> time-first conversion: [B, T, ...] -> [T, B, ...]
-    if channels_last:
+    x = data.time_first(x.to(device, non_blocking=True))  # event frames [B, T, C, H, W] -> [T, B, C, H, W]
+    if x.dim() == 4 and channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -404,8 +397,6 @@ def _check_epoch_end(model: nn.Module, row: dict[str, Any], epoch: int, d: _Dist
 
 def _load_source(plan, config: TrainConfig):
     """The run's DataSource: data missing from the plan's folder, of the wrong kind or damaged fail here, named."""
-    from . import data
-
     return data.probe(plan, num_steps=config.num_steps)
 
 
@@ -424,21 +415,37 @@ def _check_same_data(ckpt: dict[str, Any], source, config: TrainConfig) -> None:
                              f"started on, or choose a new out_dir")
 
 
-def train(config: TrainConfig) -> History:
-    """Train a spiking network as ``config`` says; return its per-epoch metrics.
+def check_environment() -> None:
+    """Raise ConfigError naming the variable when ``TSPIKE_STREAM_BYTES``, ``TSPIKE_RECYCLE_MB`` or one of
+    torchrun's ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` is not a whole number >= 0, or ``TSPIKE_SIMD`` is
+    not 0 or 1 (``TSPIKE_DATA`` is checked where the data folder is used: :func:`tspike_lab.data.cache_dir`)."""
+    env_int("TSPIKE_STREAM_BYTES", 0, unit="bytes")
+    env_int("TSPIKE_RECYCLE_MB", 0, unit="MiB")
+    simd_from_env()
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env_int(name, 0)
 
-    Validates ``config`` first (before any data is read). Under ``torchrun`` (WORLD_SIZE > 1)
+
+def train(config: TrainConfig) -> History:
+    """Train a spiking network as ``config`` says; return its per-epoch metrics (``tspike_lab.fit``).
+
+    ``config`` was checked when it was made; what depends on this machine and process (the
+    environment variables, the device, native bfloat16, memory, the data) is checked here,
+    before anything is written. Under ``torchrun`` (WORLD_SIZE > 1)
     every process calls this; rank 0 alone writes files and shows progress; metrics are
     summed over ranks. With ``out_dir`` set, resumes from ``out_dir/checkpoint.pt`` when
     ``resume`` and the checkpoint's config matches (else RunFolderError naming the differing
     fields).
 
     Raises:
-        ConfigError: a bad config field. RunFolderError: an out_dir that belongs to another run.
-        CheckpointError: an unreadable checkpoint. TrainingDiverged: NaN/inf in the loss, the
-        gradients, the weights or the evaluation (the message names the epoch and the step).
+        ConfigError: a device, environment variable or data folder this machine cannot use.
+        RunFolderError: an out_dir that belongs to another run. CheckpointError: an unreadable
+        checkpoint. TrainingDiverged: NaN/inf in the loss, the gradients, the weights or the
+        evaluation (the message names the epoch and the step).
     """
-    validate(config)
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_environment()
     d, device = _setup_distributed(config)
     run = RunDir(Path(config.out_dir) if config.out_dir is not None else None, d.main)
     done = False
@@ -449,8 +456,6 @@ def train(config: TrainConfig) -> History:
         if config.cpu_amp and device.type == "cpu" and cpu_bf16_reason() is not None:
             raise ConfigError(f"TrainConfig.cpu_amp=True needs native bfloat16: {cpu_bf16_reason()}; "
                               f"use cpu_amp=False", field="cpu_amp")
-        from . import data
-
         plan = data.describe(config.dataset, config.data_dir)  # a wrong data_dir fails before any folder is made
         run.open()
         try:
@@ -511,16 +516,14 @@ class _Session:
     def loader(self, split: str, epoch: int):
         # A truncated evaluation (max_eval_steps) reads a fixed, seeded random subset, the same
         # every epoch: test splits are often ordered by class, so their first batches are not a sample.
-        from .data import make_loader
-
         c = self.config
         truncated_test = split == "test" and c.max_eval_steps is not None
-        return make_loader(self.source, split, batch_size=c.batch_size, device=self.device,
-                           augment=self.augment if split == "train" else None,
-                           shuffle=split == "train" or truncated_test,
-                           seed=c.seed, epoch=0 if truncated_test else epoch,
-                           rank=self.d.rank, world_size=self.d.world_size,
-                           drop_last=split == "train", num_workers=c.num_workers)
+        return data.make_loader(self.source, split, batch_size=c.batch_size, device=self.device,
+                                augment=self.augment if split == "train" else None,
+                                shuffle=split == "train" or truncated_test,
+                                seed=c.seed, epoch=0 if truncated_test else epoch,
+                                rank=self.d.rank, world_size=self.d.world_size,
+                                drop_last=split == "train", num_workers=c.num_workers)
 
 
 def _grad_scaler(config: TrainConfig, device: torch.device):
@@ -534,10 +537,7 @@ def _build(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, sou
     """The model (seeded), its optimizer, and the DDP wrapper when distributed."""
     channels_last = config.channels_last and not source.is_sequence
     _reseed(config.seed)  # the initial weights depend on the seed only
-    extra = {"width": config.width} if config.width is not None else {}
-    model = build_model(config.arch, neuron=config.neuron, num_classes=source.num_classes,
-                        num_steps=config.num_steps, in_channels=source.in_channels,
-                        amplitude=config.amplitude, step_bn=config.step_bn, init=config.init, **extra)
+    model = config.build_model(num_classes=source.num_classes, in_channels=source.in_channels)
     model.to(device)
     if channels_last and device.type == "cpu" and (hazard := onednn_1x1_hazard(model)) is not None:
         logger.info("channels_last off: %s would hit oneDNN's strided 1x1 backward bug on the CPU", hazard)
@@ -587,8 +587,6 @@ def _divergence_note(s: _Session, epoch: int) -> str:
 
 def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
     """One pass over the training split: ``([loss sum, correct, count] over ranks, last lr, seconds)``."""
-    from tqdm.auto import tqdm
-
     c, device = s.config, s.device
     note, limit = _divergence_note(s, epoch), _loss_limit(s.source.num_classes)
     check_every = 1 if device.type != "cuda" else 25  # a host sync per check; on CPU it is free
@@ -683,7 +681,7 @@ def _best(epochs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _state(s: _Session, epoch: int, history: History) -> dict[str, Any]:
     return {
-        "format": _CHECKPOINT_FORMAT,
+        "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
         "model": s.model.state_dict(),
         "optimizer": s.optimizer.state_dict(),
@@ -750,14 +748,11 @@ def model_from_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") ->
     ckpt = load_checkpoint(path, map_location=map_location)
     config = TrainConfig.from_dict(ckpt["config"])
     state = ckpt["model"]
-    extra = {"width": config.width} if config.width is not None else {}
     shapes = [state.get(k) for k in ("classifier.weight", "stem.conv.weight")]
     if not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in shapes):
         raise CheckpointError(f"checkpoint {str(path)!r} holds no classifier.weight and stem.conv.weight of arch "
                               f"{config.arch!r}: not this library's network")
-    model = build_model(config.arch, neuron=config.neuron, num_classes=shapes[0].shape[0],
-                        num_steps=config.num_steps, in_channels=shapes[1].shape[1],
-                        amplitude=config.amplitude, step_bn=config.step_bn, **extra)
+    model = config.build_model(num_classes=shapes[0].shape[0], in_channels=shapes[1].shape[1])
     check_model_state(state, model, Path(path))
     model.load_state_dict(state)
     return model.eval(), config

@@ -25,7 +25,11 @@ from typing import Any, Callable, Mapping
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from . import viz
+from . import energy, surrogate, viz
+from .checkpoint import METRICS
+from .functional import RESETS
+from .results import read_jsonl
+from .train import train
 
 __all__ = [
     "PLOTLY_MIMETYPE",
@@ -48,6 +52,7 @@ PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 
 
 def _ipw():
+    # ipywidgets (and IPython below) are imported when a panel is built: the module's docstring says why
     import ipywidgets
 
     return ipywidgets
@@ -243,8 +248,6 @@ def neuron_panel():
     Controls: amplitude, offset, period, noise, shape (of the current), beta, threshold,
     a, reset_mechanism.
     """
-    from .functional import RESETS
-
     controls = {
         "amplitude": _float("current amplitude", 0.45, 0.0, 1.5, 0.05),
         "offset": _float("offset", 0.0, -0.5, 0.5, 0.05),
@@ -266,8 +269,6 @@ def neuron_panel():
 
 def surrogate_panel():
     """Threshold, kind and each surrogate's width -> ``viz.plot_surrogates``."""
-    from . import surrogate
-
     controls = {
         "threshold": _float("threshold", 0.5, 0.1, 1.5, 0.05),
         "ste_width": _float("STE width (x th)", 2.0, 0.5, 4.0, 0.25),
@@ -377,9 +378,6 @@ def train_live(configs: Mapping[str, Any], monitor=None, *, poll_s: float = 0.2,
     Raises:
         whatever ``train`` raised, after the worker thread ended.
     """
-    from .results import read_jsonl
-    from .train import METRICS, train
-
     if monitor is None:
         monitor = training_panel()
         if display:
@@ -435,8 +433,6 @@ def energy_panel(counts=None):
             The operation counts stay; only the energy figures change (45 nm defaults:
             4.6 pJ per MAC, 0.9 pJ per accumulate).
     """
-    from . import energy
-
     if counts is None:
         model, x = viz._demo_model("ternary")
         counts = energy.count_ops(model, x)

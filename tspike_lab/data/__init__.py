@@ -13,7 +13,7 @@ from ..errors import DataError, DataIntegrityError, DataUnavailableError
 from .archive import safe_extract
 from .augment import Augment
 from .imagenet import ImageFolderDataset
-from .loader import make_loader
+from .loader import make_loader, time_first
 from .registry import DATASETS, DataPlan, DatasetSpec, describe, load, probe
 from .sources import DataSource, cache_dir, check_split_name
 
@@ -34,4 +34,5 @@ __all__ = [
     "make_loader",
     "probe",
     "safe_extract",
+    "time_first",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import ConfigError, DataUnavailableError, MissingPackageError
 from .sources import DataSource, cache_dir, read_cache, tensor_fingerprint, write_cache
@@ -100,8 +101,6 @@ def _build_dvs_frames(
     tonic: Any, base: Path, download: bool, num_steps: int, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn every CIFAR10-DVS recording into ``[T, 2, size, size]`` float16 frames, ordered by file path."""
-    import torch.nn.functional as F
-
     folder = base / "CIFAR10DVS"
     if not download and not any(folder.rglob("*.aedat4")):
         raise DataUnavailableError(

@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import ConfigError, DataIntegrityError, ResourceError
+from ..hardware import available_memory
 from ..results import open_regular
 from .archive import archive_kind, iter_files
 from .sources import DataSource, cache_dir, mean_std, read_cache, tensor_fingerprint, write_cache
@@ -68,8 +70,6 @@ def _decode_chunk(items: list[tuple[str, bytes]], channels: int) -> np.ndarray:
 
     Each image's size is checked from its header (the pixel cap, the first image's size) before it is decoded.
     """
-    from PIL import Image
-
     mode = "RGB" if channels == 3 else "L"
     out: np.ndarray | None = None
     first: tuple[int, int] | None = None
@@ -122,9 +122,7 @@ def _ignore_sigint() -> None:
 
 
 def _decoded_budget() -> tuple[int, str] | None:
-    """The memory decoded images may take: what is available now (:func:`tspike_lab.config.available_memory`)."""
-    from ..config import available_memory  # config imports this package: looked up at call time
-
+    """The memory decoded images may take: what is available now (:func:`tspike_lab.hardware.available_memory`)."""
     return available_memory(torch.device("cpu"))
 
 

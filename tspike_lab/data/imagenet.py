@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataIntegrityError, DataUnavailableError
@@ -76,8 +77,6 @@ def to_normalized_tensor(img, mean: Sequence[float], std: Sequence[float]) -> to
 
 def train_transform(img, crop: int = 224, generator: torch.Generator | None = None):
     """RandomResizedCrop(crop, scale=(0.08, 1), ratio=(3/4, 4/3)) then a horizontal flip with p=0.5."""
-    from PIL import Image
-
     left, top, w, h = random_resized_crop_box(img.width, img.height, generator=generator)
     out = img.resize((crop, crop), Image.BILINEAR, box=(left, top, left + w, top + h))
     if float(torch.rand((), generator=generator)) < 0.5:
@@ -87,8 +86,6 @@ def train_transform(img, crop: int = 224, generator: torch.Generator | None = No
 
 def eval_transform(img, crop: int = 224, resize: int = 256):
     """Resize the shorter side to ``resize`` (aspect kept), then CenterCrop(``crop``)."""
-    from PIL import Image
-
     w, h = img.size
     if w <= h:
         nw, nh = resize, int(resize * h / w)
@@ -184,8 +181,6 @@ class ImageFolderDataset(Dataset):
 
     def get(self, index: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
         """Load sample ``index``; random transforms draw from ``generator`` (global RNG when None)."""
-        from PIL import Image
-
         path, label = self.samples[index]
         try:
             with open_regular(path, "rb", max_bytes=MAX_IMAGE_BYTES) as f, Image.open(f) as raw:

@@ -22,6 +22,16 @@ def mix_seed(*values: int | str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+def time_first(x: torch.Tensor) -> torch.Tensor:
+    """A batch as the networks take it: event frames ``[B, T, C, H, W] -> [T, B, C, H, W]``; images ``[B, C, H, W]`` as
+    they are.
+
+    The one batch-first to time-first conversion: the loaders yield batch-first, every network and
+    neuron of tspike_lab is time-first.
+    """
+    return x.transpose(0, 1) if x.dim() == 5 else x
+
+
 def _device(device: torch.device | str) -> torch.device:
     try:
         dev = torch.device(device)

@@ -271,12 +271,3 @@ def write_cache(obj: dict[str, Any], path: Path) -> bool:
         logger.warning("could not write the optional cache %s (%s); carrying on without it", path, exc)
         return False
     return True
-
-
-def __getattr__(name: str) -> Any:
-    # DATASETS and load moved to registry.py; cli.py still imports them from here.
-    if name in ("DATASETS", "load"):
-        from . import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

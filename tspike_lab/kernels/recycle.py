@@ -27,8 +27,8 @@ def env_int(name: str, default: int, *, unit: str = "", strict: bool = True) -> 
 
     Raises:
         ConfigError naming the variable, its value and what is allowed (``strict=False``: returns
-        ``default`` instead, for values read at import time; :func:`tspike_lab.config.validate` and
-        the kernel's first use read them strictly).
+        ``default`` instead, for values read at import time; :func:`tspike_lab.train.train` (before a
+        run starts) and the kernel's first use read them strictly).
     """
     text = os.environ.get(name, "").strip()
     if not text:

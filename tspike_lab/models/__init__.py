@@ -8,6 +8,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import ConfigError
 from ..neurons import SpikingLayer
 from . import resnet, vgg
 from .init import INITS, released_init
@@ -73,25 +74,29 @@ def build_model(
     Returns:
         A model mapping ``[B, C, H, W]`` or ``[T, B, C, H, W]`` to logits ``[B, K]``.
     """
+    bad = ConfigError.bad  # "{field} must be {allowed}, got {value!r}", the parts kept for front ends
     if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
+        raise bad("", "arch", arch, f"one of {sorted(ARCHS)}")
     if neuron not in NEURONS:
-        raise ValueError(f"neuron must be one of {list(NEURONS)}, got {neuron!r}")
+        raise bad("", "neuron", neuron, f"one of {list(NEURONS)}")
     if amplitude not in AMPLITUDES:
-        raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+        raise bad("", "amplitude", amplitude, f"one of {AMPLITUDES}")
     if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        raise bad("", "init", init, f"one of {INITS}")
     if not isinstance(step_bn, bool):
-        raise ValueError(f"step_bn must be True or False, got {step_bn!r}")
+        raise bad("", "step_bn", step_bn, "True or False")
     for name, value, low in (("num_classes", num_classes, 2), ("num_steps", num_steps, 1),
                              ("in_channels", in_channels, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+            raise bad("", name, value, f"an int >= {low}")
     lif_kwargs = {k: kwargs.pop(k) for k in _LIF_KWARGS if k in kwargs}
     if kwargs and arch != "small":
-        raise ValueError(f"unknown options for arch {arch!r}: {sorted(kwargs)}")
+        raise ConfigError(f"unknown options for arch {arch!r}: {sorted(kwargs)}", field=sorted(kwargs)[0],
+                          value=kwargs[sorted(kwargs)[0]], allowed=f"no such option for arch {arch!r}")
     if set(kwargs) - {"width"}:
-        raise ValueError(f"unknown options for arch 'small': {sorted(set(kwargs) - {'width'})}; allowed: ['width']")
+        unknown = sorted(set(kwargs) - {"width"})
+        raise ConfigError(f"unknown options for arch 'small': {unknown}; allowed: ['width']", field=unknown[0],
+                          value=kwargs[unknown[0]], allowed="no such option for arch 'small' (it takes width)")
     factory = partial(NEURONS[neuron], amplitude=amplitude, **lif_kwargs)
     model = ARCHS[arch](neuron=factory, num_classes=num_classes, num_steps=num_steps,
                         in_channels=in_channels, step_bn=step_bn, **kwargs)

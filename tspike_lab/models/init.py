@@ -24,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from .vgg import SpikingVGG
+
 __all__ = ["INITS", "released_init"]
 
 INITS = ("torch", "released")
@@ -36,8 +38,6 @@ def released_init(model: nn.Module) -> nn.Module:
     The linear rule is the VGG one for a :class:`~tspike_lab.models.vgg.SpikingVGG`, the ResNet
     one for every other network. Spike amplitudes a are left at their value. Returns ``model``.
     """
-    from .vgg import SpikingVGG
-
     vgg = isinstance(model, SpikingVGG)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

@@ -21,6 +21,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..neurons import MultiStepLIF
 
 __all__ = ["NEURONS", "NeuronKind", "AMPLITUDES", "ConvBN", "TimeFold", "ScaledIdentity", "SpikingNet"]
@@ -44,7 +45,7 @@ class NeuronKind:
     def __call__(self, num_channels: int, *, amplitude: str = "layer", **lif_kwargs) -> MultiStepLIF:
         """One :class:`MultiStepLIF` of this kind; ``amplitude="channel"`` learns one a per channel."""
         if amplitude not in AMPLITUDES:
-            raise ValueError(f"amplitude must be one of {AMPLITUDES}, got {amplitude!r}")
+            raise ConfigError.bad("", "amplitude", amplitude, f"one of {AMPLITUDES}")
         return MultiStepLIF(
             self.spike,
             learn_graded_spikes_factor=self.trainable,
@@ -145,16 +146,25 @@ class SpikingNet(nn.Module):
     in_channels: int
 
     def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode input to the stem neuron's output ``[T, B, C, H, W]``."""
+        """Encode input to the stem neuron's output ``[T, B, C, H, W]``.
+
+        Raises ConfigError for input of another rank or channel count, or event frames whose T
+        (``x.shape[0]``) is not the model's ``num_steps``.
+        """
         if x.dim() not in (4, 5):
-            raise ValueError(
+            raise ConfigError(
                 f"input must be [B, C, H, W] (static image) or [T, B, C, H, W] (event frames), "
-                f"got shape {tuple(x.shape)}"
-            )
+                f"got shape {tuple(x.shape)}", field="input", value=tuple(x.shape),
+                allowed="[B, C, H, W] or [T, B, C, H, W]")
         if x.shape[-3] != self.in_channels:
-            raise ValueError(
-                f"input has {x.shape[-3]} channels at dim -3, the model expects in_channels={self.in_channels}"
-            )
+            raise ConfigError(
+                f"input has {x.shape[-3]} channels at dim -3, the model expects in_channels={self.in_channels}",
+                field="in_channels", value=x.shape[-3], allowed=str(self.in_channels))
+        if x.dim() == 5 and x.shape[0] != self.num_steps:
+            raise ConfigError(
+                f"input [T, B, C, H, W] of shape {tuple(x.shape)} has T={x.shape[0]} steps at dim 0, the model was "
+                f"built for num_steps={self.num_steps}; build it with num_steps={x.shape[0]} or give "
+                f"{self.num_steps} frames", field="num_steps", value=x.shape[0], allowed=str(self.num_steps))
         if x.dim() == 4:
             # Direct encoding: the image repeats over T, so the stem conv + BN is computed
             # once and expanded (identical per step; the paper's code computes it T times).

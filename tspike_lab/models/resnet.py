@@ -35,6 +35,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .layers import ConvBN, ScaledIdentity, SpikingNet, TimeFold
 
 __all__ = ["BasicBlock", "AvgDown", "SpikingResNet", "SHORTCUTS"]
@@ -114,7 +115,7 @@ class SpikingResNet(SpikingNet):
         ``step_bn``: the stem's BatchNorms normalise each time step (the released ``SpikeConv``)."""
         super().__init__()
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+            raise ConfigError.bad("", "shortcut", shortcut, f"one of {SHORTCUTS}")
         self.num_steps = num_steps
         self.in_channels = in_channels
         stem_width = stem_width or widths[0]
@@ -179,5 +180,5 @@ def resnet34(**kw):
 def small(*, width: int = 16, **kw):
     """A small ResNet (stem, one block at ``width``, one at ``2*width`` stride 2) for CPUs."""
     if not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive int, got {width!r}")
+        raise ConfigError.bad("", "width", width, "a positive int")
     return SpikingResNet([1, 1], [width, 2 * width], [1, 2], **kw)

@@ -1,9 +1,12 @@
-"""Profiles and plans: which training runs a table's profile trains.
+"""Profiles and plans: which training runs a table's profile trains, each a TrainConfig.
 
 A profile says how to train (seeds, epochs, batch, learning rate) and which of the table's
 rows to train. :func:`plan` turns a table, a profile and any overrides into the list of
-training runs; :func:`validate_params` checks a notebook's parameters against the same plan
-and every run's :class:`~tspike_lab.config.TrainConfig` before anything is read or made.
+training runs, one :class:`PlannedRun` (the table, the profile and the run's
+:class:`~tspike_lab.config.TrainConfig`) each: every value is checked once, by TrainConfig,
+and a refusal is reported in the notebook's terms (``archs``, ``seeds``, ...).
+:func:`validate_params` checks a notebook's parameters against the same plan and the data
+folders they name, before anything is read or made.
 
 Profiles:
 
@@ -20,18 +23,22 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..config import TrainConfig, validate
+from .. import data
+from ..config import TrainConfig
 from ..errors import ConfigError
-from ..models import ARCHS, NEURONS
+from ..hardware import resolve_device
 from .paper import TABLES, Row
 
-__all__ = ["PROFILES", "RECIPES", "RELEASED_NETWORK", "TABLE_RECIPE", "LATER_PARAMS", "CPU_MAX_HOURS", "PARAMS", "PLUMBING_DATASET", "plan", "validate_params", "run_key",
-           "params_from", "train_config", "repository_root", "default_out_dir", "shipped_results"]
+__all__ = ["PROFILES", "RECIPES", "RELEASED_NETWORK", "TABLE_RECIPE", "LATER_PARAMS", "CPU_MAX_HOURS", "PARAMS",
+           "PARAM_FIELDS", "PARAM_HELP", "PLUMBING_DATASET", "PlannedRun", "plan", "validate_params", "run_key",
+           "params_from", "repository_root", "default_out_dir", "shipped_results"]
 
 PLUMBING_DATASET = "digits"
 
@@ -46,6 +53,25 @@ CPU_MAX_HOURS = 24.0
 # TrainConfig fields a table's parameters set; train_options may set the others.
 _OWNED_FIELDS = ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "epochs", "batch_size",
                  "lr", "device", "out_dir", "resume", "max_steps_per_epoch", "max_eval_steps", "progress")
+# The TrainConfig field each table parameter sets; a list parameter trains one run per value.
+PARAM_FIELDS = MappingProxyType({
+    "dataset": "dataset", "data_dir": "data_dir", "archs": "arch", "widths": "width", "neurons": "neuron",
+    "num_steps": "num_steps", "seeds": "seed", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+    "device": "device", "max_steps_per_epoch": "max_steps_per_epoch", "max_eval_steps": "max_eval_steps"})
+_LIST_PARAMS = ("archs", "widths", "neurons", "num_steps", "seeds")
+_PARAM_OF = {field: name for name, field in PARAM_FIELDS.items()}
+_FIELD_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+# What each table parameter means: the TrainConfig field's own help where it sets one, else the pipeline's.
+PARAM_HELP: Mapping[str, str] = MappingProxyType({
+    "profile": "how to train and which rows: one of the table's PROFILES (paper, quick, smoke, cpu)",
+    **{name: ("a list, one training run per value: " if name in _LIST_PARAMS else "") + _FIELD_HELP[field]
+       + " (None: the profile's)" for name, field in PARAM_FIELDS.items()},
+    "out_dir": "each table run makes a new folder under it (None: runs/<table> of this checkout)",
+    "train_options": "other TrainConfig fields, over the profile's (a dict)",
+    "workers": "training runs side by side on a CPU, one thread each (None: the profile's)",
+    "max_hours": f"refuse to train when the estimate exceeds it (None: {CPU_MAX_HOURS:g} h on a CPU, no limit on "
+                 f"a GPU)",
+})
 
 # The released networks (every paper profile): BatchNorm per time step outside the residual blocks and the
 # released initialisation (yfguo91/Ternary-Spike models/spike_model.py, resnet.py, vggcifar.py).
@@ -139,10 +165,44 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType({
 })
 
 
-def run_key(run: Mapping[str, Any]) -> str:
-    """``<arch>[-w<width>]-<neuron>-T<T>-s<seed>``: a training run's folder name inside a table run."""
-    width = f"-w{run['width']}" if run.get("width") is not None else ""
-    return f"{run['arch']}{width}-{run['neuron']}-T{run['num_steps']}-s{run['seed']}"
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of a table: the table, the profile, and the run's TrainConfig.
+
+    The config names the table's data set (``cifar10``) and ``data_dir`` as given;
+    :meth:`for_data` derives the config that trains from the source found in that folder.
+    """
+
+    table: str
+    profile: str
+    config: TrainConfig
+
+    @property
+    def key(self) -> str:
+        """The run's folder name inside its table run (:func:`run_key`)."""
+        return run_key(self.config)
+
+    def for_data(self, plan: data.DataPlan, out_dir: str | None) -> TrainConfig:
+        """The config that trains this run from ``plan``'s source into ``out_dir``.
+
+        An image-folder copy of CIFAR-10 trains as dataset "imagefolder" with CIFAR's augmentation
+        (``plan.options``) wherever the config leaves an augmentation field to the recipe (None).
+        """
+        c = self.config
+        recipe = {k: v for k, v in plan.options.items() if getattr(c, k) is None}
+        return dataclasses.replace(c, dataset=plan.source, data_dir=plan.root, out_dir=out_dir, **recipe)
+
+
+def run_key(run: PlannedRun | TrainConfig | Mapping[str, Any]) -> str:
+    """``<arch>[-w<width>]-<neuron>-T<T>-s<seed>``: a training run's folder name inside a table run.
+
+    ``run``: a planned run, its config, or a ``runs`` entry of ``metrics.json``.
+    """
+    if isinstance(run, PlannedRun):
+        run = run.config
+    get = run.get if isinstance(run, Mapping) else lambda name: getattr(run, name)
+    width = f"-w{get('width')}" if get("width") is not None else ""
+    return f"{get('arch')}{width}-{get('neuron')}-T{get('num_steps')}-s{get('seed')}"
 
 
 def _fail(table: str, name: str, value: Any, allowed: str):
@@ -210,7 +270,10 @@ def _rows(table: str, prof: Mapping[str, Any], dataset: str | None, archs: list 
 
 
 def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Every parameter resolved against the profile, types checked (not yet TrainConfig's rules)."""
+    """Every parameter resolved against the profile: the table's own rules and the parameters' shapes.
+
+    What a value of a TrainConfig field may be is left to TrainConfig (:func:`_runs`).
+    """
     if table not in TABLES:
         raise ConfigError(f"table must be one of {list(TABLES)}, got {table!r}", field="table", value=table,
                           allowed=f"one of {list(TABLES)}")
@@ -234,38 +297,21 @@ def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
         _fail(table, "dataset", dataset, f"None or one of {allowed_datasets} ({PLUMBING_DATASET!r}: the embedded "
                                          f"plumbing stand-in)")
     out["dataset"] = dataset
-
     data_dir = params.get("data_dir")
-    if data_dir is not None:
-        if not isinstance(data_dir, (str, os.PathLike)) or str(data_dir) == "":
-            _fail(table, "data_dir", data_dir, "None or a path to a folder or archive")
-        if not Path(data_dir).expanduser().exists():
-            _fail(table, "data_dir", str(data_dir), "None or an existing folder or archive (this path does not exist)")
-        data_dir = str(data_dir)
-    out["data_dir"] = data_dir
+    out["data_dir"] = os.fspath(data_dir) if isinstance(data_dir, os.PathLike) else data_dir
 
-    archs = _as_list(table, "archs", params.get("archs"), str)
-    for arch in archs or []:
-        if arch not in ARCHS:
-            _fail(table, "archs", archs, f"a list drawn from {list(ARCHS)} (unknown arch {arch!r})")
-    out["archs"] = archs
-    neurons = _as_list(table, "neurons", params.get("neurons"), str)
-    for neuron in neurons or []:
-        if neuron not in NEURONS:
-            _fail(table, "neurons", neurons, f"a list drawn from {list(NEURONS)} (unknown neuron {neuron!r})")
-    out["neurons"] = neurons if neurons is not None else list(prof.get("neurons", TABLES[table].neurons))
-    for name, low in (("num_steps", 1), ("seeds", 0), ("widths", 1)):
-        values = _as_list(table, name, params.get(name), int)
-        if values is not None and any(v < low for v in values):
-            _fail(table, name, values, f"None or a list of ints >= {low}")
-        out[name] = values
-    out["seeds"] = out["seeds"] if out["seeds"] is not None else list(prof["seeds"])
+    for name, kind in (("archs", str), ("neurons", str), ("num_steps", int), ("seeds", int), ("widths", int)):
+        out[name] = _as_list(table, name, params.get(name), kind)
+    if out["neurons"] is None:
+        out["neurons"] = list(prof.get("neurons", TABLES[table].neurons))
+    if out["seeds"] is None:
+        out["seeds"] = list(prof["seeds"])
 
     for name in ("epochs", "batch_size", "lr", "max_steps_per_epoch", "max_eval_steps"):
         value = params.get(name)
         out[name] = prof.get(name) if value is None else value
     if isinstance(out["lr"], int) and not isinstance(out["lr"], bool):
-        out["lr"] = float(out["lr"])
+        out["lr"] = float(out["lr"])  # papermill passes -p lr 1 as an int
 
     workers = params.get("workers")
     workers = prof.get("workers", 1) if workers is None else workers
@@ -296,7 +342,7 @@ def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(given, Mapping):
             _fail(table, "train_options", given, "None or a dict of TrainConfig fields")
         options.update(given)
-    free = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(_OWNED_FIELDS))
+    free = sorted(set(_FIELD_HELP) - set(_OWNED_FIELDS))
     bad = sorted(set(options) - set(free))
     if bad:
         _fail(table, "train_options", options, f"a dict of TrainConfig fields other than the table's own "
@@ -305,7 +351,30 @@ def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _runs(table: str, p: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _in_notebook_terms(table: str, exc: ConfigError, p: Mapping[str, Any]) -> ConfigError:
+    """TrainConfig's refusal of a planned run, naming the table parameter that set the field and its value."""
+    field, allowed = exc.field, exc.allowed
+    if allowed is None or field is None:
+        return ConfigError(f"{table}: {exc}", field=field, value=exc.value, allowed=allowed)
+    if field not in _PARAM_OF:
+        if field in p["train_options"]:
+            name = f"train_options[{field!r}]"
+            return ConfigError(f"{table}: parameter {name} must be {allowed}, got {exc.value!r}", field=field,
+                               value=exc.value, allowed=allowed)
+        return ConfigError(f"{table}: {exc}", field=field, value=exc.value, allowed=allowed)
+    name = _PARAM_OF[field]
+    value = exc.value
+    if name in _LIST_PARAMS:
+        value = p[name] if p.get(name) is not None else [exc.value]
+        if allowed.startswith("one of "):
+            allowed = f"a list drawn from {allowed[len('one of '):]} (unknown {field} {exc.value!r})"
+        elif allowed.startswith(("an int ", "None or an int ")):
+            allowed = "None or a list of ints " + allowed.split("an int ", 1)[1]
+    return ConfigError(f"{table}: parameter {name} must be {allowed}, got {value!r}", field=name, value=value,
+                       allowed=allowed)
+
+
+def _runs(table: str, p: Mapping[str, Any]) -> list[PlannedRun]:
     prof = PROFILES[table][p["profile"]]
     rows = _rows(table, prof, p["dataset"], p["archs"], p["num_steps"])
     runs = []
@@ -314,16 +383,27 @@ def _runs(table: str, p: Mapping[str, Any]) -> list[dict[str, Any]]:
             widths = (p["widths"] or prof.get("widths") or (8,)) if row.arch == "small" else (None,)
             for width in widths:
                 for neuron in p["neurons"]:
-                    runs.append({"table": table, "profile": p["profile"], "dataset": row.dataset, "arch": row.arch,
-                                 "width": width, "neuron": neuron, "num_steps": row.num_steps, "seed": seed,
-                                 "epochs": p["epochs"], "batch_size": p["batch_size"], "lr": p["lr"],
-                                 "max_steps_per_epoch": p["max_steps_per_epoch"],
-                                 "max_eval_steps": p["max_eval_steps"], "train_options": dict(p["train_options"])})
+                    try:
+                        config = TrainConfig(
+                            dataset=row.dataset, data_dir=p["data_dir"], arch=row.arch, width=width, neuron=neuron,
+                            num_steps=row.num_steps, seed=seed, epochs=p["epochs"], batch_size=p["batch_size"],
+                            lr=p["lr"], device=p["device"], out_dir=None, resume=True,
+                            max_steps_per_epoch=p["max_steps_per_epoch"], max_eval_steps=p["max_eval_steps"],
+                            progress=False, **p["train_options"])
+                    except ConfigError as exc:
+                        raise _in_notebook_terms(table, exc, p) from None
+                    runs.append(PlannedRun(table, p["profile"], config))
+    if p["widths"] and not any(r.config.arch == "small" for r in runs):
+        for width in p["widths"]:  # given but used by no run (no arch "small"): still refused by the same rule
+            try:
+                TrainConfig(arch="small", width=width)
+            except ConfigError as exc:
+                raise _in_notebook_terms(table, exc, p) from None
     return runs
 
 
-def plan(table: str, profile: str | None = None, **overrides: Any) -> list[dict[str, Any]]:
-    """The training runs a table's profile trains, one dict per run, seeds outermost.
+def plan(table: str, profile: str | None = None, **overrides: Any) -> list[PlannedRun]:
+    """The training runs a table's profile trains, one :class:`PlannedRun` per run, seeds outermost.
 
     Args:
         table: one of ``TABLES`` (table1-table4, or our ``capacity`` experiment).
@@ -335,64 +415,45 @@ def plan(table: str, profile: str | None = None, **overrides: Any) -> list[dict[
             ``seeds``, ``widths`` (arch small), ``epochs``, ``batch_size``, ``lr`` ... replace the
             profile's value.
     Returns:
-        Dicts with table, profile, dataset, arch, width, neuron, num_steps, seed, epochs,
-        batch_size, lr, max_steps_per_epoch, max_eval_steps, train_options.
+        PlannedRuns; ``run.config`` holds the dataset, arch, width, neuron, num_steps, seed, epochs,
+        batch_size, lr, the truncations and the profile's ``train_options``.
     Raises:
-        ConfigError naming a bad parameter (types and names; :func:`validate_params` checks more).
+        ConfigError naming a bad parameter, the value and what is allowed (:func:`validate_params`
+        also checks the data folders and the device).
     """
     return _runs(table, _resolve(table, {**overrides, "profile": profile}))
-
-
-def train_config(run: Mapping[str, Any], *, source: str, data_dir: str | None, device: str,
-                 out_dir: str | None, options: Mapping[str, Any] = MappingProxyType({})) -> TrainConfig:
-    """The TrainConfig of one planned run, trained from data source ``source``."""
-    fields = {**options, **run["train_options"]}
-    return TrainConfig(dataset=source, data_dir=data_dir, arch=run["arch"], width=run["width"],
-                       neuron=run["neuron"], num_steps=run["num_steps"], seed=run["seed"], epochs=run["epochs"],
-                       batch_size=run["batch_size"], lr=run["lr"], device=device, out_dir=out_dir, resume=True,
-                       max_steps_per_epoch=run["max_steps_per_epoch"], max_eval_steps=run["max_eval_steps"],
-                       progress=False, **fields)
-
-
-# TrainConfig fields -> the table parameter that sets them (for error messages in a notebook's terms)
-_PARAM_OF = {"arch": "archs", "neuron": "neurons", "num_steps": "num_steps", "seed": "seeds", "width": "widths"}
 
 
 def validate_params(table: str, **params: Any) -> dict[str, Any]:
     """Check a table's parameters and fill those left None from the profile.
 
-    Every planned run's TrainConfig is checked by :func:`tspike_lab.config.validate` (the one
-    owner of what a run may be); its complaint is reported in the notebook's terms. No data
-    is read and no folder is made.
+    Every planned run's TrainConfig checks itself (the one owner of what a run may be) and its
+    complaint is reported in the notebook's terms; then the data folders are described
+    (:func:`tspike_lab.data.describe`: names only, no pixels read), the configs the runs will
+    train with derived from them, and the device looked for. No folder is made.
 
     Returns:
         The resolved parameters: every key of ``PARAMS``, lists as lists.
     Raises:
         ConfigError naming the parameter, the value and what is allowed.
     """
-    from .. import data
-
     p = _resolve(table, params)
     runs = _runs(table, p)
-    try:
-        plans = {ds: data.describe(ds, p["data_dir"]) for ds in dict.fromkeys(r["dataset"] for r in runs)}
-    except ConfigError as exc:
-        if exc.field == "data_dir" and exc.allowed:
-            _fail(table, "data_dir", exc.value, exc.allowed)
-        raise ConfigError(f"{table}: {exc}", field=exc.field, value=exc.value, allowed=exc.allowed) from None
-    for run in runs:
-        dp = plans[run["dataset"]]
+    plans = {}
+    for ds in dict.fromkeys(r.config.dataset for r in runs):
         try:
-            validate(train_config(run, source=dp.source, data_dir=dp.root, device=p["device"], out_dir=None,
-                                  options=dp.options))
+            plans[ds] = data.describe(ds, p["data_dir"])
         except ConfigError as exc:
-            name = _PARAM_OF.get(exc.field, exc.field)
-            if exc.field in _PARAM_OF or exc.field in PARAMS:
-                _fail(table, name, exc.value, f"{exc.allowed}")
+            if exc.field == "data_dir" and exc.allowed:
+                default = data.DATASETS[ds].data_dir == "optional" and not exc.allowed.startswith("None")
+                _fail(table, "data_dir", exc.value, f"None or {exc.allowed}" if default else exc.allowed)
             raise ConfigError(f"{table}: {exc}", field=exc.field, value=exc.value, allowed=exc.allowed) from None
+    for run in runs:
+        try:
+            run.for_data(plans[run.config.dataset], None)
+        except ConfigError as exc:
+            raise _in_notebook_terms(table, exc, p) from None
     if p["device"] != "auto":
-        from ..config import resolve_device
-
         try:
             resolve_device(p["device"])
         except ConfigError as exc:
@@ -418,8 +479,6 @@ def params_from(namespace: Mapping[str, Any], table: str) -> dict[str, Any]:
                          if isinstance(t, ast.Name)]
     extra = sorted(set(injected) - set(PARAMS))
     if extra:
-        import difflib
-
         hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, PARAMS, 1)) else repr(k)
                  for k in extra]
         raise ConfigError(f"{table}: unknown parameter(s) {', '.join(hints)}; allowed: {list(PARAMS)}")

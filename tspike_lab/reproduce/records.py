@@ -30,7 +30,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import RecordError
 from ..models import ARCHS, NEURONS
 from ..results import json_safe, mean_std, read_regular
-from .paper import TABLES, paper_cell
+from .paper import ENERGY, TABLES, paper_cell
+from .plan import LATER_PARAMS, PARAMS
 
 __all__ = ["SCHEMA_VERSION", "METRICS_FILE", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "STATUSES", "COMPARED",
            "STD_CONVENTION",
@@ -169,8 +170,6 @@ def validate_metrics(obj: Any) -> dict:
     Returns:
         ``obj`` unchanged.
     """
-    from .plan import LATER_PARAMS, PARAMS
-
     problems: list[str] = []
     _check_keys(obj, METRICS_SCHEMA, "metrics", problems)
     if not problems:
@@ -497,8 +496,6 @@ def paper_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def paper_markdown(table: str) -> str:
     """The paper's own table as markdown, in its layout: rows (data set, arch, T), one column per variant."""
-    from .paper import ENERGY
-
     if table == "table5":
         lines = ["| method | #Flops | #Sops | #Sign | energy |", "|---|---|---|---|---|"]
         lines += [f"| {NEURONS[e['neuron']].label} spike | {e['flops'] / 1e6:.2f}M | {e['sops'] / 1e6:.2f}M | "

@@ -12,6 +12,9 @@ from typing import Any
 
 import torch
 
+from .. import probes
+from ..models import build_model
+
 __all__ = ["step_bn_effect"]
 
 
@@ -27,9 +30,6 @@ def step_bn_effect(x: torch.Tensor, arch: str, num_steps: int, *, seed: int = 0)
         the largest |logit difference|, the per-step network's logit std (for scale), the
         neuron-steps recorded and the share whose spike differs.
     """
-    from .. import probes
-    from ..models import build_model
-
     nets = []
     for step_bn in (True, False):
         torch.manual_seed(seed)

@@ -7,23 +7,35 @@ continues it. The folder is locked while a process trains in it.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import json
 import logging
 import math
+import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import TrainConfig, resolve_device
-from ..errors import ConfigError, RunFolderError, TrainingDiverged
-from ..results import environment, json_safe, new_run_dir, write_json_atomic
+import torch
+from torch import nn
+
 from .. import data
+from ..config import TrainConfig
+from ..energy import conv_macs, count_ops, linear_macs
+from ..errors import ConfigError, RunFolderError, TrainingDiverged
+from ..hardware import resolve_device
+from ..results import environment, json_safe, lock_folder, new_run_dir, write_json_atomic
+from ..train import param_groups, read_metrics, train
 from .paper import TABLES
-from .plan import PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, TABLE_RECIPE, plan, run_key, train_config, validate_params
-from .records import METRICS_FILE, SCHEMA_VERSION, load_run, rows_from_record
+from .plan import (CPU_MAX_HOURS, PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, TABLE_RECIPE, PlannedRun, plan,
+                   validate_params)
+from .records import METRICS_FILE, SCHEMA_VERSION, fmt_duration, load_run, rows_from_record
 
 __all__ = ["run_table", "probe_data", "estimate", "check_cost", "estimate_from_flops", "test_batch"]
 
@@ -34,15 +46,21 @@ def _pct(x: Any) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else 100.0 * float(x)
 
 
-def _run_record(run: Mapping[str, Any], epochs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+def _identity(run: PlannedRun) -> dict[str, Any]:
+    """What a ``runs`` entry of metrics.json names its run by (the table's data set, not the source read)."""
+    c = run.config
+    return {"key": run.key, "dataset": c.dataset, "arch": c.arch, "width": c.width, "neuron": c.neuron,
+            "num_steps": c.num_steps, "seed": c.seed}
+
+
+def _run_record(run: PlannedRun, epochs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     final = epochs[-1] if epochs else {}
     tests = [(e["test_acc"], e["epoch"]) for e in epochs if e.get("test_acc") is not None]
     best = max(tests, key=lambda p: p[0]) if tests else (None, None)  # the first epoch to reach it, as best_acc
     speeds = [e["images_per_s"] for e in epochs if e.get("images_per_s") is not None
               and math.isfinite(e["images_per_s"])]
     return json_safe({
-        "key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
-        "run_dir": f"runs/{run_key(run)}", "status": "complete", "epochs": len(epochs),
+        **_identity(run), "run_dir": f"runs/{run.key}", "status": "complete", "epochs": len(epochs),
         "top1": _pct(final.get("test_acc")),
         "best_top1": _pct(best[0]), "best_epoch": best[1],
         "train_top1": _pct(final.get("train_acc")),
@@ -55,16 +73,13 @@ def _run_record(run: Mapping[str, Any], epochs: list[dict[str, Any]], wall: floa
     })
 
 
-def _failed_record(run: Mapping[str, Any], status: str, error: str) -> dict[str, Any]:
-    return {"key": run_key(run), **{k: run[k] for k in ("dataset", "arch", "width", "neuron", "num_steps", "seed")},
-            "run_dir": f"runs/{run_key(run)}", "status": status, "epochs": 0, "top1": None, "best_top1": None, "best_epoch": None,
+def _failed_record(run: PlannedRun, status: str, error: str) -> dict[str, Any]:
+    return {**_identity(run), "run_dir": f"runs/{run.key}", "status": status, "epochs": 0, "top1": None, "best_top1": None, "best_epoch": None,
             "train_top1": None, "firing_rate": None, "amplitudes": None, "images_per_s": None, "wall_time_s": 0.0,
             "error": error}
 
 
 def _train_in_process(config: TrainConfig) -> tuple[list[dict[str, Any]], float]:
-    from ..train import train
-
     t0 = time.perf_counter()
     history = train(config)
     return history.epochs, time.perf_counter() - t0
@@ -75,26 +90,33 @@ def _train_in_worker(config_dict: dict[str, Any]) -> tuple[list[dict[str, Any]],
 
 
 def _worker_init(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
-def _train_torchrun(config: TrainConfig, nproc: int) -> tuple[list[dict[str, Any]], float]:
-    """One training run as ``torchrun --standalone --nproc_per_node N -m tspike_lab train ...``."""
-    from ..cli import config_to_args
-    from ..train import read_metrics
+def torchrun_command(config_file: str | os.PathLike, nproc: int) -> list[str]:
+    """``torchrun --standalone --nproc_per_node N -m tspike_lab train --config FILE``, as an argument list.
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "tspike_lab", "train", *config_to_args(config)]
+    ``config_file`` holds the run's ``TrainConfig.to_dict()`` as JSON: every process rebuilds the
+    same config from it (:func:`tspike_lab.cli.config_from_args`).
+    """
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "tspike_lab", "train", "--config", os.fspath(config_file)]
+
+
+def _train_torchrun(config: TrainConfig, nproc: int) -> tuple[list[dict[str, Any]], float]:
+    """One training run under torchrun, the config passed as a JSON file (:func:`torchrun_command`)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     if resolve_device(config.device).type == "cpu":
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    logger.info("launching %s", " ".join(cmd))
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="tspike-torchrun-") as tmp:
+        config_file = Path(tmp) / "config.json"
+        config_file.write_text(json.dumps(config.to_dict()), encoding="utf-8")
+        cmd = torchrun_command(config_file, nproc)
+        logger.info("launching %s (config %s)", " ".join(cmd), json.dumps(config.to_dict()))
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
     if done.returncode == 3:
         raise TrainingDiverged(last or "diverged")
@@ -123,45 +145,31 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-class _Lock:
-    """An exclusive lock on a table run folder: a second process refuses before writing anything."""
-
-    def __init__(self, folder: Path):
-        self.file = open(folder / ".lock", "a+")
-        try:
-            import fcntl
-
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # no fcntl (Windows): unguarded
-            pass
-        except BlockingIOError:
-            self.file.close()
-            raise RunFolderError(f"another process is running table run {str(folder)!r}; refusing to touch it "
-                                 f"(wait for it, or resume it later)") from None
-
-    def release(self) -> None:
-        self.file.close()
+def _lock(folder: Path):
+    """An exclusive lock on a table run folder (closing the returned file releases it): a second process refuses
+    before writing anything."""
+    try:
+        return lock_folder(folder)
+    except BlockingIOError:
+        raise RunFolderError(f"another process is running table run {str(folder)!r}; refusing to touch it "
+                             f"(wait for it, or resume it later)") from None
 
 
-def _data_plans(runs: list[dict[str, Any]], data_dir: str | None) -> dict[str, Any]:
-    return {ds: data.describe(ds, data_dir) for ds in dict.fromkeys(r["dataset"] for r in runs)}
+def _data_plans(runs: list[PlannedRun], data_dir: str | None) -> dict[str, Any]:
+    return {ds: data.describe(ds, data_dir) for ds in dict.fromkeys(r.config.dataset for r in runs)}
 
 
 def _nproc(table: str, device: str, nproc_per_node: int | None) -> int:
     if nproc_per_node is not None:
         return nproc_per_node
     if TABLES[table].ddp and device.startswith("cuda") and ":" not in device:
-        import torch
-
         return max(1, torch.cuda.device_count())
     return 1
 
 
 def _new_record(table: str, p: dict[str, Any], plans: dict, runs: list, device: str, nproc: int) -> dict[str, Any]:
     env = environment()
-    first = plans[runs[0]["dataset"]]
-    shared = train_config(runs[0], source=first.source, data_dir=first.root, device=p["device"], out_dir=None,
-                          options=first.options).to_dict()
+    shared = runs[0].for_data(plans[runs[0].config.dataset], None).to_dict()
     for name in ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "out_dir"):
         shared.pop(name)
     recipe = PROFILES[table][p["profile"]].get("recipe")
@@ -241,24 +249,24 @@ def run_table(
 
     if record is None:
         run_dir = new_run_dir(p["out_dir"], table)
-        lock = _Lock(run_dir)
+        lock = _lock(run_dir)
         record = _new_record(table, p, plans, runs, device, nproc)
         done: dict[str, dict] = {}
     else:
         run_dir = Path(resume)
-        lock = _Lock(run_dir)
+        lock = _lock(run_dir)
         record = load_run(run_dir)  # re-read under the lock
         done = {r["key"]: r for r in record["runs"] if r["status"] == "complete"}
     try:
-        return _train_all(table, record, run_dir, runs, plans, p, done, workers, nproc)
+        return _train_all(table, record, run_dir, runs, plans, done, workers, nproc)
     finally:
-        lock.release()
+        lock.close()
 
 
-def _train_all(table, record, run_dir: Path, runs, plans, p, done, workers: int, nproc: int) -> Path:
+def _train_all(table, record, run_dir: Path, runs, plans, done, workers: int, nproc: int) -> Path:
     base_wall = float(record["wall_time_s"])
     t0 = time.perf_counter()
-    order = {run_key(r): i for i, r in enumerate(runs)}
+    order = {r.key: i for i, r in enumerate(runs)}
     results: dict[str, dict[str, Any]] = dict(done)
 
     def save(status: str, error: str | None = None) -> None:
@@ -271,13 +279,11 @@ def _train_all(table, record, run_dir: Path, runs, plans, p, done, workers: int,
             record["error"] = error
         write_json_atomic(run_dir / METRICS_FILE, json_safe(record))
 
-    def config(run) -> TrainConfig:
-        dp = plans[run["dataset"]]
-        return train_config(run, source=dp.source, data_dir=dp.root, device=p["device"],
-                            out_dir=str(run_dir / "runs" / run_key(run)), options=dp.options)
+    def config(run: PlannedRun) -> TrainConfig:
+        return run.for_data(plans[run.config.dataset], str(run_dir / "runs" / run.key))
 
-    def finish(run, outcome) -> None:
-        key = run_key(run)
+    def finish(run: PlannedRun, outcome) -> None:
+        key = run.key
         if isinstance(outcome, TrainingDiverged):
             results[key] = _failed_record(run, "diverged", str(outcome))
         else:
@@ -287,7 +293,7 @@ def _train_all(table, record, run_dir: Path, runs, plans, p, done, workers: int,
                     "-" if r["top1"] is None else f"{r['top1']:.2f}%")
         save("running")
 
-    todo = [r for r in runs if run_key(r) not in done]
+    todo = [r for r in runs if r.key not in done]
     record["status"] = "running"
     save("running")
     try:
@@ -317,9 +323,6 @@ def _train_all(table, record, run_dir: Path, runs, plans, p, done, workers: int,
 
 
 def _train_side_by_side(todo, config, finish, workers: int) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads,)) as pool:
@@ -352,7 +355,7 @@ def _probe(runs: list[dict[str, Any]], plans: Mapping[str, Any]) -> dict[str, An
     found = {}
     for ds, dp in plans.items():
         try:
-            found[ds] = data.probe(dp, num_steps=next(r["num_steps"] for r in runs if r["dataset"] == ds))
+            found[ds] = data.probe(dp, num_steps=next(r.config.num_steps for r in runs if r.config.dataset == ds))
         except data.DataUnavailableError as exc:
             raise data.DataUnavailableError(f"{exc} In a table notebook that is the parameter data_dir "
                                             f"(-p data_dir <folder or archive>).") from None
@@ -365,26 +368,18 @@ def _input_shape(spec, num_steps: int) -> tuple:
     return (num_steps, *shape) if spec.is_sequence else shape
 
 
-def _network_key(run: Mapping[str, Any], shape: tuple) -> tuple:
+def _network_key(run: PlannedRun, shape: tuple) -> tuple:
     """What a step's cost depends on: ``(arch, width, T, input shape, step_bn)`` (not the neuron kind)."""
-    return (run["arch"], run["width"], run["num_steps"], shape, bool(run["train_options"].get("step_bn", False)))
+    c = run.config
+    return (c.arch, c.width, c.num_steps, shape, c.step_bn)
 
 
-def _build(run: Mapping[str, Any], shape: tuple, num_classes: int):
-    from ..models import build_model
-
-    extra = {"width": run["width"]} if run["width"] is not None else {}
-    return build_model(run["arch"], neuron=run["neuron"], num_classes=num_classes, num_steps=run["num_steps"],
-                       in_channels=shape[-3], step_bn=bool(run["train_options"].get("step_bn", False)), **extra)
+def _build(run: PlannedRun, shape: tuple, num_classes: int) -> nn.Module:
+    return run.config.build_model(num_classes=num_classes, in_channels=shape[-3])
 
 
-def _dense_macs(run: Mapping[str, Any], shape: tuple, num_classes: int) -> float:
+def _dense_macs(run: PlannedRun, shape: tuple, num_classes: int) -> float:
     """Multiply-accumulates of one image through the network as it executes (all T steps, dense)."""
-    import torch
-    from torch import nn
-
-    from ..energy import conv_macs, linear_macs
-
     model = _build(run, shape, num_classes).eval()
     total = [0]
 
@@ -392,35 +387,29 @@ def _dense_macs(run: Mapping[str, Any], shape: tuple, num_classes: int) -> float
         total[0] += conv_macs(module, y) if isinstance(module, nn.Conv2d) else linear_macs(module, y)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    x = torch.rand(1, *shape)
+    x = data.time_first(torch.rand(1, *shape))
     try:
         with torch.no_grad():
-            model(x.transpose(0, 1) if len(shape) == 4 else x)
+            model(x)
     finally:
         for h in handles:
             h.remove()
     return float(total[0])
 
 
-def _time_step(run: Mapping[str, Any], shape: tuple, device, num_classes: int, left_s: float,
+def _time_step(run: PlannedRun, shape: tuple, device, num_classes: int, left_s: float,
                target_s: float) -> float:
     """Seconds per image of one optimizer step of ``run``'s network on ``device``, within about ``left_s`` seconds.
 
     A warm-up step at 2 images and a second one, then up to three steps at a batch of at most
     ``min(batch_size, 32)`` chosen to take about ``target_s``; the fastest step per image counts.
     """
-    import torch
-
-    from ..train import param_groups
-
     deadline = time.perf_counter() + left_s
     model = _build(run, shape, num_classes).to(device)
     opt = torch.optim.SGD(param_groups(model, 1e-4), lr=0.01, momentum=0.9)
 
     def step(b: int) -> float:
-        x = torch.randn(b, *shape, device=device)
-        if len(shape) == 4:
-            x = x.transpose(0, 1)  # event frames: [T, B, C, H, W]
+        x = data.time_first(torch.randn(b, *shape, device=device))
         y = torch.randint(0, num_classes, (b,), device=device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -436,7 +425,7 @@ def _time_step(run: Mapping[str, Any], shape: tuple, device, num_classes: int, l
     best = step(2) / 2  # the warm-up: one-off costs (kernels, allocator, oneDNN primitives) included
     if time.perf_counter() + 2 * best < deadline:
         best = min(best, step(2) / 2)
-    b = max(2, min(run["batch_size"], 32, int(target_s / max(best, 1e-9))))
+    b = max(2, min(run.config.batch_size, 32, int(target_s / max(best, 1e-9))))
     for _ in range(3):
         if time.perf_counter() + best * b > deadline:
             break
@@ -474,12 +463,11 @@ def estimate(table: str, *, budget_s: float = 20.0, **params: Any) -> dict[str, 
     workers = p["workers"] if device.type == "cpu" else 1
     first: dict[tuple, dict] = {}
     for run in runs:
-        first.setdefault(_network_key(run, _input_shape(data.DATASETS[run["dataset"]], run["num_steps"])), run)
-    classes = {key: data.DATASETS[run["dataset"]].num_classes or 10 for key, run in first.items()}
+        first.setdefault(_network_key(run, _input_shape(data.DATASETS[run.config.dataset], run.config.num_steps)),
+                         run)
+    classes = {key: data.DATASETS[run.config.dataset].num_classes or 10 for key, run in first.items()}
     macs = {key: _dense_macs(run, key[3], classes[key]) for key, run in first.items()}
     per_image: dict[tuple, float] = {}
-    import torch
-
     threads = torch.get_num_threads()
     if workers > 1:  # side by side, each run gets cpu_count // workers threads (run_table's workers)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
@@ -498,24 +486,25 @@ def estimate(table: str, *, budget_s: float = 20.0, **params: Any) -> dict[str, 
     s_per_mac = sorted(per_image[k] / macs[k] for k in per_image)[len(per_image) // 2]
     per_run, flops = [], 0.0
     for run in runs:
-        spec = data.DATASETS[run["dataset"]]
-        key = _network_key(run, _input_shape(spec, run["num_steps"]))
-        step = per_image.get(key, s_per_mac * macs[key]) * run["batch_size"]
+        c = run.config
+        spec = data.DATASETS[c.dataset]
+        key = _network_key(run, _input_shape(spec, c.num_steps))
+        step = per_image.get(key, s_per_mac * macs[key]) * c.batch_size
         train_n, test_n = spec.split_sizes
-        steps = max(1, train_n // run["batch_size"])
-        if run["max_steps_per_epoch"]:
-            steps = min(steps, run["max_steps_per_epoch"])
-        test_batches = math.ceil(test_n / run["batch_size"])
-        if run["max_eval_steps"]:
-            test_batches = min(test_batches, run["max_eval_steps"])
+        steps = max(1, train_n // c.batch_size)
+        if c.max_steps_per_epoch:
+            steps = min(steps, c.max_steps_per_epoch)
+        test_batches = math.ceil(test_n / c.batch_size)
+        if c.max_eval_steps:
+            test_batches = min(test_batches, c.max_eval_steps)
         epoch = step * steps + step / 3 * test_batches
-        per_run.append({"key": run_key(run), "step_s": step, "epoch_s": epoch, "run_s": epoch * run["epochs"],
+        per_run.append({"key": run.key, "step_s": step, "epoch_s": epoch, "run_s": epoch * c.epochs,
                         "timed": key in per_image})
-        images = (3 * steps + min(test_batches * run["batch_size"], test_n) / run["batch_size"]) * run["batch_size"]
-        flops += run["epochs"] * macs[key] * images * 2
+        images = (3 * steps + min(test_batches * c.batch_size, test_n) / c.batch_size) * c.batch_size
+        flops += c.epochs * macs[key] * images * 2
     total = sum(r["run_s"] for r in per_run) / max(1, min(workers, len(runs)))
     untimed = len(first) - len(per_image)
-    return {"runs": len(runs), "epochs": sorted({r["epochs"] for r in runs}), "device": str(device),
+    return {"runs": len(runs), "epochs": sorted({r.config.epochs for r in runs}), "device": str(device),
             "per_run": per_run, "total_s": total, "timing_s": timing_s,
             "gpu_hours": flops / (_GPU_TFLOPS * 1e12) / 3600,
             "gpu_note": f"from FLOPs at an assumed {_GPU_TFLOPS:g} TFLOP/s sustained",
@@ -532,9 +521,6 @@ def check_cost(table: str, cost: Mapping[str, Any], max_hours: float | None = No
     Raises:
         ConfigError naming ``max_hours``.
     """
-    from .plan import CPU_MAX_HOURS
-    from .records import fmt_duration
-
     limit = max_hours if max_hours is not None else (CPU_MAX_HOURS if cost["device"].startswith("cpu") else None)
     if limit is None or cost["total_s"] <= limit * 3600:
         return
@@ -561,12 +547,6 @@ def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_i
     Returns:
         ``(x [N, C, H, W] float, y [N], label)``, label e.g. "CIFAR-10 (JPEG copy)".
     """
-    import dataclasses
-
-    import torch
-
-    from .. import data as tdata
-
     if num_images is not None and (not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1):
         raise ConfigError(f"num_images must be None (the whole test set) or an int >= 1, got {num_images!r}",
                           field="num_images", value=num_images, allowed="None or an int >= 1")
@@ -576,7 +556,7 @@ def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_i
     if data_dir is None and root is not None and not Path(root).exists():
         root = None
     dp = data.describe(dataset, root)
-    source = tdata.probe(dp)
+    source = data.probe(dp)
     if source.test_y is None:
         raise ConfigError(f"test_batch needs a data set held in memory; {dp.label} is read from files",
                           field="dataset", value=dataset)
@@ -589,7 +569,7 @@ def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_i
                  for rank, i in enumerate(torch.nonzero(y_all == c).flatten()[:per])]
         idx = torch.tensor([i for _, _, i in sorted(picks)][:num_images])
     sample = dataclasses.replace(source, test_x=source.test_x[idx], test_y=y_all[idx], fingerprint=source.fingerprint)
-    x, y = next(iter(tdata.make_loader(sample, "test", batch_size=len(idx), device="cpu", shuffle=False,
+    x, y = next(iter(data.make_loader(sample, "test", batch_size=len(idx), device="cpu", shuffle=False,
                                        drop_last=False)))
     return x, y, dp.label
 
@@ -607,33 +587,25 @@ def estimate_from_flops(table: str, profile: str | None = None, *, tflops: float
     Returns:
         ``{"runs", "gpu_hours", "per_network": {key: macs per image}, "assumption"}``.
     """
-    import torch
-
-    from ..energy import count_ops
-    from ..models import build_model
-
     runs = plan(table, profile)
     macs: dict[tuple, float] = {}
     total = 0.0
     for run in runs:
-        spec = data.DATASETS[run["dataset"]]
-        shape = _input_shape(spec, run["num_steps"])
-        key = (run["arch"], run["width"], run["num_steps"], shape)
+        c = run.config
+        spec = data.DATASETS[c.dataset]
+        shape = _input_shape(spec, c.num_steps)
+        key = (c.arch, c.width, c.num_steps, shape)
         if key not in macs:
-            extra = {"width": run["width"]} if run["width"] is not None else {}
-            model = build_model(run["arch"], neuron=run["neuron"], num_classes=10, num_steps=run["num_steps"],
-                                in_channels=shape[-3], **extra).eval()
-            x = torch.rand(1, *shape)  # real-valued (an all-zero input would count as spikes)
-            if len(shape) == 4:
-                x = x.transpose(0, 1)
+            model = _build(run, shape, 10).eval()
+            x = data.time_first(torch.rand(1, *shape))  # real-valued (an all-zero input would count as spikes)
             ops = count_ops(model, x)
             macs[key] = float(sum(r.dense_macs * r.paper_repeat for r in ops.layers))
         train_n, test_n = spec.split_sizes
-        if run["max_steps_per_epoch"]:
-            train_n = min(train_n, run["max_steps_per_epoch"] * run["batch_size"])
-        if run["max_eval_steps"]:
-            test_n = min(test_n, run["max_eval_steps"] * run["batch_size"])
-        total += run["epochs"] * macs[key] * (3 * train_n + test_n) * 2  # FLOPs
+        if c.max_steps_per_epoch:
+            train_n = min(train_n, c.max_steps_per_epoch * c.batch_size)
+        if c.max_eval_steps:
+            test_n = min(test_n, c.max_eval_steps * c.batch_size)
+        total += c.epochs * macs[key] * (3 * train_n + test_n) * 2  # FLOPs
     return {"runs": len(runs), "gpu_hours": total / (tflops * 1e12) / 3600,
             "per_network": {f"{a}{'-w' + str(w) if w else ''}-T{t}": m for (a, w, t, _), m in macs.items()},
             "assumption": f"{tflops:g} TFLOP/s sustained, 2 FLOPs per MAC, backward = 2x forward"}

@@ -4,6 +4,9 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .. import probes
+from ..models import build_model
 from .style import CURRENTS, DISTRIBUTIONS
 
 
@@ -84,8 +87,6 @@ def input_current(shape: str = "sine", *, num_steps: int = 40, amplitude: float 
 
 def _demo_model(neuron: str = "trainable_ternary", seed: int = 0):
     """An untrained ``small`` network (width 4) on 8x8 single-channel input, and an input batch."""
-    from ..models import build_model
-
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -95,7 +96,5 @@ def _demo_model(neuron: str = "trainable_ternary", seed: int = 0):
 
 
 def _demo_recording(seed: int = 0) -> dict:
-    from .. import probes
-
     model, x = _demo_model(seed=seed)
     return probes.record(model, x)

@@ -9,7 +9,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..models import NEURONS
+from .. import energy, probes
+from ..models import NEURONS, build_model
+from ..reparam import reparameterize
 from .inputs import _demo_model
 from .style import COLORS, _UNIT, _color, _layout, _np
 
@@ -21,8 +23,6 @@ def plot_logits_match(original: torch.Tensor | None = None, folded: torch.Tensor
     Traces: "logits", "y = x".
     """
     if original is None or folded is None:
-        from ..reparam import reparameterize
-
         model, x = _demo_model()
         with torch.no_grad():
             original, folded = model(x), reparameterize(model).eval()(x)
@@ -55,9 +55,6 @@ def plot_spike_values(recordings: Mapping[str, Mapping[str, dict]] | None = None
     anything else trainable ternary {-a, 0, a}.
     """
     if recordings is None:
-        from .. import probes
-        from ..reparam import reparameterize
-
         model, x = _demo_model()
         with torch.no_grad():
             model.stem_lif.graded_spikes_factor.fill_(0.7)
@@ -101,8 +98,6 @@ def plot_energy(counts=None, *, convention: str = "executed") -> go.Figure:
     Energy is in nJ (1 nJ = 1000 pJ), as notebook 05 prints it.
     Traces: "SNN operations" (per model, prefixed by its name if several), "ANN MACs", "energy (nJ)".
     """
-    from .. import energy
-
     if counts is None:
         model, x = _demo_model("ternary")
         counts = energy.count_ops(model, x)
@@ -252,9 +247,6 @@ def plot_figure2(recordings: Mapping[int, Mapping[str, Mapping[str, Any]]] | Non
     entries "u < 0" and "u ≥ 0".
     """
     if recordings is None:
-        from .. import probes
-        from ..models import build_model
-
         x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
         recordings = {}
         for t in (1, 2):

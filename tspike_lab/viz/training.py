@@ -9,7 +9,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .. import info
+from .. import info, probes
+from ..models.layers import ConvBN
+from ..reparam import consumer_kinds
 from .inputs import _demo_model, _demo_recording
 from .style import COLORS, _PALETTE, _UNIT, _color, _layout, _name, _np, _signed_histogram, _threshold_lines
 
@@ -77,8 +79,6 @@ def plot_firing_rates(rates: Mapping[str, Any] | None = None) -> go.Figure:
     Traces: one bar trace per run, in the run's neuron colour where its name is a neuron.
     """
     if rates is None:
-        from .. import probes
-
         model, x = _demo_model()
         rates = {"untrained": probes.firing_rates(model, x)}
     fig = go.Figure()
@@ -110,9 +110,6 @@ def plot_amplitudes(amplitudes: Mapping[str, Any] | None = None, consumers: Mapp
     Traces: one bar trace per run, values written inside the bars.
     """
     if amplitudes is None:
-        from .. import probes
-        from ..reparam import consumer_kinds
-
         model, _ = _demo_model()
         amplitudes = {"untrained": probes.amplitudes(model)}
         consumers = consumers or consumer_kinds(model)
@@ -238,8 +235,6 @@ def plot_bn_invariance(scales: Iterable[float] = (0.25, 0.5, 1.0, 2.0, 4.0), *, 
 
     Traces: "conv output", "BN output (training mode)".
     """
-    from ..models.layers import ConvBN
-
     scales = [float(s) for s in scales]
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
