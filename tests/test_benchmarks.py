@@ -37,6 +37,7 @@ def _rows(out):
             and not line.startswith("| case")}
 
 
+@pytest.mark.slow  # runs a benchmark script
 def test_neuron_benchmark_runs_and_reports_an_absent_peer_as_missing():
     out = _run_script("bench_neuron.py", "--quick", hide=["spikingjelly"])
     assert "hardware:" in out and "versions:" in out and "copy bandwidth" in out
@@ -73,6 +74,7 @@ def test_the_general_path_variant_never_takes_the_fused_step():
     assert type(mem.grad_fn).__name__ != "LIFStepCPUBackward" and isinstance(lif, tl.TernaryLeaky)
 
 
+@pytest.mark.slow  # runs a benchmark script
 def test_train_step_benchmark_runs_every_case_with_time_and_peak_memory():
     out = _run_script("bench_train_step.py", "--quick")
     assert "## T = 2" in out and "hardware:" in out
@@ -152,6 +154,7 @@ def test_a_bf16_case_on_a_cpu_without_native_bf16_is_refused_with_the_reason(mon
     assert callable(bench_train_step._case_fn(bench_train_step.OURS, "small", 2, 2, 8))
 
 
+@pytest.mark.slow  # runs a benchmark script
 def test_the_train_step_benchmark_times_one_epoch_per_case_from_a_cifar10_folder(tmp_path, monkeypatch):
     sys.path.insert(0, str(ROOT / "tests"))
     from test_data import make_cifar_archive

@@ -35,7 +35,7 @@ from browser_helpers import (
     start_lab,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 RUN_TIMEOUT_MS = 300_000  # torch import + every cell; 03 trains nine small networks
 LOAD_TIMEOUT_MS = 60_000

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -21,10 +22,18 @@ def no_data(monkeypatch):
     monkeypatch.setattr(tspike_lab.data, "load", refuse)
 
 
-def _tspike(*args, cwd=None):
+def _tspike(*args):
+    """``python -m tspike_lab ARGS`` as a real process (one test: the exit status and stderr of a process)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "tspike_lab", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+                          timeout=600)
+
+
+def _tspike_here(capsys, *args):
+    """The same command in this process (cli.main): its exit status, stdout and stderr."""
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    return types.SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
 def test_the_cli_has_an_option_for_every_config_field():
@@ -106,6 +115,7 @@ def test_the_cli_trains_and_prints_the_final_metrics_as_json(capsys, tmp_path):
     assert final["run_dir"] == str(run_dir) and (run_dir / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow  # the one real `python -m tspike_lab` process
 def test_a_learning_rate_that_blows_the_loss_up_exits_3_with_one_line(tmp_path):
     done = _tspike("train", "--dataset", "digits", "--arch", "small", "--width", "8", "--epochs", "1", "--batch-size",
                    "16", "--lr", "1e6", "--max-steps-per-epoch", "4", "--no-progress", "--out-dir", str(tmp_path / "r"))
@@ -114,19 +124,19 @@ def test_a_learning_rate_that_blows_the_loss_up_exits_3_with_one_line(tmp_path):
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
 
 
-def test_an_out_dir_that_is_a_file_or_a_truncated_checkpoint_ends_in_one_line_naming_it(tmp_path):
+def test_an_out_dir_that_is_a_file_or_a_truncated_checkpoint_ends_in_one_line_naming_it(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    done = _tspike("train", "--epochs", "1", "--no-progress", "--out-dir", str(afile))
+    done = _tspike_here(capsys, "train", "--epochs", "1", "--no-progress", "--out-dir", str(afile))
     assert done.returncode == 2 and "is a file, not a folder" in done.stderr and done.stderr.count("\n") == 1
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
-    done = _tspike("train", "--epochs", "1", "--no-progress", "--out-dir", str(run))
+    done = _tspike_here(capsys, "train", "--epochs", "1", "--no-progress", "--out-dir", str(run))
     assert done.returncode == 2 and "cannot be read" in done.stderr and str(run / "checkpoint.pt") in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
     (run / "checkpoint.pt").write_bytes(b"")
-    done = _tspike("train", "--epochs", "1", "--no-progress", "--out-dir", str(run))
+    done = _tspike_here(capsys, "train", "--epochs", "1", "--no-progress", "--out-dir", str(run))
     assert done.returncode == 2 and "checkpoint" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -155,8 +165,8 @@ def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_the_last_checkpoint
     (["--dataset", "digits", "--data-dir", "."], "--data-dir must be None for 'digits'"),
     (["--dataset", "digits", "--arch", "vgg16"], "'vgg16' needs at least 32x32"),
 ])
-def test_a_wrong_data_dir_or_arch_fails_in_one_line_before_any_folder_is_made(args, message, tmp_path):
-    done = _tspike("train", *args, "--epochs", "1", "--no-progress", "--out-dir", str(tmp_path / "run"))
+def test_a_wrong_data_dir_or_arch_fails_in_one_line_before_any_folder_is_made(args, message, tmp_path, capsys):
+    done = _tspike_here(capsys, "train", *args, "--epochs", "1", "--no-progress", "--out-dir", str(tmp_path / "run"))
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "run").exists()
 

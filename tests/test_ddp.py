@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
+pytestmark = [pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                 reason="torch.distributed with gloo is not available"),
+              pytest.mark.slow]  # torchrun starts processes
 
 
 def _torchrun(args, tmp_path, timeout=90):

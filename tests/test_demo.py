@@ -34,6 +34,7 @@ def test_paired_difference_pairs_runs_by_seed():
     assert (m, k) == (2.5, 1) and math.isnan(s)
 
 
+@pytest.mark.slow  # trains a width sweep
 def test_run_demo_at_a_tiny_size_prints_a_table_and_a_conclusion_computed_from_its_runs(tmp_path):
     result = demo.run_demo(tmp_path, widths=[1, 2], num_steps=[1], seeds=[0, 1, 2], epochs=1,
                            max_steps_per_epoch=2, workers=2)

@@ -522,6 +522,7 @@ def test_the_c_kernel_in_bfloat16_rounds_every_operation_as_the_oracle_does(kind
         torch.testing.assert_close(ga.double(), ga_ref.double(), rtol=2 ** -7, atol=1e-2)
 
 
+@pytest.mark.slow  # a process of its own
 def test_without_a_c_compiler_auto_falls_back_to_the_torch_fused_path():
     code = textwrap.dedent("""
         import torch

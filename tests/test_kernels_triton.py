@@ -114,6 +114,7 @@ def test_on_a_machine_without_cuda_the_reason_is_cuda_and_nothing_is_launched(mo
 
 
 @needs_triton
+@pytest.mark.slow  # Triton's CPU interpreter runs every program instance in Python
 def test_bfloat16_rounding_keeps_nan_as_nan_and_infinity_as_infinity_in_triton_s_interpreter(tmp_path):
     _interpret(textwrap.dedent("""
         import numpy as np
@@ -147,6 +148,7 @@ def test_bfloat16_rounding_keeps_nan_as_nan_and_infinity_as_infinity_in_triton_s
 
 
 @needs_triton
+@pytest.mark.slow  # Triton's CPU interpreter runs every program instance in Python
 def test_nan_and_infinite_bfloat16_inputs_give_the_oracles_spikes_membranes_and_gradients_in_the_interpreter():
     _interpret(textwrap.dedent("""
         import torch
@@ -175,6 +177,7 @@ def test_nan_and_infinite_bfloat16_inputs_give_the_oracles_spikes_membranes_and_
 
 
 @needs_triton
+@pytest.mark.slow  # Triton's CPU interpreter runs every program instance in Python
 def test_triton_kernels_equal_the_oracle_in_triton_s_cpu_interpreter():
     _interpret(textwrap.dedent("""
         import torch

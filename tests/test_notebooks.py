@@ -152,6 +152,7 @@ def _collected(*args: str) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if "::" in line]
 
 
+@pytest.mark.slow  # two pytest collections in subprocesses
 def test_pytest_nbval_from_the_root_runs_every_learning_notebook_and_no_reproduction_notebook():
     # `pytest --nbval`, the design card's command: testpaths names tests and notebooks
     # (test modules skipped here only to spare importing them all; tests/ holds no notebook)

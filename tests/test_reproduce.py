@@ -811,6 +811,7 @@ def test_the_card_command_without_data_ends_in_one_line_within_a_minute_and_make
     ("archs", ["resnet50"], "archs must be a list drawn from"),
     ("seed", 5, "unknown parameter(s) 'seed' (did you mean 'seeds'?)"),
 ])
+@pytest.mark.slow  # starts papermill and a Jupyter kernel
 def test_papermill_bad_parameter_stops_in_the_validation_cell_before_any_training(name, value, message, tmp_path):
     import papermill
 

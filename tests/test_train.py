@@ -478,6 +478,7 @@ sys.exit(main(sys.argv[1:]))
 WAIT_S = 600  # generous: three epochs of a tiny net take seconds on a quiet 2-core machine
 
 
+@pytest.mark.slow  # three training processes
 def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tmp_path):
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
     reference = subprocess.Popen(_cli(ref_dir) + ["--no-progress"], env=_env(), stdout=subprocess.PIPE,
@@ -570,6 +571,7 @@ def test_onednn_strided_1x1_hazard_names_the_small_nets_shortcut_at_narrow_width
     assert hardware.onednn_1x1_hazard(model) == hazard
 
 
+@pytest.mark.slow  # a training process of its own (a heap corruption kills it, not pytest)
 def test_small_widths_train_in_one_thread_without_corrupting_the_heap(tmp_path):
     # oneDNN 3.12's channels-last backward of a strided 1x1 conv with few input channels writes out of
     # bounds in one thread (arch "small": the stage-2 shortcut); train() must not take that path. In a

@@ -4,10 +4,8 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from tspike_lab import viz
-from tspike_lab.train import TrainConfig
-
-widgets = pytest.importorskip("tspike_lab.widgets")
+from tspike_lab import viz, widgets
+from tspike_lab.config import TrainConfig
 
 
 def _drawn(panel):
