@@ -617,17 +617,30 @@ def test_the_aggregate_command_prints_every_run(tmp_path, capsys):
     assert out.startswith("**Our experiment (not in the paper)") and "| small (width 8) | 2 |" in out
 
 
-def test_the_shipped_cpu_results_are_real_cifar10_with_three_seeds_and_labelled_as_the_cpu_profile():
+def test_the_shipped_cpu_results_are_real_cifar10_with_five_seeds_from_a_clean_commit():
     shipped = reproduce.shipped_results()
     runs = [r for r in reproduce.find_runs(shipped) if reproduce.load_run(r)["profile"] == "cpu"] if shipped else []
-    assert runs, "results/ must hold the Table 2 cpu-profile run"
-    record = reproduce.load_run(runs[-1])
+    assert len(runs) == 1, "results/ must hold the one Table 2 cpu-profile run"
+    record = reproduce.load_run(runs[0])
     assert record["status"] == "complete" and record["datasets"]["cifar10"]["label"] == "CIFAR-10 (JPEG copy)"
-    rows = reproduce.aggregate(runs[-1])
+    assert record["environment"]["git_dirty"] is False  # made from a committed tree
+    prof, p = reproduce.PROFILES["table2"]["cpu"], record["params"]  # the command's defaults, nothing overridden
+    assert (p["profile"], p["seeds"], p["epochs"], p["batch_size"], p["lr"], p["train_options"]) == \
+        ("cpu", list(prof["seeds"]), prof["epochs"], prof["batch_size"], prof["lr"], dict(prof["train_options"]))
+    rows = reproduce.aggregate(runs[0])
     assert {r["neuron"] for r in rows} == {"binary", "ternary", "trainable_ternary"}
-    assert all(r["n_seeds"] == 3 and r["std"] is not None and 10.0 < r["mean"] < 100.0 for r in rows)
-    for r in record["runs"]:  # checkpoints small enough to ship
-        assert (runs[-1] / r["run_dir"] / "checkpoint.pt").stat().st_size < 2_000_000
+    assert all(r["n_seeds"] == 5 and r["std"] is not None and 10.0 < r["mean"] <= r["best_mean"] < 100.0 for r in rows)
+    assert {r["status"] for r in record["aggregate"]} == {"complete"}  # every stored row says what the table says
+    fingerprints = set()
+    for r in record["runs"]:
+        ckpt = runs[0] / r["run_dir"] / "checkpoint.pt"
+        assert ckpt.stat().st_size < 2_000_000  # small enough to ship
+        saved = train_mod_load(ckpt)
+        fingerprints.add(saved["data_fingerprint"])
+        assert saved["epoch"] == r["epochs"] == record["params"]["epochs"]
+        assert max(e["test_acc"] for e in saved["history"]) * 100 == pytest.approx(r["best_top1"])
+        assert saved["history"][-1]["test_acc"] * 100 == pytest.approx(r["top1"])
+    assert len(fingerprints) == 1 and None not in fingerprints  # every network trained on the same, named data
 
 
 def test_every_shipped_checkpoint_loads_its_config_and_network_though_older_than_some_fields():
