@@ -151,17 +151,25 @@ def _sweep(fig: go.Figure, rs: list, col: int, shown: set) -> None:
     top = max(r["num_steps"] for r in rs)
     for t in sorted({r["num_steps"] for r in rs}):
         for neuron in dict.fromkeys(r["neuron"] for r in rs):
-            line = sorted((r for r in rs if r["neuron"] == neuron and r["num_steps"] == t and r["mean"] is not None),
+            line = sorted((r for r in rs if r["neuron"] == neuron and r["num_steps"] == t and _compared(r)[0] is not None),
                           key=lambda r: r["width"])
             label, color = _style(neuron)
             name = f"{label}, T={t}"
-            fig.add_scatter(x=[r["width"] for r in line], y=[r["mean"] for r in line],
-                            error_y=dict(type="data", array=[r["std"] or 0.0 for r in line]), mode="lines+markers",
+            fig.add_scatter(x=[r["width"] for r in line], y=[_compared(r)[0] for r in line],
+                            error_y=dict(type="data", array=[_compared(r)[1] or 0.0 for r in line]), mode="lines+markers",
                             name=name, legendgroup=name, showlegend=name not in shown,
                             line=dict(color=color, dash="solid" if t == top else "dot"), row=1, col=col)
             shown.add(name)
     fig.update_xaxes(type="log", tickvals=widths, ticktext=[str(w) for w in widths],
                      title="width (channels of the first block)", row=1, col=col)
+
+
+def _compared(r: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """The accuracy a row compares with the paper (``reproduce.COMPARED``: the best epoch's mean ± std, as the
+    released scripts report), the final epoch's where a row has no best."""
+    if r.get("best_mean") is not None:
+        return r["best_mean"], r.get("best_std")
+    return r.get("mean"), r.get("std")
 
 
 def _bars(fig: go.Figure, rs: list, col: int, shown: set) -> None:
@@ -173,10 +181,11 @@ def _bars(fig: go.Figure, rs: list, col: int, shown: set) -> None:
         label, color = _style(neuron)
         if any(r.get("ours") for r in mine) and mine[0]["table"] != "capacity":
             label += " (ours)"
-        fig.add_bar(x=[xs[(r["arch"], r["width"], r["num_steps"])] for r in mine], y=[r["mean"] for r in mine],
-                    error_y=dict(type="data", array=[r["std"] or 0.0 for r in mine]), marker_color=color,
+        acc = [_compared(r) for r in mine]
+        fig.add_bar(x=[xs[(r["arch"], r["width"], r["num_steps"])] for r in mine], y=[m for m, _ in acc],
+                    error_y=dict(type="data", array=[s or 0.0 for _, s in acc]), marker_color=color,
                     name=label, legendgroup=neuron, showlegend=neuron not in shown, offsetgroup=neuron,
-                    text=[f"{r['mean']:.1f}" if r["mean"] is not None else "" for r in mine],
+                    text=[f"{m:.1f}" if m is not None else "" for m, _ in acc],
                     textposition="outside", cliponaxis=False, row=1, col=col)
         shown.add(neuron)
         papers = [r for r in mine if r["paper"] is not None]
@@ -195,8 +204,9 @@ def plot_table(rows: Iterable[Mapping[str, Any]] = (), title: str | None = None)
     """Reproduction rows as a figure: one panel per (data set, profile), never two data sets in one chart.
 
     A width sweep (several widths of arch ``small``) is drawn as lines of top-1 against width,
-    one per neuron and T. Otherwise one group of bars per (arch, T), one bar per neuron (ours,
-    mean ± std over seeds), and a black-edged diamond at the paper's number where the paper has
+    one per neuron and T. Otherwise one group of bars per (arch, T), one bar per neuron (ours: the
+    best epoch's top-1, mean ± sample std over seeds, what a row compares with the paper; the final
+    epoch's where a row has no best), and a black-edged diamond at the paper's number where the paper has
     that cell. Each panel title names the data set and the profile.
 
     Args:
@@ -204,7 +214,7 @@ def plot_table(rows: Iterable[Mapping[str, Any]] = (), title: str | None = None)
         title: the figure title (default: the tables shown).
     Traces: one per neuron (and T for a sweep), then "paper (Guo et al. 2024)".
     """
-    rows = [r for r in rows if r.get("mean") is not None or r.get("paper") is not None]
+    rows = [r for r in rows if _compared(r)[0] is not None or r.get("paper") is not None]
     panels: dict[tuple, list] = {}
     for r in rows:
         panels.setdefault((r["dataset_label"], r["profile"]), []).append(r)
@@ -223,7 +233,8 @@ def plot_table(rows: Iterable[Mapping[str, Any]] = (), title: str | None = None)
     fig.update_yaxes(title="test top-1 (%)", range=[0, 105], row=1, col=1)
     if title is None:
         tables = list(dict.fromkeys(r["table"] for r in rows))
-        title = (f"{', '.join(tables)}: ours, mean ± std over seeds" + (", beside the paper" if any(
+        title = (f"{', '.join(tables)}: ours, best-epoch top-1 (as the released scripts report), mean ± sample std "
+                 f"over seeds" + (", beside the paper" if any(
             r["paper"] is not None for r in rows) else "")) if rows else "no results"
     return _layout(fig, title, height=460)
 
