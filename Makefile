@@ -26,6 +26,8 @@ install: $(STAMP)
 # Each learning notebook runs once: in JupyterLab + headless Chromium (tests/test_browser.py, which
 # fails on any cell error), or with nbval where that test cannot run (no Chromium or playwright).
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -rs tests
 	@if why=$$($(PY) tests/browser_helpers.py); then \
 		echo "make: the browser test above ran every learning notebook; not running them again with nbval"; \

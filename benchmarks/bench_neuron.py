@@ -19,6 +19,7 @@ the same way: a line under each table (same rounds), and one training iteration 
 tutorial-5 network (784-1000-10, 25 steps, batch 128, Adam) with each neuron class swapped in,
 timed in interleaved rounds of its own (``--no-network`` skips it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,22 @@ import sys
 from pathlib import Path
 
 import torch
-
+from common import (
+    add_run_arguments,
+    copy_bandwidth,
+    cuda_peak,
+    environment_lines,
+    markdown_table,
+    measure_peak,
+    memory_in_subprocesses,
+    ms,
+    ratio,
+    resolve_device,
+    start_run,
+    synchronizer,
+    time_interleaved,
+)
 from stream_copy import streaming_copy
-
-from common import (add_run_arguments, copy_bandwidth, cuda_peak, environment_lines, markdown_table, measure_peak,
-                    memory_in_subprocesses, ms, ratio, resolve_device, start_run, synchronizer, time_interleaved)
 
 SIZES = {"cifar": (64, 128, 16, 16), "large": (32, 256, 32, 32), "tiny": (2, 4, 6, 6)}
 OURS = "tspike MultiStepLIF (auto)"
@@ -155,8 +167,10 @@ PEERS = {
     "tspike MultiStepLIF (torch oracle)": (_oracle, "ternary, backend='torch': autograd through every step"),
     "tspike TernaryLeaky stepped": (_ternary_leaky, "ternary, our snnTorch-compatible neuron in a Python loop"),
     "tspike BinaryLeaky stepped": (_binary_leaky, "binary, the same (paper defaults: STE, reset not detached)"),
-    "tspike TernaryLeaky stepped (general path)": (_ternary_leaky_general,
-                                                   "TernaryLeaky without its fused step: op by op, as before it"),
+    "tspike TernaryLeaky stepped (general path)": (
+        _ternary_leaky_general,
+        "TernaryLeaky without its fused step: op by op, as before it",
+    ),
     SNN_STEPPED: (_snntorch, "binary, snnTorch default ATan surrogate, reset 'zero'"),
     "spikingjelly LIFNode (m)": (_sj_node("LIFNode"), "binary, multi-step, torch backend, Sigmoid surrogate"),
     "spikingjelly TernaryLIFNode (m)": (_sj_node("TernaryLIFNode"), "ternary, multi-step, Sigmoid surrogate"),
@@ -180,8 +194,9 @@ def _c_preallocated(x: torch.Tensor, g: torch.Tensor):
 
     from tspike_lab.kernels import cpu, make_spec
 
-    spec = make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
-                     detach_reset=False)
+    spec = make_spec(
+        beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False
+    )
     lib = cpu.library()  # raises (reported as missing) where no C compiler works
     x, g = x.detach().contiguous(), g.contiguous()
     T, N = x.shape[0], x[0].numel()
@@ -271,8 +286,11 @@ def stepped_summary(timings: dict) -> str | None:
     if SNN_STEPPED not in timings:
         return None
     ref = timings[SNN_STEPPED]
-    parts = [f"{label} {ratio(timings[peer].best, ref.best)} (median {ratio(timings[peer].median, ref.median)})"
-             for peer, label in STEPPED.items() if peer in timings]
+    parts = [
+        f"{label} {ratio(timings[peer].best, ref.best)} (median {ratio(timings[peer].median, ref.median)})"
+        for peer, label in STEPPED.items()
+        if peer in timings
+    ]
     if not parts:
         return None
     return "- stepped drop-in / snn.Leaky stepped, same rounds (below 1: ours is faster): " + "; ".join(parts)
@@ -295,8 +313,15 @@ def network_table(size: str, rounds: int) -> tuple[str, list[dict]]:
             results.append({"network": size, "case": case, "missing": missing[case]})
             continue
         t = timings[case]
-        rows.append([case, f"{ms(t.best)} ({ms(t.median)})", ratio(t.best, ref.best if ref else None),
-                     ratio(t.median, ref.median if ref else None), "the neuron class swapped into the same network"])
+        rows.append(
+            [
+                case,
+                f"{ms(t.best)} ({ms(t.median)})",
+                ratio(t.best, ref.best if ref else None),
+                ratio(t.median, ref.median if ref else None),
+                "the neuron class swapped into the same network",
+            ]
+        )
         results.append({"network": size, "case": case, "best_s": t.best, "median_s": t.median})
     table = markdown_table(["case", "iteration ms", "x snn.Leaky (best)", "x snn.Leaky (median)", "notes"], rows)
     return table, results
@@ -326,10 +351,17 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per peer (default 10)")
     p.add_argument("--peers", default=None, help="comma list of peer names (default: all)")
     p.add_argument("--no-network", action="store_true", help="skip the tutorial-5 network's training iteration")
-    p.add_argument("--network-rounds", type=int, default=None,
-                   help="interleaved rounds of the network iteration (default 20; --quick: 2)")
-    p.add_argument("--list-stepped", action="store_true",
-                   help="print the stepped peers (snn.Leaky and our drop-ins) as a --peers value and exit")
+    p.add_argument(
+        "--network-rounds",
+        type=int,
+        default=None,
+        help="interleaved rounds of the network iteration (default 20; --quick: 2)",
+    )
+    p.add_argument(
+        "--list-stepped",
+        action="store_true",
+        help="print the stepped peers (snn.Leaky and our drop-ins) as a --peers value and exit",
+    )
     add_run_arguments(p, memory_repeats=1, jobs=2)
     args = p.parse_args(argv)
     if args.list_stepped:
@@ -355,14 +387,18 @@ def main(argv=None) -> int:
     print(f"# Multi-step LIF layer: forward+backward, float32, {where}\n")
     for line in environment_lines(["spikingjelly"]):
         print(f"- {line}")
-    print(f"- copy bandwidth (read+write, best of {' and '.join(f'{n // 2**20} MiB' for n in copy_sizes)} copies): "
-          f"{bw['warm'] / 1e9:.1f} GB/s into an existing tensor"
-          + (f" ({bw['stream'] / 1e9:.1f} GB/s with streaming stores)" if "stream" in bw else "")
-          + f", {bw['fresh'] / 1e9:.1f} GB/s into a new one "
-          + ("(page faults included)" if device.type == "cpu" else "(from the caching allocator)"))
+    print(
+        f"- copy bandwidth (read+write, best of {' and '.join(f'{n // 2**20} MiB' for n in copy_sizes)} copies): "
+        f"{bw['warm'] / 1e9:.1f} GB/s into an existing tensor"
+        + (f" ({bw['stream'] / 1e9:.1f} GB/s with streaming stores)" if "stream" in bw else "")
+        + f", {bw['fresh'] / 1e9:.1f} GB/s into a new one "
+        + ("(page faults included)" if device.type == "cpu" else "(from the caching allocator)")
+    )
     copy_rate = max(bw["warm"], bw.get("stream", 0.0))
-    print(f"- times: best of {rounds} interleaved rounds (median in brackets), ms; "
-          "'x ours' = peer / ours (above 1: ours is faster or smaller)\n")
+    print(
+        f"- times: best of {rounds} interleaved rounds (median in brackets), ms; "
+        "'x ours' = peer / ours (above 1: ours is faster or smaller)\n"
+    )
 
     results = []
     for size_name, shape in sizes:
@@ -382,7 +418,7 @@ def main(argv=None) -> int:
             # Two copies: torch's copy_ and one with streaming stores (where it compiles); the faster
             # is the floor, so a slow copy routine cannot flatter the peers.
             src, dst = torch.ones(half, device=device), torch.ones(half, device=device)
-            fns[FLOOR] = lambda: dst.copy_(src)
+            fns[FLOOR] = lambda dst=dst, src=src: dst.copy_(src)
             stream = streaming_copy(dst, src)
             if stream is not None:
                 fns[FLOOR_STREAM] = stream
@@ -399,10 +435,18 @@ def main(argv=None) -> int:
                     if peer != PREALLOCATED:
                         mem[peer] = cuda_peak(_case_fn(peer, T, shape, device=device, inputs=inputs), device)
             elif not args.no_memory:
-                cases = [{"peer": peer, "T": T, "shape": list(shape), "threads": threads} for peer in fns
-                         if peer != PREALLOCATED]  # its buffers exist before the measured step
-                peaks = memory_in_subprocesses(Path(__file__), cases, jobs=args.jobs, batch=args.quick,
-                                               repeats=1 if args.quick else args.memory_repeats)
+                cases = [
+                    {"peer": peer, "T": T, "shape": list(shape), "threads": threads}
+                    for peer in fns
+                    if peer != PREALLOCATED
+                ]  # its buffers exist before the measured step
+                peaks = memory_in_subprocesses(
+                    Path(__file__),
+                    cases,
+                    jobs=args.jobs,
+                    batch=args.quick,
+                    repeats=1 if args.quick else args.memory_repeats,
+                )
                 mem = dict(zip([c["peer"] for c in cases], peaks))
             ours_t = timings[OURS].best if OURS in timings else None
             ours_m = mem.get(OURS, {}).get("peak_mib")
@@ -415,30 +459,68 @@ def main(argv=None) -> int:
                 t = timings[peer]
                 m = mem.get(peer, {})
                 peak = m.get("peak_mib")
-                rows.append([peer, f"{ms(t.best)} ({ms(t.median)})", ratio(t.best, ours_t),
-                             f"{peak:.0f}" if peak is not None else m.get("error", "-"),
-                             ratio(peak, ours_m) if (ours_m or 0) >= 1 else "-",
-                             PEERS[peer][1]])
-                results.append({"size": size_name, "shape": shape, "T": T, "peer": peer, "best_s": t.best,
-                                "median_s": t.median, "peak_mib": peak})
+                rows.append(
+                    [
+                        peer,
+                        f"{ms(t.best)} ({ms(t.median)})",
+                        ratio(t.best, ours_t),
+                        f"{peak:.0f}" if peak is not None else m.get("error", "-"),
+                        ratio(peak, ours_m) if (ours_m or 0) >= 1 else "-",
+                        PEERS[peer][1],
+                    ]
+                )
+                results.append(
+                    {
+                        "size": size_name,
+                        "shape": shape,
+                        "T": T,
+                        "peer": peer,
+                        "best_s": t.best,
+                        "median_s": t.median,
+                        "peak_mib": peak,
+                    }
+                )
             kernel_t = timings[KERNEL].best if KERNEL in timings else None
             pre_t = timings[PREALLOCATED].best if PREALLOCATED in timings else None
             for name, t in copies.items():  # one row per copy; the faster one is the floor
                 how = "streaming stores" if name == FLOOR_STREAM else "torch copy_"
-                rows.append([f"{'memory-traffic floor' if name == floor_name else 'slower copy'} "
-                             f"({floor_bytes_per_element(T)} B/elem, {how})",
-                             f"{ms(t)} ({ms(timings[name].median)})", ratio(t, ours_t), "-", "-",
-                             f"a copy of those bytes, same rounds ({floor_bytes_per_element(T) * n / t / 1e9:.0f} "
-                             f"GB/s): ours {ratio(ours_t, t)}, kernel alone {ratio(kernel_t, t)}, "
-                             f"preallocated {ratio(pre_t, t)}"])
+                rows.append(
+                    [
+                        f"{'memory-traffic floor' if name == floor_name else 'slower copy'} "
+                        f"({floor_bytes_per_element(T)} B/elem, {how})",
+                        f"{ms(t)} ({ms(timings[name].median)})",
+                        ratio(t, ours_t),
+                        "-",
+                        "-",
+                        f"a copy of those bytes, same rounds ({floor_bytes_per_element(T) * n / t / 1e9:.0f} "
+                        f"GB/s): ours {ratio(ours_t, t)}, kernel alone {ratio(kernel_t, t)}, "
+                        f"preallocated {ratio(pre_t, t)}",
+                    ]
+                )
             # The same bytes at the header's copy bandwidth (large copies, measured once at the start).
             header_floor = floor_bytes_per_element(T) * n / copy_rate
-            rows.append([f"the same at the header's {copy_rate / 1e9:.0f} GB/s", ms(header_floor),
-                         ratio(header_floor, ours_t), "-", "-",
-                         f"floor bytes / copy bandwidth: ours {ratio(ours_t, header_floor)}, "
-                         f"kernel alone {ratio(kernel_t, header_floor)}, preallocated {ratio(pre_t, header_floor)}"])
-            results.append({"size": size_name, "shape": shape, "T": T, "peer": "floor", "best_s": floor,
-                            "copies_s": copies, "header_floor_s": header_floor})
+            rows.append(
+                [
+                    f"the same at the header's {copy_rate / 1e9:.0f} GB/s",
+                    ms(header_floor),
+                    ratio(header_floor, ours_t),
+                    "-",
+                    "-",
+                    f"floor bytes / copy bandwidth: ours {ratio(ours_t, header_floor)}, "
+                    f"kernel alone {ratio(kernel_t, header_floor)}, preallocated {ratio(pre_t, header_floor)}",
+                ]
+            )
+            results.append(
+                {
+                    "size": size_name,
+                    "shape": shape,
+                    "T": T,
+                    "peer": "floor",
+                    "best_s": floor,
+                    "copies_s": copies,
+                    "header_floor_s": header_floor,
+                }
+            )
             print(f"## {size_name}: B, C, H, W = {', '.join(map(str, shape))}; T = {T} ({n / 1e6:.1f} M elements)\n")
             print(markdown_table(["peer", "fwd+bwd ms", "x ours", "peak MiB", "x ours", "notes"], rows))
             summary = stepped_summary(timings)
@@ -451,10 +533,14 @@ def main(argv=None) -> int:
         batch, n_in, hidden, n_out, num_steps = NETWORK_SIZES[size]
         n_rounds = args.network_rounds or (2 if args.quick else 20)
         what = "snnTorch tutorial 5" if size == "tutorial" else "tutorial 5's network, shrunk"
-        print(f"## A small snnTorch network, one training iteration: {n_in}-{hidden}-{n_out}, {num_steps} steps, "
-              f"batch {batch} ({what}), float32\n")
-        print(f"- times: best of {n_rounds} interleaved rounds (median in brackets), ms; "
-              "'x snn.Leaky' = case / snn.Leaky (below 1: faster than snn.Leaky)\n")
+        print(
+            f"## A small snnTorch network, one training iteration: {n_in}-{hidden}-{n_out}, {num_steps} steps, "
+            f"batch {batch} ({what}), float32\n"
+        )
+        print(
+            f"- times: best of {n_rounds} interleaved rounds (median in brackets), ms; "
+            "'x snn.Leaky' = case / snn.Leaky (below 1: faster than snn.Leaky)\n"
+        )
         table, net_results = network_table(size, n_rounds)
         print(table)
         print()

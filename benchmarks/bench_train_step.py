@@ -26,6 +26,7 @@ every case, fed by the same loader (the engine's: data resident on the device, r
 and flip there, normalized): real CIFAR-10 with ``--data-dir``, else random pixels of its
 shape (a convolution's time does not depend on pixel values; the table says which).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,17 +37,31 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from common import (add_run_arguments, cuda_peak, environment_lines, markdown_table, measure_peak,
-                    memory_in_subprocesses, ms, ratio, resolve_device, start_run, synchronizer, time_interleaved)
+from common import (
+    add_run_arguments,
+    cuda_peak,
+    environment_lines,
+    markdown_table,
+    measure_peak,
+    memory_in_subprocesses,
+    ms,
+    ratio,
+    resolve_device,
+    start_run,
+    synchronizer,
+    time_interleaved,
+)
 
 OURS = "tspike engine (auto)"
 OURS_BF16 = "tspike engine + bf16 autocast"
 RELEASED = "released structure + LIFAct"
 RELEASED_BF16 = "released structure + LIFAct + bf16 autocast"
 # The ratio lines under each table: (ours, released) at matched precision, then ours bf16 vs released float32.
-PAIRS = {"float32": (OURS, RELEASED), "bf16 autocast": (OURS_BF16, RELEASED_BF16),
-         "ours bf16 vs released float32": (OURS_BF16, RELEASED)}
+PAIRS = {
+    "float32": (OURS, RELEASED),
+    "bf16 autocast": (OURS_BF16, RELEASED_BF16),
+    "ours bf16 vs released float32": (OURS_BF16, RELEASED),
+}
 
 
 ARCHS = ("resnet19", "small")  # small: width 8, for --quick
@@ -95,15 +110,27 @@ def _bf16_reason():
 CASES = {
     OURS: (_ours, True, False, "channels_last, time folded into batch, fused LIF (train.py's CPU default)"),
     "tspike engine, NCHW": (_ours, False, False, "the same in the default contiguous layout"),
-    "tspike engine (torch oracle LIF)": (lambda arch, T: _ours(arch, T, "torch"), True, False,
-                                         "same network, autograd LIF"),
+    "tspike engine (torch oracle LIF)": (
+        lambda arch, T: _ours(arch, T, "torch"),
+        True,
+        False,
+        "same network, autograd LIF",
+    ),
     OURS_BF16: (_ours, True, True, "the same under bf16 autocast (train.py's CUDA default; CPU: cpu_amp=True)"),
     RELEASED: (_reference("released"), False, False, "SpikePool fold, BN3d permutes, per-step stem BN + FC"),
-    RELEASED_BF16: (_reference("released"), False, True, "the same under bf16 autocast (the released "
-                                                          "recipe trains with AMP)"),
+    RELEASED_BF16: (
+        _reference("released"),
+        False,
+        True,
+        "the same under bf16 autocast (the released recipe trains with AMP)",
+    ),
     "per-step loops + LIFAct": (_reference("per_step"), False, False, "every conv / BN / pool / FC looped over T"),
-    "floor: our convolutions alone": (_convs_only, True, False, "our network with LIF and BN -> identity "
-                                                                "(float32): no neuron can beat this"),
+    "floor: our convolutions alone": (
+        _convs_only,
+        True,
+        False,
+        "our network with LIF and BN -> identity (float32): no neuron can beat this",
+    ),
 }
 
 
@@ -152,8 +179,19 @@ def _epoch_source(data_dir, images: int, image: int):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (images, 3, image, image), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 10, (images,), generator=g)
-    source = DataSource("cifar10", 10, 3, (image, image), [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3,
-                        train_x=x, train_y=y, test_x=x[:1], test_y=y[:1])
+    source = DataSource(
+        "cifar10",
+        10,
+        3,
+        (image, image),
+        [str(i) for i in range(10)],
+        (0.5,) * 3,
+        (0.25,) * 3,
+        train_x=x,
+        train_y=y,
+        test_x=x[:1],
+        test_y=y[:1],
+    )
     return source, f"random pixels of CIFAR-10's shape ({images} x 3 x {image} x {image}), no data set given"
 
 
@@ -202,8 +240,9 @@ def _epoch_table(args, cases, arch, T, batch, image, device, sync) -> list[dict]
     for case in cases:
         if case in epochs:
             e = epochs[case]
-            rows.append([case, f"{e['seconds']:.2f}", f"{e['images_per_s']:.0f}", ratio(e["seconds"], ours),
-                         CASES[case][3]])
+            rows.append(
+                [case, f"{e['seconds']:.2f}", f"{e['images_per_s']:.0f}", ratio(e["seconds"], ours), CASES[case][3]]
+            )
             out.append({"T": T, "case": case, "epoch": e})
     print(f"## T = {T}: one epoch, {max(1, images // batch) * batch} images in batches of {batch}\n")
     print(f"- data: {what}; the engine's loader for every case (random crop 4 + flip on the device)\n")
@@ -225,8 +264,11 @@ def memory_case(case: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="the small ResNet (width 8), batch 2, 8x8 images, T=2, 2 rounds: an end-to-end check")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the small ResNet (width 8), batch 2, 8x8 images, T=2, 2 rounds: an end-to-end check",
+    )
     p.add_argument("--arch", choices=ARCHS, default=None, help="network (default resnet19)")
     p.add_argument("--steps", default=None, help="comma list of T (default 2,4)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 64 on a CPU, 128 on a GPU)")
@@ -234,10 +276,15 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per case (default 5)")
     p.add_argument("--cases", default=None, help="comma list of case names (default: all)")
     p.add_argument("--epoch", action="store_true", help="also time one epoch per case (see the module docstring)")
-    p.add_argument("--epoch-images", type=int, default=None,
-                   help="images in the timed epoch (default 50000, CIFAR-10's training set; --quick: 8)")
-    p.add_argument("--data-dir", default=None,
-                   help="CIFAR-10 for --epoch: its folder or archive, or an archive of image folders")
+    p.add_argument(
+        "--epoch-images",
+        type=int,
+        default=None,
+        help="images in the timed epoch (default 50000, CIFAR-10's training set; --quick: 8)",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="CIFAR-10 for --epoch: its folder or archive, or an archive of image folders"
+    )
     add_run_arguments(p, memory_repeats=3, jobs=1)
     args = p.parse_args(argv)
     done, threads = start_run(args, memory_case)
@@ -263,12 +310,16 @@ def main(argv=None) -> int:
         p.error(f"unknown cases {sorted(unknown)}; allowed: {list(CASES)}")
 
     where = "CPU" if device.type == "cpu" else f"CUDA ({torch.cuda.get_device_name(device)})"
-    print(f"# {arch} training step: forward + cross-entropy + backward + SGD, {where} "
-          "(float32; bf16 autocast where named)\n")
+    print(
+        f"# {arch} training step: forward + cross-entropy + backward + SGD, {where} "
+        "(float32; bf16 autocast where named)\n"
+    )
     for line in environment_lines():
         print(f"- {line}")
-    print(f"- batch {batch}, {image}x{image} images, 10 classes; times: best of {rounds} interleaved rounds "
-          "(median in brackets); 'x ours' = case / ours\n")
+    print(
+        f"- batch {batch}, {image}x{image} images, 10 classes; times: best of {rounds} interleaved rounds "
+        "(median in brackets); 'x ours' = case / ours\n"
+    )
     results = []
     for T in steps:
         fns, failed = {}, {}
@@ -283,10 +334,21 @@ def main(argv=None) -> int:
             del fns  # free the timed cases' models before measuring one at a time
             mem = {c: cuda_peak(_case_fn(c, arch, T, batch, image, device=device), device) for c in timings}
         elif not args.no_memory:
-            mcases = [{"case": c, "arch": arch, "T": T, "batch": batch, "image": image, "threads": threads}
-                      for c in fns]
-            mem = dict(zip(fns, memory_in_subprocesses(Path(__file__), mcases, jobs=args.jobs, batch=args.quick,
-                                                          repeats=1 if args.quick else args.memory_repeats)))
+            mcases = [
+                {"case": c, "arch": arch, "T": T, "batch": batch, "image": image, "threads": threads} for c in fns
+            ]
+            mem = dict(
+                zip(
+                    fns,
+                    memory_in_subprocesses(
+                        Path(__file__),
+                        mcases,
+                        jobs=args.jobs,
+                        batch=args.quick,
+                        repeats=1 if args.quick else args.memory_repeats,
+                    ),
+                )
+            )
         ours_t = timings[OURS].best if OURS in timings else None
         ours_m = mem.get(OURS, {}).get("peak_mib")
         rows = []
@@ -297,9 +359,16 @@ def main(argv=None) -> int:
                 continue
             t, m = timings[case], mem.get(case, {})
             peak = m.get("peak_mib")
-            rows.append([case, f"{ms(t.best)} ({ms(t.median)})", ratio(t.best, ours_t),
-                         f"{peak:.0f}" if peak is not None else m.get("error", "-"),
-                         ratio(peak, ours_m) if (ours_m or 0) >= 1 else "-", CASES[case][3]])
+            rows.append(
+                [
+                    case,
+                    f"{ms(t.best)} ({ms(t.median)})",
+                    ratio(t.best, ours_t),
+                    f"{peak:.0f}" if peak is not None else m.get("error", "-"),
+                    ratio(peak, ours_m) if (ours_m or 0) >= 1 else "-",
+                    CASES[case][3],
+                ]
+            )
             results.append({"T": T, "case": case, "best_s": t.best, "median_s": t.median, "peak_mib": peak})
         print(f"## T = {T}\n")
         print(markdown_table(["case", "step ms", "x ours", "peak MiB", "x ours", "notes"], rows))
@@ -313,16 +382,19 @@ def main(argv=None) -> int:
                 print(line)
         floor = "floor: our convolutions alone"
         if floor in timings and RELEASED in timings:
-            print(f"- the most any float32 engine with our convolutions could gain over the released structure: "
-                  f"{ratio(timings[RELEASED].best, timings[floor].best)}")
+            print(
+                f"- the most any float32 engine with our convolutions could gain over the released structure: "
+                f"{ratio(timings[RELEASED].best, timings[floor].best)}"
+            )
         print()
         sys.stdout.flush()
         if args.epoch:
             results += _epoch_table(args, [c for c in cases if c not in failed], arch, T, batch, image, device, sync)
     print("- load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if args.json:
-        args.json.write_text(json.dumps({"device": str(device), "batch": batch, "image": image, "results": results},
-                                        indent=1))
+        args.json.write_text(
+            json.dumps({"device": str(device), "batch": batch, "image": image, "results": results}, indent=1)
+        )
     return 0
 
 

@@ -16,6 +16,7 @@ includes setup). On CUDA (``--device cuda``) every case runs in this process: th
 is ``torch.cuda.max_memory_allocated`` over one step minus what was allocated before it,
 and every timed call ends with ``torch.cuda.synchronize()``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- environment ----------------------------------------------------------------------------------------------
+
 
 def cpu_model() -> str:
     try:
@@ -72,8 +74,14 @@ def environment_lines(extra_modules=()) -> list[str]:
     lines = [
         f"hardware: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
         f"{mem_gb:.0f} GiB RAM" + (f", GPU {env['device_name']}" if env["cuda_available"] else ", no GPU"),
-        ", ".join([f"versions: python {env['python']}", f"torch {env['torch']}", f"snntorch {env['snntorch']}",
-                   *(f"{m} {version(m)}" for m in extra_modules)]),
+        ", ".join(
+            [
+                f"versions: python {env['python']}",
+                f"torch {env['torch']}",
+                f"snntorch {env['snntorch']}",
+                *(f"{m} {version(m)}" for m in extra_modules),
+            ]
+        ),
         f"code: tspike_lab {env['git_commit'] or 'unknown'}{' (dirty)' if env['git_dirty'] else ''}; "
         f"compiled backends: {kernels.backend_report()}",
         f"command: {' '.join([*_malloc_env(), os.path.basename(sys.executable), *sys.argv])}",
@@ -84,8 +92,11 @@ def environment_lines(extra_modules=()) -> list[str]:
 
 # glibc keeps freed blocks for reuse instead of unmapping them: no page faults on the
 # next allocation of the same size (the default mmaps every block above 32 MiB afresh).
-MALLOC_REUSE_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**40), "MALLOC_TRIM_THRESHOLD_": str(2**40),
-                    "MALLOC_TOP_PAD_": str(2**30)}
+MALLOC_REUSE_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(2**40),
+    "MALLOC_TRIM_THRESHOLD_": str(2**40),
+    "MALLOC_TOP_PAD_": str(2**30),
+}
 
 
 def _malloc_env() -> list[str]:
@@ -103,19 +114,30 @@ def reexec_with_malloc_reuse() -> None:
 
 # -- command line shared by the scripts ---------------------------------------------------------------------
 
+
 def add_run_arguments(p, *, memory_repeats: int, jobs: int) -> None:
     """The options every benchmark script takes besides its own sizes and cases."""
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--memory-repeats", type=int, default=memory_repeats,
-                   help=f"fresh processes per memory case, median kept (default {memory_repeats}; --quick: 1)")
+    p.add_argument(
+        "--memory-repeats",
+        type=int,
+        default=memory_repeats,
+        help=f"fresh processes per memory case, median kept (default {memory_repeats}; --quick: 1)",
+    )
     p.add_argument("--jobs", type=int, default=jobs, help="memory subprocesses side by side")
-    p.add_argument("--malloc-reuse", action="store_true",
-                   help="time under a glibc allocator that reuses freed memory (see README); memory unaffected")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's; --quick: 1, robust on a loaded machine)")
+    p.add_argument(
+        "--malloc-reuse",
+        action="store_true",
+        help="time under a glibc allocator that reuses freed memory (see README); memory unaffected",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's; --quick: 1, robust on a loaded machine)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    p.add_argument("--device", default="auto",
-                   help="'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument("--device", default="auto", help="'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--memory-cases", default=None, help=argparse.SUPPRESS)
 
 
@@ -161,6 +183,7 @@ def start_run(args, memory_case) -> tuple[bool, int | None]:
 
 
 # -- timing ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Timing:
@@ -209,7 +232,6 @@ def copy_bandwidth(sizes=(256 * 2**20, 2**30), rounds: int = 10, device=None) ->
     The best over ``sizes`` (on a VM the rate moves with where the pages land).
     """
     import torch
-
     from stream_copy import streaming_copy
 
     device = device or torch.device("cpu")
@@ -217,7 +239,7 @@ def copy_bandwidth(sizes=(256 * 2**20, 2**30), rounds: int = 10, device=None) ->
     for nbytes in sizes:
         src = torch.ones(nbytes // 4, device=device)
         dst = torch.empty_like(src)
-        fns = {"warm": lambda: dst.copy_(src), "fresh": lambda: src.clone()}
+        fns = {"warm": lambda dst=dst, src=src: dst.copy_(src), "fresh": lambda src=src: src.clone()}
         stream = streaming_copy(dst, src)
         if stream is not None:
             fns["stream"] = stream
@@ -229,6 +251,7 @@ def copy_bandwidth(sizes=(256 * 2**20, 2**30), rounds: int = 10, device=None) ->
 
 
 # -- peak memory in a fresh process ---------------------------------------------------------------------------
+
 
 def _status_kib(key: str) -> int:
     with open("/proc/self/status") as f:
@@ -264,12 +287,15 @@ def cuda_peak(run, device) -> dict:
     before = torch.cuda.memory_allocated(device)
     run()
     torch.cuda.synchronize(device)
-    return {"peak_mib": (torch.cuda.max_memory_allocated(device) - before) / 2**20,
-            "method": "torch.cuda.max_memory_allocated"}
+    return {
+        "peak_mib": (torch.cuda.max_memory_allocated(device) - before) / 2**20,
+        "method": "torch.cuda.max_memory_allocated",
+    }
 
 
-def memory_in_subprocesses(script: Path, cases: list[dict], *, jobs: int = 2, batch: bool = False,
-                           repeats: int = 1, timeout: float = 1800) -> list[dict]:
+def memory_in_subprocesses(
+    script: Path, cases: list[dict], *, jobs: int = 2, batch: bool = False, repeats: int = 1, timeout: float = 1800
+) -> list[dict]:
     """Run ``script --memory-cases <[case]>`` in fresh processes; one JSON result per case.
 
     One process per case, or with ``batch`` one process for all (``--quick``: faster,
@@ -280,8 +306,7 @@ def memory_in_subprocesses(script: Path, cases: list[dict], *, jobs: int = 2, ba
     does, can lower a single reading). A failed case comes back as ``{"error": ...}``.
     """
     if repeats > 1:
-        runs = [memory_in_subprocesses(script, cases, jobs=jobs, batch=batch, timeout=timeout)
-                for _ in range(repeats)]
+        runs = [memory_in_subprocesses(script, cases, jobs=jobs, batch=batch, timeout=timeout) for _ in range(repeats)]
         out = []
         for results in zip(*runs):
             peaks = [r["peak_mib"] for r in results if "peak_mib" in r]
@@ -334,6 +359,7 @@ def run_memory_cases(cases: list[dict], measure_case) -> None:
 
 
 # -- tables ---------------------------------------------------------------------------------------------------
+
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

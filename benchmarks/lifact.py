@@ -13,6 +13,7 @@ This is the same neuron as ``MultiStepLIF("ternary")`` with its defaults (beta 0
 threshold 0.5, STE width 2, zero reset through the graph); ``tests/test_benchmarks.py``
 checks that they agree in spikes and gradients.
 """
+
 from __future__ import annotations
 
 import torch

@@ -15,12 +15,12 @@ blocks' BatchNorms are BatchNorm3d over ``x.permute(1, 2, 0, 3, 4)`` and copied 
 BatchNorm, pooling and FC runs once per step in a Python loop and the outputs are
 stacked.
 """
+
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from lifact import LIFAct  # benchmarks/ is on sys.path: the scripts run from there
+from torch import nn
 
 __all__ = ["ReferenceResNet", "reference_resnet19", "reference_small", "LAYOUTS"]
 

@@ -7,6 +7,7 @@ software prefetch), as our C kernel does, so the floor is not measured on a copy
 than the machine allows. Compiled once with the system C compiler, like the kernel;
 :func:`load` returns None where that fails (the floor then uses ``copy_`` alone).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -44,9 +45,9 @@ void copy_f32(float *restrict dst, const float *restrict src, int64_t n, int thr
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load() -> ctypes.CDLL | None:
-    """The compiled copy, built and checked as the kernel is (private cache, sidecar hash), or None without a compiler."""
+    """The copy, built and checked as the kernel is (private cache, sidecar hash); None without a compiler."""
     from tspike_lab.kernels import build
 
     try:

@@ -4,6 +4,7 @@ Everything lives under a pytest tmp folder: Jupyter config/data/runtime dirs, th
 IPython dir, JupyterLab settings and workspaces, and a *copy* of the notebooks (with
 outputs stripped), so the run never touches the user's home nor the repo's notebooks.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def browser_unavailable_reason() -> str | None:
     """Why tests/test_browser.py would skip here (no Chromium, no playwright module), or None."""
     path = chromium_path()
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        return (f"no Chromium executable at {path} (apt-get install chromium, "
-                f"or set TSPIKE_CHROMIUM to a Chromium binary)")
+        return (
+            f"no Chromium executable at {path} (apt-get install chromium, or set TSPIKE_CHROMIUM to a Chromium binary)"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError as exc:
@@ -135,20 +137,26 @@ def python3_kernelspec_problem(env: dict) -> str | None:
     else a sentence saying what is wrong."""
     out = subprocess.run(
         [sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if out.returncode != 0:
         return f"`jupyter kernelspec list` failed: {out.stderr.strip()[-500:]}"
     specs = json.loads(out.stdout)["kernelspecs"]
     if "python3" not in specs:
-        return f"no `python3` kernelspec (found {sorted(specs)}); run `{sys.executable} -m ipykernel install --sys-prefix --name python3`"
+        fix = f"{sys.executable} -m ipykernel install --sys-prefix --name python3"
+        return f"no `python3` kernelspec (found {sorted(specs)}); run `{fix}`"
     argv0 = specs["python3"]["spec"]["argv"][0]
     # jupyter_client swaps a bare "python"/"python3" for the server's own sys.executable.
     bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
     if argv0 in bare or Path(argv0).absolute() == Path(sys.executable).absolute() or argv0.startswith(sys.prefix):
         return None
-    return (f"kernelspec python3 at {specs['python3']['resource_dir']} runs {argv0!r}, not this venv's "
-            f"{sys.executable}; run `{sys.executable} -m ipykernel install --sys-prefix --name python3`")
+    return (
+        f"kernelspec python3 at {specs['python3']['resource_dir']} runs {argv0!r}, not this venv's "
+        f"{sys.executable}; run `{sys.executable} -m ipykernel install --sys-prefix --name python3`"
+    )
 
 
 @dataclass
@@ -171,7 +179,8 @@ class LabServer:
     def api(self, path: str, method: str = "GET", timeout: float = 5.0):
         """Call the server's REST API (GET, POST or DELETE); returns the decoded JSON body or None."""
         req = urllib.request.Request(
-            f"{self.base_url}/api/{path.lstrip('/')}", method=method,
+            f"{self.base_url}/api/{path.lstrip('/')}",
+            method=method,
             headers={"Authorization": f"token {self.token}"},
             data=b"" if method == "POST" else None,
         )
@@ -249,7 +258,7 @@ def pids_mentioning(text: str) -> list[int]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = next((l for l in (entry / "status").read_text().splitlines() if l.startswith("State:")), "")
+            state = next((ln for ln in (entry / "status").read_text().splitlines() if ln.startswith("State:")), "")
         except OSError:
             continue
         if text in cmdline and "zombie" not in state:
@@ -262,7 +271,10 @@ def start_lab(tmp: Path, root: Path, env: dict) -> LabServer:
     log_path = tmp / "jupyterlab.log"
     log = open(log_path, "w")
     cmd = [
-        sys.executable, "-m", "jupyter", "lab",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
@@ -277,10 +289,18 @@ def start_lab(tmp: Path, root: Path, env: dict) -> LabServer:
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # CI containers run as root
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    return LabServer(proc=proc, port=port, token=token, root=root,
-                     runtime_dir=Path(env["JUPYTER_RUNTIME_DIR"]), log_path=log_path, _log=log)
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    return LabServer(
+        proc=proc,
+        port=port,
+        token=token,
+        root=root,
+        runtime_dir=Path(env["JUPYTER_RUNTIME_DIR"]),
+        log_path=log_path,
+        _log=log,
+    )
 
 
 if __name__ == "__main__":

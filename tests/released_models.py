@@ -9,6 +9,7 @@ IPython import and unused branches are left out. Names and the order of operatio
 released ones; module globals ``BN`` / ``ReLU`` are written out as ``nn.BatchNorm2d`` / ``nn.ReLU``.
 Not library code: tests compare ``tspike_lab.models`` with it.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,12 +40,12 @@ def spike_activation(x, binary=False, temp=1.0):
         out_bp = torch.clamp(x, 0, 1)
         return (out_s.to(x.dtype) - out_bp).detach() + out_bp
     out_s = torch.sign(x)
-    out_s[torch.abs(x) < 0.5] = torch.tensor(0.)
+    out_s[torch.abs(x) < 0.5] = torch.tensor(0.0)
     out_bp = torch.clamp(x, -1, 1)
     return (out_s.to(x.dtype) - out_bp).detach() + out_bp
 
 
-def mem_update(x_in, mem, V_th, decay, fire_ratio, grad_scale=1., temp=1.0):
+def mem_update(x_in, mem, V_th, decay, fire_ratio, grad_scale=1.0, temp=1.0):
     mem = mem * decay + x_in
     spike = spike_activation(mem / V_th, temp=temp)
     mem = mem * (1 - torch.abs(spike))
@@ -65,8 +66,15 @@ class LIFAct(SpikeModule):
         u = torch.zeros_like(x[0])
         out = []
         for i in range(self.step):
-            u, out_i = mem_update(x_in=x[i], mem=u, V_th=self.V_th, fire_ratio=self.fire_ratio,
-                                  grad_scale=self.grad_scale, decay=0.25, temp=self.temp)
+            u, out_i = mem_update(
+                x_in=x[i],
+                mem=u,
+                V_th=self.V_th,
+                fire_ratio=self.fire_ratio,
+                grad_scale=self.grad_scale,
+                decay=0.25,
+                temp=self.temp,
+            )
             out += [out_i]
         return torch.stack(out)
 
@@ -142,7 +150,7 @@ def _init_resnet(model):
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            m.weight.data.normal_(0, math.sqrt(2. / n))
+            m.weight.data.normal_(0, math.sqrt(2.0 / n))
         elif isinstance(m, nn.BatchNorm2d):
             m.weight.data.fill_(1)
             m.bias.data.zero_()
@@ -160,11 +168,13 @@ class _ResNetBase(nn.Module):
                 downsample = nn.Sequential(
                     nn.AvgPool2d(stride, stride=stride, ceil_mode=True, count_include_pad=False),
                     nn.Conv2d(self.inplanes, planes * block.expansion, kernel_size=1, stride=1, bias=False),
-                    nn.BatchNorm2d(planes * block.expansion))
+                    nn.BatchNorm2d(planes * block.expansion),
+                )
             else:
                 downsample = nn.Sequential(
                     nn.Conv2d(self.inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
-                    nn.BatchNorm2d(planes * block.expansion))
+                    nn.BatchNorm2d(planes * block.expansion),
+                )
         layers = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
@@ -228,11 +238,14 @@ class ResNet_Cifar_Modified(_ResNetBase):  # noqa: N801 - the released name
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Sequential(
-            nn.Conv2d(input_c, 64, kernel_size=3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64),
+            nn.Conv2d(input_c, 64, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
         )
         self.avgpool = nn.AvgPool2d(2)
@@ -274,7 +287,7 @@ def ResNet18(**kw):  # noqa: N802 - the released name
 
 # --------------------------------------------------------------------------- models/vggcifar.py
 
-CFG_D = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M']
+CFG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
 class VGG(nn.Module):
@@ -285,7 +298,7 @@ class VGG(nn.Module):
         self.classifier = nn.Linear(512, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.constant_(m.bias, 0)
             elif isinstance(m, nn.BatchNorm2d):
@@ -304,7 +317,7 @@ class VGG(nn.Module):
 def vgg16_bn(num_classes=10):
     layers, in_channels = [], 3
     for v in CFG_D:
-        if v == 'M':
+        if v == "M":
             layers += [nn.AvgPool2d(kernel_size=2, stride=2)]
         else:
             layers += [nn.Conv2d(in_channels, v, kernel_size=3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
@@ -327,12 +340,15 @@ class SpikeBasicBlock(SpikeModule):
         if basic_block.downsample is None:
             self.downsample = None
         elif len(basic_block.downsample) == 3:
-            self.downsample = nn.Sequential(SpikePool(basic_block.downsample[0], step=step),
-                                            SpikePool(basic_block.downsample[1], step=step),
-                                            myBatchNorm3d(basic_block.downsample[2], step=step))
+            self.downsample = nn.Sequential(
+                SpikePool(basic_block.downsample[0], step=step),
+                SpikePool(basic_block.downsample[1], step=step),
+                myBatchNorm3d(basic_block.downsample[2], step=step),
+            )
         else:
-            self.downsample = nn.Sequential(SpikePool(basic_block.downsample[0], step=step),
-                                            myBatchNorm3d(basic_block.downsample[1], step=step))
+            self.downsample = nn.Sequential(
+                SpikePool(basic_block.downsample[0], step=step), myBatchNorm3d(basic_block.downsample[1], step=step)
+            )
         self.output_act = LIFAct(step)
         self.stride = basic_block.stride
 
@@ -380,8 +396,13 @@ class SpikeModel(SpikeModule):
         return out.mean([0]) if len(out.shape) == 3 else out
 
 
-RELEASED = {"resnet19": resnet19_cifar, "resnet20": resnet20_cifar_modified, "resnet20_wide": resnet20_cifar,
-            "resnet18": ResNet18, "vgg16": vgg16_bn}
+RELEASED = {
+    "resnet19": resnet19_cifar,
+    "resnet20": resnet20_cifar_modified,
+    "resnet20_wide": resnet20_cifar,
+    "resnet18": ResNet18,
+    "vgg16": vgg16_bn,
+}
 
 
 def released_snn(arch: str, num_classes: int = 10, step: int = 2) -> SpikeModel:

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from test_data import make_cifar_archive
+
 from tspike_lab import cli, frontend, reproduce
 from tspike_lab.data import DataIntegrityError, cifar, imagefolder, load, safe_extract
 from tspike_lab.data.archive import iter_files
-from tspike_lab.errors import CheckpointError, ConfigError, DataError, RecordError, ResourceError, RunFolderError
+from tspike_lab.errors import CheckpointError, ConfigError, DataError, RecordError, RunFolderError
 
 
 @pytest.fixture(autouse=True)
@@ -96,8 +96,12 @@ def _payloads(marker: Path) -> dict[str, object]:
 
 def _batch_with(payload: object, n: int = 2) -> dict:
     """A batch that looks like CIFAR, with the payload hidden one level down."""
-    return {b"batch_label": b"x", b"data": np.zeros((n, 3072), np.uint8), b"labels": [0] * n,
-            b"filenames": [b"a.png", payload][:n]}
+    return {
+        b"batch_label": b"x",
+        b"data": np.zeros((n, 3072), np.uint8),
+        b"labels": [0] * n,
+        b"filenames": [b"a.png", payload][:n],
+    }
 
 
 @pytest.mark.parametrize("name", sorted(_payloads(Path("m"))))
@@ -273,7 +277,7 @@ def test_a_zip_slip_archive_is_refused_before_anything_is_written(tmp_path, name
 def test_a_zip_symlink_member_pointing_outside_is_refused(tmp_path):
     archive = tmp_path / "link.zip"
     info = zipfile.ZipInfo("cifar-10-batches-py/etc")
-    info.external_attr = (0o120777 << 16)  # a symbolic link
+    info.external_attr = 0o120777 << 16  # a symbolic link
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr(info, "/etc")
     with pytest.raises(DataIntegrityError, match="link to '/etc'"):
@@ -345,8 +349,9 @@ def tiny_disk(tmp_path):
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root and mount(8)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
     try:
@@ -434,8 +439,24 @@ def _cli(capsys, *args) -> tuple[int, str]:
 
 
 # A digits run that takes well under a second per epoch.
-TINY_RUN = ["--dataset", "digits", "--arch", "small", "--width", "4", "--batch-size", "32", "--epochs", "2",
-            "--max-steps-per-epoch", "2", "--max-eval-steps", "1", "--num-steps", "2"]
+TINY_RUN = [
+    "--dataset",
+    "digits",
+    "--arch",
+    "small",
+    "--width",
+    "4",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--max-steps-per-epoch",
+    "2",
+    "--max-eval-steps",
+    "1",
+    "--num-steps",
+    "2",
+]
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -445,8 +466,7 @@ def _png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def _image_folder(root: Path, size=(8, 8), seed=0) -> Path:
@@ -458,7 +478,8 @@ def _image_folder(root: Path, size=(8, 8), seed=0) -> Path:
             (root / split / c).mkdir(parents=True, exist_ok=True)
             for i in range(2):
                 Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
-                    root / split / c / f"{i}.png")
+                    root / split / c / f"{i}.png"
+                )
     return root
 
 
@@ -480,8 +501,9 @@ def test_a_decompression_bomb_png_is_refused_from_its_header_naming_the_limit(tm
 def test_a_decompression_bomb_in_an_image_folder_ends_the_cli_in_one_line(tmp_path, capsys):
     root = _image_folder(tmp_path / "images")
     (root / "test" / "b" / "bomb.png").write_bytes(_png_header(14000, 14000))
-    code, err = _cli(capsys, "--dataset", "imagefolder", "--data-dir", str(root), "--epochs", "1",
-                     "--out-dir", str(tmp_path / "run"))
+    code, err = _cli(
+        capsys, "--dataset", "imagefolder", "--data-dir", str(root), "--epochs", "1", "--out-dir", str(tmp_path / "run")
+    )
     assert code == 2 and "decoded-size limit" in _one_line(err)
     assert not (tmp_path / "run").exists()  # no run folder holding .lock is left behind
 
@@ -548,12 +570,16 @@ def test_an_image_member_above_the_byte_cap_is_refused_by_its_declared_size_befo
         load("imagefolder", root=root, workers=1, cache=False)
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--width", "100000"], ["width=100000", "needs at least", "TiB", "lower batch_size, num_steps or width"]),
-    (["--num-steps", "1000000"], ["num_steps=1000000", "needs at least", "activations"]),
-])
-def test_a_width_or_t_that_cannot_fit_is_refused_in_one_line_before_the_network_is_built(tmp_path, capsys,
-                                                                                        monkeypatch, args, words):
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--width", "100000"], ["width=100000", "needs at least", "TiB", "lower batch_size, num_steps or width"]),
+        (["--num-steps", "1000000"], ["num_steps=1000000", "needs at least", "activations"]),
+    ],
+)
+def test_a_width_or_t_that_cannot_fit_is_refused_in_one_line_before_the_network_is_built(
+    tmp_path, capsys, monkeypatch, args, words
+):
     from tspike_lab import train as train_mod
 
     monkeypatch.setattr(train_mod, "_build", _fail_with("the network was built"))
@@ -566,8 +592,21 @@ def test_a_batch_that_cannot_fit_under_a_memory_limit_is_refused_naming_the_limi
     from tspike_lab import hardware
 
     monkeypatch.setattr(hardware, "available_memory", lambda device: (64 * 2**20, "a 64 MiB test limit"))
-    code, err = _cli(capsys, "--dataset", "digits", "--width", "64", "--batch-size", "1437", "--num-steps", "8",
-                     "--epochs", "1", "--out-dir", str(tmp_path / "run"))
+    code, err = _cli(
+        capsys,
+        "--dataset",
+        "digits",
+        "--width",
+        "64",
+        "--batch-size",
+        "1437",
+        "--num-steps",
+        "8",
+        "--epochs",
+        "1",
+        "--out-dir",
+        str(tmp_path / "run"),
+    )
     assert code == 2 and "batch_size=1437" in _one_line(err) and "64.0 MiB is available (a 64 MiB test limit)" in err
 
 
@@ -588,8 +627,9 @@ def test_the_memory_estimate_is_a_lower_bound_of_what_a_step_allocates(tmp_path)
     model = build_model("small", neuron=config.neuron, num_classes=10, num_steps=3, in_channels=1, width=16)
     assert est["params"] == sum(p.numel() for p in model.parameters())
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
-                                                  lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
         model(torch.randn(64, 1, 8, 8)).sum()
     assert 0 < est["activations"] <= sum(saved)  # autograd keeps at least what the estimate counts
 
@@ -598,8 +638,10 @@ def test_an_allocation_failure_mid_run_ends_in_one_line_naming_what_to_lower(tmp
     from tspike_lab import train as train_mod
 
     def out_of_memory(*args, **kwargs):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
-                           "you tried to allocate 94175232 bytes. Error code 12 (Cannot allocate memory)")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 94175232 bytes. Error code 12 (Cannot allocate memory)"
+        )
 
     monkeypatch.setattr(train_mod, "_epoch_row", out_of_memory)
     code, err = _cli(capsys, *TINY_RUN, "--out-dir", str(tmp_path / "run"))
@@ -614,11 +656,36 @@ def test_under_a_memory_ulimit_a_run_too_large_is_refused_naming_the_limit(tmp_p
     def limit():  # ulimit -v: the address space a process may map
         resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
 
-    done = subprocess.run([sys.executable, "-m", "tspike_lab", "train", "--dataset", "digits", "--width", "128",
-                           "--batch-size", "1437", "--num-steps", "8", "--epochs", "1", "--max-steps-per-epoch", "1",
-                           "--max-eval-steps", "1", "--no-progress", "--out-dir", str(tmp_path / "run")],
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600,
-                          preexec_fn=limit)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tspike_lab",
+            "train",
+            "--dataset",
+            "digits",
+            "--width",
+            "128",
+            "--batch-size",
+            "1437",
+            "--num-steps",
+            "8",
+            "--epochs",
+            "1",
+            "--max-steps-per-epoch",
+            "1",
+            "--max-eval-steps",
+            "1",
+            "--no-progress",
+            "--out-dir",
+            str(tmp_path / "run"),
+        ],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "needs at least" in _one_line(done.stderr) and "RLIMIT_AS" in done.stderr
     assert not (tmp_path / "run").exists()
@@ -639,8 +706,10 @@ def test_the_recycler_never_raises_buffer_error_for_a_block_still_in_use_nor_whe
     monkeypatch.setattr(recycle.mmap, "mmap", no_memory)
     out = r.empty_strided((4096,), (1,), torch.float32)  # falls back to torch's allocator
     assert out.shape == (4096,)
-    code = ("import torch\nfrom tspike_lab.kernels.recycle import Recycler\nr = Recycler(min_bytes=1)\n"
-            "keep = r.empty_strided((1 << 20,), (1,), torch.float32)\nr.close()\n")
+    code = (
+        "import torch\nfrom tspike_lab.kernels.recycle import Recycler\nr = Recycler(min_bytes=1)\n"
+        "keep = r.empty_strided((1 << 20,), (1,), torch.float32)\nr.close()\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
 
@@ -648,10 +717,13 @@ def test_the_recycler_never_raises_buffer_error_for_a_block_still_in_use_nor_whe
 # --------------------------------------------------------------------------- environment and options
 
 
-@pytest.mark.parametrize("name, value", [("TSPIKE_STREAM_BYTES", "abc"), ("TSPIKE_RECYCLE_MB", "abc"),
-                                         ("TSPIKE_RECYCLE_MB", "-5"), ("WORLD_SIZE", "two")])
-def test_a_bad_tspike_environment_variable_ends_the_cli_in_one_line_naming_it(tmp_path, capsys, monkeypatch,
-                                                                            name, value):
+@pytest.mark.parametrize(
+    "name, value",
+    [("TSPIKE_STREAM_BYTES", "abc"), ("TSPIKE_RECYCLE_MB", "abc"), ("TSPIKE_RECYCLE_MB", "-5"), ("WORLD_SIZE", "two")],
+)
+def test_a_bad_tspike_environment_variable_ends_the_cli_in_one_line_naming_it(
+    tmp_path, capsys, monkeypatch, name, value
+):
     monkeypatch.setenv(name, value)
     code, err = _cli(capsys, *TINY_RUN, "--out-dir", str(tmp_path / "run"))
     assert code == 2 and f"environment variable {name} must be a whole number" in _one_line(err)
@@ -659,9 +731,13 @@ def test_a_bad_tspike_environment_variable_ends_the_cli_in_one_line_naming_it(tm
 
 
 def test_a_bad_stream_bytes_variable_does_not_break_importing_the_library_and_the_kernel_refuses_it(monkeypatch):
-    done = subprocess.run([sys.executable, "-m", "tspike_lab", "train", "--epochs", "1", "--no-progress"],
-                          env=dict(os.environ, TSPIKE_STREAM_BYTES="abc", OMP_NUM_THREADS="1"), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "tspike_lab", "train", "--epochs", "1", "--no-progress"],
+        env=dict(os.environ, TSPIKE_STREAM_BYTES="abc", OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "TSPIKE_STREAM_BYTES" in _one_line(done.stderr)
     from tspike_lab.kernels import cpu
 
@@ -734,19 +810,39 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.slow  # two short training processes: the interrupted one and its resumption
 def test_ctrl_c_mid_epoch_ends_in_one_line_with_status_130_and_the_run_resumes(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--dataset", "digits", "--width", "8", "--batch-size", "32", "--epochs", "3", "--seed", "1",
-            "--max-steps-per-epoch", "10", "--max-eval-steps", "2", "--no-progress", "--out-dir", str(run)]
+    args = [
+        "train",
+        "--dataset",
+        "digits",
+        "--width",
+        "8",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--seed",
+        "1",
+        "--max-steps-per-epoch",
+        "10",
+        "--max-eval-steps",
+        "2",
+        "--no-progress",
+        "--out-dir",
+        str(run),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
     # 10 steps an epoch: step 15 is step 5 of epoch 2
-    done = subprocess.run([sys.executable, "-c", _INTERRUPTED.format(at=15), *args], env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED.format(at=15), *args], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 130, done.stderr[-3000:]
     assert "interrupted (Ctrl-C)" in _one_line(done.stderr) and "run the same command to resume" in done.stderr
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1 and not list(run.glob(".*.tmp"))
-    resumed = subprocess.run([sys.executable, "-m", "tspike_lab", *args], env=env, capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tspike_lab", *args], env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     history = torch.load(run / "checkpoint.pt", weights_only=True)["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -772,8 +868,10 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_no_run_folder(tmp_path, capsy
 def epoch1_checkpoint(tmp_path_factory):
     """The checkpoint of TINY_RUN after epoch 1 (a 2-epoch run cut back to its first epoch, as if killed)."""
     run = tmp_path_factory.mktemp("ckpt") / "run"
-    assert cli.main(["train", "--no-progress", "--device", "cpu", "--num-workers", "0", *TINY_RUN,
-                     "--out-dir", str(run)]) == 0
+    assert (
+        cli.main(["train", "--no-progress", "--device", "cpu", "--num-workers", "0", *TINY_RUN, "--out-dir", str(run)])
+        == 0
+    )
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     ckpt["epoch"], ckpt["history"] = 1, ckpt["history"][:1]
     ckpt["scheduler"]["step"] = ckpt["scheduler"]["steps_per_epoch"]
@@ -784,8 +882,9 @@ def _write_run(folder: Path, ckpt: dict) -> Path:
     folder.mkdir(parents=True)
     torch.save(ckpt, folder / "checkpoint.pt")
     history = ckpt.get("history") if isinstance(ckpt, dict) and isinstance(ckpt.get("history"), list) else []
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in history
-                                                  if isinstance(r, dict)))
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps(r, default=str) + "\n" for r in history if isinstance(r, dict))
+    )
     return folder
 
 
@@ -795,42 +894,77 @@ def _without(d: dict, key: str) -> dict:
 
 CRAFTED = {
     "no scheduler": (lambda c: _without(c, "scheduler"), "lacks ['scheduler']"),
-    "a 3-byte rng state": (lambda c: {**c, "rng": {**c["rng"], "torch": torch.zeros(3, dtype=torch.uint8)}},
-                           "rng['torch'] must be a uint8 tensor of"),
-    "a short python rng state": (lambda c: {**c, "rng": {**c["rng"], "python": {**c["rng"]["python"],
-                                                                                 "state": torch.zeros(7, dtype=torch.int64)}}},
-                                 "rng['python'] must hold"),
-    "sliced weights": (lambda c: {**c, "model": {**c["model"], "stem.conv.weight": c["model"]["stem.conv.weight"][:-1]}},
-                       "model['stem.conv.weight'] is torch.float32"),
-    "a weight missing": (lambda c: {**c, "model": _without(c["model"], "classifier.bias")}, "missing ['classifier.bias']"),
-    "NaN weights": (lambda c: {**c, "model": {**c["model"], "classifier.weight": torch.full_like(
-        c["model"]["classifier.weight"], float("nan"))}}, "non-finite values in model['classifier.weight']"),
+    "a 3-byte rng state": (
+        lambda c: {**c, "rng": {**c["rng"], "torch": torch.zeros(3, dtype=torch.uint8)}},
+        "rng['torch'] must be a uint8 tensor of",
+    ),
+    "a short python rng state": (
+        lambda c: {
+            **c,
+            "rng": {**c["rng"], "python": {**c["rng"]["python"], "state": torch.zeros(7, dtype=torch.int64)}},
+        },
+        "rng['python'] must hold",
+    ),
+    "sliced weights": (
+        lambda c: {**c, "model": {**c["model"], "stem.conv.weight": c["model"]["stem.conv.weight"][:-1]}},
+        "model['stem.conv.weight'] is torch.float32",
+    ),
+    "a weight missing": (
+        lambda c: {**c, "model": _without(c["model"], "classifier.bias")},
+        "missing ['classifier.bias']",
+    ),
+    "NaN weights": (
+        lambda c: {
+            **c,
+            "model": {
+                **c["model"],
+                "classifier.weight": torch.full_like(c["model"]["classifier.weight"], float("nan")),
+            },
+        },
+        "non-finite values in model['classifier.weight']",
+    ),
     "epoch -5": (lambda c: {**c, "epoch": -5}, "epoch must be an int >= 1, got int -5"),
     "epoch a string": (lambda c: {**c, "epoch": "1"}, "epoch must be an int >= 1"),
     "history a string": (lambda c: {**c, "history": "abc"}, "history must be a list of per-epoch dicts"),
     "history too long": (lambda c: {**c, "history": c["history"] * 3}, "history holds 3 epochs but epoch is 1"),
-    "a tensor in history": (lambda c: {**c, "history": [{**c["history"][0], "lr": torch.zeros(2)}]},
-                            "history[0] holds a value"),
+    "a tensor in history": (
+        lambda c: {**c, "history": [{**c["history"][0], "lr": torch.zeros(2)}]},
+        "history[0] holds a value",
+    ),
     "a momentum buffer of another shape": (
-        lambda c: {**c, "optimizer": {**c["optimizer"], "state": {**c["optimizer"]["state"],
-                                                                  0: {"momentum_buffer": torch.zeros(3)}}}},
-        "optimizer state 'momentum_buffer' of parameter 0"),
+        lambda c: {
+            **c,
+            "optimizer": {
+                **c["optimizer"],
+                "state": {**c["optimizer"]["state"], 0: {"momentum_buffer": torch.zeros(3)}},
+            },
+        },
+        "optimizer state 'momentum_buffer' of parameter 0",
+    ),
     "an optimizer of other groups": (
         lambda c: {**c, "optimizer": {**c["optimizer"], "param_groups": c["optimizer"]["param_groups"][:1]}},
-        "parameter groups of sizes"),
-    "a scheduler step out of line": (lambda c: {**c, "scheduler": {**c["scheduler"], "step": 999}},
-                                     "step 999 (this run: 2)"),
-    "a config that is not valid": (lambda c: {**c, "config": {**c["config"], "lr": -1.0}},
-                                   "its config is not a valid TrainConfig"),
+        "parameter groups of sizes",
+    ),
+    "a scheduler step out of line": (
+        lambda c: {**c, "scheduler": {**c["scheduler"], "step": 999}},
+        "step 999 (this run: 2)",
+    ),
+    "a config that is not valid": (
+        lambda c: {**c, "config": {**c["config"], "lr": -1.0}},
+        "its config is not a valid TrainConfig",
+    ),
     "a list instead of a dict": (lambda c: [1, 2, 3], "it holds list"),
-    "a GradScaler state with a NaN scale": (lambda c: {**c, "scaler": {"scale": float("nan"), "_growth_tracker": 0}},
-                                            "scaler must be a GradScaler state dict"),
+    "a GradScaler state with a NaN scale": (
+        lambda c: {**c, "scaler": {"scale": float("nan"), "_growth_tracker": 0}},
+        "scaler must be a GradScaler state dict",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CRAFTED))
-def test_a_crafted_checkpoint_is_refused_field_by_field_before_anything_is_restored(tmp_path, capsys, monkeypatch,
-                                                                                    epoch1_checkpoint, case):
+def test_a_crafted_checkpoint_is_refused_field_by_field_before_anything_is_restored(
+    tmp_path, capsys, monkeypatch, epoch1_checkpoint, case
+):
     craft, words = CRAFTED[case]
     run = _write_run(tmp_path / "run", craft(epoch1_checkpoint))
     before = {p.name: p.read_bytes() for p in run.iterdir()}
@@ -854,7 +988,8 @@ def test_model_from_checkpoint_refuses_sliced_weights_naming_the_tensor(tmp_path
 
 
 def test_a_checkpoint_without_a_data_fingerprint_resumes_only_when_the_user_vouches_for_the_data(
-        tmp_path, capsys, epoch1_checkpoint):
+    tmp_path, capsys, epoch1_checkpoint
+):
     run = _write_run(tmp_path / "run", _without(epoch1_checkpoint, "data_fingerprint"))
     code, err = _cli(capsys, *TINY_RUN, "--out-dir", str(run))
     assert code == 2 and "records no data fingerprint" in _one_line(err) and "--assume-same-data" in err
@@ -954,8 +1089,9 @@ def _chain_archive(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("stdlib_filter", [True, False])
-def test_a_tar_link_chain_is_refused_by_our_own_check_with_or_without_the_stdlib_filter(tmp_path, monkeypatch,
-                                                                                        stdlib_filter):
+def test_a_tar_link_chain_is_refused_by_our_own_check_with_or_without_the_stdlib_filter(
+    tmp_path, monkeypatch, stdlib_filter
+):
     if not stdlib_filter:  # as on Python 3.10.0-3.10.11 and 3.11.0-3.11.3, which requires-python admits
         monkeypatch.delattr(tarfile, "data_filter", raising=False)
     archive = _chain_archive(tmp_path / "chain.tar")
@@ -966,12 +1102,15 @@ def test_a_tar_link_chain_is_refused_by_our_own_check_with_or_without_the_stdlib
     assert list(dest.iterdir()) == [] and not list(tmp_path.rglob("evil"))
 
 
-@pytest.mark.parametrize("members", [
-    [("d/l", tarfile.SYMTYPE, "."), ("d/l/x", tarfile.REGTYPE, "")],  # a file under a link
-    [("l1", tarfile.SYMTYPE, "d"), ("l2", tarfile.SYMTYPE, "l1")],  # a link to a link
-    [("l1", tarfile.SYMTYPE, "d"), ("h", tarfile.LNKTYPE, "l1")],  # a hard link to a link
-    [("l1", tarfile.SYMTYPE, "d"), ("l1", tarfile.REGTYPE, "")],  # a file written over a link
-])
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("d/l", tarfile.SYMTYPE, "."), ("d/l/x", tarfile.REGTYPE, "")],  # a file under a link
+        [("l1", tarfile.SYMTYPE, "d"), ("l2", tarfile.SYMTYPE, "l1")],  # a link to a link
+        [("l1", tarfile.SYMTYPE, "d"), ("h", tarfile.LNKTYPE, "l1")],  # a hard link to a link
+        [("l1", tarfile.SYMTYPE, "d"), ("l1", tarfile.REGTYPE, "")],  # a file written over a link
+    ],
+)
 def test_every_kind_of_link_chain_is_refused_before_anything_is_written(tmp_path, members):
     archive = tmp_path / "chain.tar"
     with tarfile.open(archive, "w") as tf:
@@ -1013,8 +1152,7 @@ def test_a_data_error_leaves_no_run_folder_holding_a_lock(tmp_path, capsys):
     root = _image_folder(tmp_path / "images")
     (root / "train" / "a" / "0.png").write_bytes(b"not a png")
     for flag, where in (("--out-dir", tmp_path / "run"), ("--new-run-in", tmp_path / "runs")):
-        code, err = _cli(capsys, "--dataset", "imagefolder", "--data-dir", str(root), "--epochs", "1", flag,
-                         str(where))
+        code, err = _cli(capsys, "--dataset", "imagefolder", "--data-dir", str(root), "--epochs", "1", flag, str(where))
         assert code == 2 and "cannot be decoded" in _one_line(err)
         assert not where.exists() or list(where.iterdir()) == []
 
@@ -1049,8 +1187,10 @@ def _run(record: dict, **changes) -> dict:
 BAD_RECORDS = {
     "an unknown neuron": (lambda r: _run(r, neuron="lif"), "['neuron'] must be one of"),
     "an unknown arch": (lambda r: _run(r, arch="resnet50"), "['arch'] must be one of"),
-    "a data set entry of the wrong type": (lambda r: {**r, "datasets": {"cifar10": "CIFAR-10"}},
-                                           "metrics['datasets']['cifar10'] must be an object"),
+    "a data set entry of the wrong type": (
+        lambda r: {**r, "datasets": {"cifar10": "CIFAR-10"}},
+        "metrics['datasets']['cifar10'] must be an object",
+    ),
     "a run of a data set not listed": (lambda r: _run(r, dataset="mnist"), "'mnist' is not among"),
     "a NaN top1": (lambda r: _run(r, top1=float("nan")), "['top1'] must be None or a finite number in [0, 100]"),
     "an infinite top1": (lambda r: _run(r, top1=float("inf")), "['top1'] must be None or a finite number"),
@@ -1072,13 +1212,16 @@ def test_the_aggregate_refuses_a_record_with_impossible_values_naming_file_and_f
         reproduce.load_run(folder)
 
 
-@pytest.mark.parametrize("raw, words", [
-    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
-    ('{"schema": "tspike_lab.reproduce/2", "table": "tab', "not valid JSON"),
-    ("", "not valid JSON"),
-    ("\udcff", "not UTF-8"),
-    ('{"planned": ' + "9" * 5000 + "}", "not valid JSON"),  # an integer too long for Python to convert
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+        ('{"schema": "tspike_lab.reproduce/2", "table": "tab', "not valid JSON"),
+        ("", "not valid JSON"),
+        ("\udcff", "not UTF-8"),
+        ('{"planned": ' + "9" * 5000 + "}", "not valid JSON"),  # an integer too long for Python to convert
+    ],
+)
 def test_the_aggregate_names_a_malformed_truncated_or_deeply_nested_record(tmp_path, capsys, raw, words):
     folder = tmp_path / "out" / "run"
     folder.mkdir(parents=True)
@@ -1155,8 +1298,15 @@ def test_snn_functional_has_every_public_name_and_submodule_of_snntorch_function
     assert public <= set(dir(SF)), sorted(public - set(dir(SF)))
     replaced = {"accuracy_temporal", "ce_temporal_loss", "mse_temporal_loss", "l1_rate_sparsity"}
     assert all(getattr(SF, n) is getattr(sf, n) for n in public - replaced)
-    for name in ("OutputMonitor", "InputMonitor", "AttributeMonitor", "GradInputMonitor", "GradOutputMonitor",
-                 "SpikeTime", "LossFunctions"):
+    for name in (
+        "OutputMonitor",
+        "InputMonitor",
+        "AttributeMonitor",
+        "GradInputMonitor",
+        "GradOutputMonitor",
+        "SpikeTime",
+        "LossFunctions",
+    ):
         assert getattr(SF, name) is getattr(sf, name) and name in SF.__all__
     for sub in (m.name for m in pkgutil.iter_modules(sf.__path__)):
         assert getattr(SF, sub) is __import__(f"snntorch.functional.{sub}", fromlist=["_"]), sub
@@ -1206,8 +1356,11 @@ def test_the_memory_available_under_a_cgroup_counts_inactive_page_cache_as_free(
 
     folder = tmp_path if v2 else tmp_path / "memory"
     folder.mkdir(exist_ok=True)
-    names = ("memory.max", "memory.current", "memory.stat", "inactive_file") if v2 else \
-        ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat", "total_inactive_file")
+    names = (
+        ("memory.max", "memory.current", "memory.stat", "inactive_file")
+        if v2
+        else ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat", "total_inactive_file")
+    )
     (folder / names[0]).write_text(f"{8 * 2**30}\n")
     (folder / names[1]).write_text(f"{7 * 2**30}\n")
     (folder / names[2]).write_text(f"anon {2**30}\n{names[3]} {5 * 2**30}\n")

@@ -1,4 +1,5 @@
 """The benchmark scripts run end to end at a tiny size, and their peers are what they claim to be."""
+
 import subprocess
 import sys
 from collections import Counter
@@ -32,9 +33,11 @@ def _run_script(name, *args, hide=()):
 
 
 def _rows(out):
-    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in out.splitlines() if line.startswith("| ") and not line.startswith("| peer")
-            and not line.startswith("| case")}
+    return {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| peer") and not line.startswith("| case")
+    }
 
 
 @pytest.mark.slow  # runs a benchmark script
@@ -165,8 +168,18 @@ def test_the_train_step_benchmark_times_one_epoch_per_case_from_a_cifar10_folder
     archive, md5, _ = make_cifar_archive(tmp_path, n=3)  # 15 training images in the canonical layout
     load("cifar10", root=archive, md5=md5)  # verified and extracted next to the archive
     cases = [bench_train_step.OURS, bench_train_step.RELEASED]
-    out = _run_script("bench_train_step.py", "--quick", "--epoch", "--no-memory", "--device", "cpu",
-                      "--cases", ",".join(cases), "--data-dir", str(tmp_path / "cifar-10-batches-py"))
+    out = _run_script(
+        "bench_train_step.py",
+        "--quick",
+        "--epoch",
+        "--no-memory",
+        "--device",
+        "cpu",
+        "--cases",
+        ",".join(cases),
+        "--data-dir",
+        str(tmp_path / "cifar-10-batches-py"),
+    )
     assert "## T = 2: one epoch, 8 images in batches of 2" in out
     assert "data: cifar10 from" in out and "(15 training images)" in out
     epoch_rows = [line for line in out.split("one epoch", 1)[1].splitlines() if line.startswith("| ")][1:]
@@ -182,7 +195,9 @@ def test_a_bad_device_is_refused_before_any_work_naming_the_value(script, capsys
     module = bench_neuron if script == "bench_neuron.py" else bench_train_step
     with pytest.raises(SystemExit) as e:
         module.main(["--quick", "--device", "tpu"])
-    assert e.value.code == 2 and "--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in capsys.readouterr().err
+    assert (
+        e.value.code == 2 and "--device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in capsys.readouterr().err
+    )
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             module.main(["--quick", "--device", "cuda"])
@@ -201,8 +216,9 @@ def test_both_benchmarks_run_on_a_gpu_with_ours_on_the_triton_kernels():
     if triton_lif.available():
         from tspike_lab import kernels
 
-        spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
-                                 detach_reset=False)
+        spec = kernels.make_spec(
+            beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False
+        )
         assert kernels.select_backend(torch.zeros(2, 2, device="cuda"), spec) == "triton"
     out = _run_script("bench_train_step.py", "--quick", "--device", "cuda", "--epoch")
     assert "CUDA (" in out and "one epoch" in out and "- epoch, bf16 autocast: released / ours = " in out

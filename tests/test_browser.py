@@ -12,6 +12,7 @@ Skips, saying why, where Chromium (/usr/bin/chromium, or $TSPIKE_CHROMIUM) or th
 module is missing. Screenshots go to <tmp>/screenshots: the moved panel, a failing page, and,
 where $TSPIKE_SCREENSHOT_DIR is set, the whole notebook (all copied there).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from browser_helpers import (
     CHROMIUM_ARGS,
     NOTEBOOKS,
@@ -40,6 +40,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 RUN_TIMEOUT_MS = 300_000  # torch import + every cell; 03 trains nine small networks
 LOAD_TIMEOUT_MS = 60_000
 REDRAW_TIMEOUT_MS = 60_000  # a kernel round trip through the widget, on a busy machine
+
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
@@ -74,17 +75,27 @@ def lab(tmp_path_factory, chromium, sync_playwright):
     finally:
         leftovers = server.stop()
         if leftovers:
-            warnings.warn(f"killed processes left behind by the JupyterLab server: {leftovers}")
+            warnings.warn(f"killed processes left behind by the JupyterLab server: {leftovers}", stacklevel=2)
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory, chromium, sync_playwright):
     home = tmp_path_factory.mktemp("browser_home")  # Chromium's ~/.config, ~/.cache, crash reports
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_CACHE_HOME": str(home / ".cache")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+    }
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-                                    chromium_sandbox=False, timeout=LOAD_TIMEOUT_MS, env=env)
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            chromium_sandbox=False,
+            timeout=LOAD_TIMEOUT_MS,
+            env=env,
+        )
         # one context for the whole series: JupyterLab's static files load once and are cached for the
         # next notebook (each still opens in a page and a workspace of its own)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -140,7 +151,8 @@ RUN_ALL_JS = """async (timeoutMs) => {
 # Counts of rendered (laid out) widgets and plotly figures in the output areas.
 RENDERED_JS = """() => ({
   widgets: document.querySelectorAll('.jp-OutputArea-output > .jupyter-widgets').length,
-  plots: Array.from(document.querySelectorAll('.jp-OutputArea-output.js-plotly-plot, .jp-OutputArea-output .js-plotly-plot'))
+  plots: Array.from(document.querySelectorAll(
+      '.jp-OutputArea-output.js-plotly-plot, .jp-OutputArea-output .js-plotly-plot'))
     .filter(p => p.querySelector('svg.main-svg') && p.offsetWidth > 0).length,
 })"""
 
@@ -227,8 +239,9 @@ def _move(page, panel: int, kind: str) -> str:
 
 # --------------------------------------------------------------------------- the test
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(notebook, lab, browser, shots,
-                                                                           record_property):
+def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(
+    notebook, lab, browser, shots, record_property
+):
     server, rels = lab
     name, rel = notebook.stem, rels[notebook.stem]
     before = _sha256(notebook)
@@ -238,8 +251,9 @@ def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(note
     pictures = [shots / f"{name}_panel.png", shots / f"{name}_full.png", shots / f"{name}_failure.png"]
     try:
         # a workspace per notebook: Lab restores no tab (and starts no kernel) of an earlier one
-        page.goto(server.url(f"lab/workspaces/{name}/tree/{rel}"), wait_until="domcontentloaded",
-                  timeout=LOAD_TIMEOUT_MS)
+        page.goto(
+            server.url(f"lab/workspaces/{name}/tree/{rel}"), wait_until="domcontentloaded", timeout=LOAD_TIMEOUT_MS
+        )
         page.wait_for_function(WAIT_NOTEBOOK_JS, timeout=LOAD_TIMEOUT_MS)
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=LOAD_TIMEOUT_MS)
         page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
@@ -252,9 +266,14 @@ def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(note
         assert result["kernel_name"] == "python3", result["kernel_name"]
         assert result["kernel_status"] == "idle", f"kernel still {result['kernel_status']}"
         assert Path(result["kernel_prefix"]).resolve() == Path(sys.prefix).resolve(), (
-            f"kernel runs the Python at {result['kernel_prefix']}, not this venv ({sys.prefix})")
-        errors = [(c["index"], o.get("ename"), o.get("evalue")) for c in result["cells"]
-                  for o in c["outputs"] if o.get("output_type") == "error"]
+            f"kernel runs the Python at {result['kernel_prefix']}, not this venv ({sys.prefix})"
+        )
+        errors = [
+            (c["index"], o.get("ename"), o.get("evalue"))
+            for c in result["cells"]
+            for o in c["outputs"]
+            if o.get("output_type") == "error"
+        ]
         assert not errors, f"cells raised: {errors}"
         not_run = [c["index"] for c in result["cells"] if c["execution_count"] is None]
         assert result["ok"] and not not_run, f"run-all ok={result['ok']}, cells not executed: {not_run}"
@@ -265,8 +284,11 @@ def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(note
         want_widgets = mimes.count("application/vnd.jupyter.widget-view+json")
         want_plots = mimes.count("application/vnd.plotly.v1+json")
         assert want_widgets >= 1, "no widget output"
-        page.wait_for_function(f"() => {{ const r = ({RENDERED_JS})(); return r.widgets >= {want_widgets} "
-                               f"&& r.plots >= {max(want_plots, 1)}; }}", timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_function(
+            f"() => {{ const r = ({RENDERED_JS})(); return r.widgets >= {want_widgets} "
+            f"&& r.plots >= {max(want_plots, 1)}; }}",
+            timeout=REDRAW_TIMEOUT_MS,
+        )
         _assert_no_error_outputs(page)
 
         # Move the first panel's first control: the kernel redraws that panel's figure.
@@ -275,8 +297,10 @@ def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(note
         drew = page.evaluate(SIGNATURE_JS, 0)
         assert drew, "the first panel draws nothing"
         moved = _move(page, 0, panels[0]["kind"])
-        page.wait_for_function(f"() => {{ const s = ({SIGNATURE_JS})(0); return s && s !== {json.dumps(drew)}; }}",
-                               timeout=REDRAW_TIMEOUT_MS)
+        page.wait_for_function(
+            f"() => {{ const s = ({SIGNATURE_JS})(0); return s && s !== {json.dumps(drew)}; }}",
+            timeout=REDRAW_TIMEOUT_MS,
+        )
         _assert_no_error_outputs(page)
         record_property("moved", f"{panels[0]['label'] or panels[0]['kind']}: {moved}")
 
@@ -284,15 +308,21 @@ def test_notebook_runs_in_jupyterlab_and_its_first_panel_redraws_when_moved(note
         page.locator('[data-tspike-panel="0"]').screenshot(path=str(pictures[0]))
         if os.environ.get("TSPIKE_SCREENSHOT_DIR"):  # the whole notebook, for a reader: seconds, so on request
             # Whole notebook in one picture: grow the viewport to the notebook's height.
-            height = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll("
-                                   "'.jp-NotebookPanel-notebook, .jp-WindowedPanel-inner')).map(e => e.scrollHeight))")
+            height = page.evaluate(
+                "() => Math.max(...Array.from(document.querySelectorAll("
+                "'.jp-NotebookPanel-notebook, .jp-WindowedPanel-inner')).map(e => e.scrollHeight))"
+            )
             page.set_viewport_size({"width": 1400, "height": int(min(max(height + 250, 1000), 16000))})
-            page.evaluate("() => document.querySelectorAll('.jp-WindowedPanel-outer, .jp-NotebookPanel-notebook')"
-                          ".forEach(e => { e.scrollTop = 0; })")  # from the top, not from the moved panel
+            page.evaluate(
+                "() => document.querySelectorAll('.jp-WindowedPanel-outer, .jp-NotebookPanel-notebook')"
+                ".forEach(e => { e.scrollTop = 0; })"
+            )  # from the top, not from the moved panel
             page.wait_for_timeout(1000)
             page.screenshot(path=str(pictures[1]))
-        print(f"{rel}: {len(panels)} panel(s), {want_plots} plotly output(s); moved "
-              f"{panels[0]['label'] or panels[0]['kind']!r}: {moved}; page errors: {page_errors}")
+        print(
+            f"{rel}: {len(panels)} panel(s), {want_plots} plotly output(s); moved "
+            f"{panels[0]['label'] or panels[0]['kind']!r}: {moved}; page errors: {page_errors}"
+        )
     except Exception:
         page.screenshot(path=str(pictures[2]))
         raise

@@ -879,8 +879,12 @@ def test_the_registry_is_a_read_only_mapping_of_frozen_specs_in_the_documented_o
     with pytest.raises(TypeError):
         DATASETS["cifar10"].augment["cutout"] = 0
     assert {n: s.label for n, s in DATASETS.items()} == {
-        "digits": "digits (embedded UCI 8x8)", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
-        "imagefolder": "image folder", "cifar10-dvs": "CIFAR10-DVS", "imagenet": "ImageNet (ILSVRC-2012)",
+        "digits": "digits (embedded UCI 8x8)",
+        "cifar10": "CIFAR-10",
+        "cifar100": "CIFAR-100",
+        "imagefolder": "image folder",
+        "cifar10-dvs": "CIFAR10-DVS",
+        "imagenet": "ImageNet (ILSVRC-2012)",
     }
 
 
@@ -901,8 +905,14 @@ def test_each_spec_carries_the_training_augmentation_recipe_of_its_data_set():
 
 def test_each_spec_states_the_input_it_yields_and_digits_matches_what_it_loads():
     shapes = {n: (s.in_channels, s.image_size) for n, s in DATASETS.items()}
-    assert shapes == {"digits": (1, (8, 8)), "cifar10": (3, (32, 32)), "cifar100": (3, (32, 32)),
-                      "imagefolder": (None, None), "cifar10-dvs": (2, (48, 48)), "imagenet": (3, (224, 224))}
+    assert shapes == {
+        "digits": (1, (8, 8)),
+        "cifar10": (3, (32, 32)),
+        "cifar100": (3, (32, 32)),
+        "imagefolder": (None, None),
+        "cifar10-dvs": (2, (48, 48)),
+        "imagenet": (3, (224, 224)),
+    }
     src = load("digits")
     spec = DATASETS["digits"]
     assert (src.in_channels, src.image_size, src.num_classes) == (spec.in_channels, spec.image_size, spec.num_classes)
@@ -1051,15 +1061,39 @@ def test_fingerprints_are_stable_and_tell_different_data_apart(tmp_path, isolate
     decoded = load("imagefolder", root=root)
     cached = load("imagefolder", root=root)  # from the cache, fingerprint stored beside the tensors
     assert decoded.fingerprint == cached.fingerprint != load("digits").fingerprint
-    assert decoded.fingerprint == DataSource(
-        "again", decoded.num_classes, 3, decoded.image_size, decoded.classes, decoded.mean, decoded.std,
-        decoded.train_x, decoded.train_y, decoded.test_x, decoded.test_y).fingerprint  # same definition
+    assert (
+        decoded.fingerprint
+        == DataSource(
+            "again",
+            decoded.num_classes,
+            3,
+            decoded.image_size,
+            decoded.classes,
+            decoded.mean,
+            decoded.std,
+            decoded.train_x,
+            decoded.train_y,
+            decoded.test_x,
+            decoded.test_y,
+        ).fingerprint
+    )  # same definition
     grey = load("imagefolder", root=root, channels=1)
     assert grey.fingerprint != decoded.fingerprint
     y = decoded.train_y.clone()
     y[0] = (y[0] + 1) % decoded.num_classes
-    relabelled = DataSource("x", decoded.num_classes, 3, decoded.image_size, decoded.classes, decoded.mean,
-                            decoded.std, decoded.train_x, y, decoded.test_x, decoded.test_y)
+    relabelled = DataSource(
+        "x",
+        decoded.num_classes,
+        3,
+        decoded.image_size,
+        decoded.classes,
+        decoded.mean,
+        decoded.std,
+        decoded.train_x,
+        y,
+        decoded.test_x,
+        decoded.test_y,
+    )
     assert relabelled.fingerprint != decoded.fingerprint
 
 

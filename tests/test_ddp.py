@@ -1,4 +1,5 @@
 """Two processes under torchrun on the CPU (gloo): the same ``train`` as one process."""
+
 import json
 import os
 import subprocess
@@ -8,24 +9,53 @@ import pytest
 import torch
 import torch.distributed as dist
 
-pytestmark = [pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                 reason="torch.distributed with gloo is not available"),
-              pytest.mark.slow]  # torchrun starts processes
+pytestmark = [
+    pytest.mark.skipif(
+        not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available"
+    ),
+    pytest.mark.slow,
+]  # torchrun starts processes
 
 
 def _torchrun(args, tmp_path, timeout=90):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tspike_lab", "train", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tspike_lab",
+        "train",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
 
 
 def test_two_gloo_processes_train_digits_and_rank_0_alone_writes_the_run(tmp_path):
     out = tmp_path / "run"
-    done = _torchrun(["--dataset", "digits", "--arch", "small", "--width", "8", "--batch-size", "32",
-                      "--epochs", "2", "--no-progress", "--out-dir", str(out)], tmp_path)
+    done = _torchrun(
+        [
+            "--dataset",
+            "digits",
+            "--arch",
+            "small",
+            "--width",
+            "8",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--out-dir",
+            str(out),
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     final = json.loads(done.stdout)  # one JSON document: rank 1 printed nothing
     assert final["epoch"] == 2

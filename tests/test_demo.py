@@ -1,4 +1,5 @@
 """make demo's core: our width-swept capacity experiment, its paired differences and its computed report."""
+
 import math
 import re
 
@@ -17,14 +18,30 @@ def one_thread():
 
 
 def _run(neuron, seed, top1, width=1, num_steps=1):
-    return dict(key=f"{neuron}-{seed}", arch="small", width=width, neuron=neuron, num_steps=num_steps, seed=seed,
-                status="complete", top1=top1)
+    return dict(
+        key=f"{neuron}-{seed}",
+        arch="small",
+        width=width,
+        neuron=neuron,
+        num_steps=num_steps,
+        seed=seed,
+        status="complete",
+        top1=top1,
+    )
 
 
 def test_paired_difference_pairs_runs_by_seed():
-    record = {"runs": [_run("binary", 0, 50.0), _run("binary", 1, 60.0), _run("binary", 2, 55.0),
-                       _run("ternary", 0, 70.0), _run("ternary", 1, 75.0), _run("ternary", 2, 80.0),
-                       _run("ternary", 3, 99.0)]}  # seed 3 has no binary partner: left out
+    record = {
+        "runs": [
+            _run("binary", 0, 50.0),
+            _run("binary", 1, 60.0),
+            _run("binary", 2, 55.0),
+            _run("ternary", 0, 70.0),
+            _run("ternary", 1, 75.0),
+            _run("ternary", 2, 80.0),
+            _run("ternary", 3, 99.0),
+        ]
+    }  # seed 3 has no binary partner: left out
     mean, std, n = demo.paired_difference(record, 1, 1, "ternary")
     # differences 20, 15, 25
     assert (mean, n) == (20.0, 3) and std == pytest.approx(5.0)
@@ -36,16 +53,18 @@ def test_paired_difference_pairs_runs_by_seed():
 
 @pytest.mark.slow  # trains a width sweep
 def test_run_demo_at_a_tiny_size_prints_a_table_and_a_conclusion_computed_from_its_runs(tmp_path):
-    result = demo.run_demo(tmp_path, widths=[1, 2], num_steps=[1], seeds=[0, 1, 2], epochs=1,
-                           max_steps_per_epoch=2, workers=2)
+    result = demo.run_demo(
+        tmp_path, widths=[1, 2], num_steps=[1], seeds=[0, 1, 2], epochs=1, max_steps_per_epoch=2, workers=2
+    )
     assert result.run_dir.parent == tmp_path and result.figure_path.is_file()
     assert "plotly" in result.figure_path.read_text()[:200000]
     record = reproduce.load_run(result.run_dir)
     assert record["status"] == "complete" and len(record["runs"]) == 2 * 3 * 3
     assert record["launcher"] == "workers=2" and record["profile"] == "cpu"
     rows = result.rows
-    assert {(r["width"], r["neuron"]) for r in rows} == {(w, n) for w in (1, 2)
-                                                          for n in ("binary", "ternary", "trainable_ternary")}
+    assert {(r["width"], r["neuron"]) for r in rows} == {
+        (w, n) for w in (1, 2) for n in ("binary", "ternary", "trainable_ternary")
+    }
     assert all(r["n_seeds"] == 3 for r in rows)
     text = result.text
     for r in rows:

@@ -1,4 +1,5 @@
 """Counting MACs and synaptic operations, and energy estimates (tspike_lab.energy)."""
+
 import json
 
 import pytest
@@ -42,14 +43,17 @@ def _pixel_map(*pixels):
     return x
 
 
-@pytest.mark.parametrize("pixels, expected", [
-    ([((2, 2), 1.0)], 9 * 4),    # interior pixel: 9 output positions x 4 channels
-    ([((2, 2), -1.0)], 9 * 4),   # a -1 spike costs the same accumulates
-    ([((0, 0), 1.0)], 4 * 4),    # corner: 4 output positions
-    ([((0, 2), -1.0)], 6 * 4),   # edge: 6 output positions
-    ([((2, 2), 1.0), ((0, 0), -1.0), ((0, 2), 1.0)], (9 + 4 + 6) * 4),
-    ([], 0),
-])
+@pytest.mark.parametrize(
+    "pixels, expected",
+    [
+        ([((2, 2), 1.0)], 9 * 4),  # interior pixel: 9 output positions x 4 channels
+        ([((2, 2), -1.0)], 9 * 4),  # a -1 spike costs the same accumulates
+        ([((0, 0), 1.0)], 4 * 4),  # corner: 4 output positions
+        ([((0, 2), -1.0)], 6 * 4),  # edge: 6 output positions
+        ([((2, 2), 1.0), ((0, 0), -1.0), ((0, 2), 1.0)], (9 + 4 + 6) * 4),
+        ([], 0),
+    ],
+)
 def test_a_hand_placed_ternary_map_triggers_exactly_the_hand_counted_accumulates(pixels, expected):
     counts = count_ops(OneConvBN().eval(), _pixel_map(*pixels))
     (row,) = counts.layers
@@ -181,8 +185,9 @@ def test_re_parameterization_leaves_the_synaptic_operation_count_unchanged():
     x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
     before = count_ops(model, x)
     after = count_ops(reparameterize(model), x)
-    assert [(r.name, r.input, r.sops, r.macs) for r in before.layers] == \
-           [(r.name, r.input, r.sops, r.macs) for r in after.layers]
+    assert [(r.name, r.input, r.sops, r.macs) for r in before.layers] == [
+        (r.name, r.input, r.sops, r.macs) for r in after.layers
+    ]
     assert before.layers[1].input == "spikes"  # a * b with a != 1 still counts as spikes
 
 

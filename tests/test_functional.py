@@ -1,4 +1,5 @@
 """Hand-computed recurrences and the multi-step == single-step-loop equivalence."""
+
 import pytest
 import torch
 from hypothesis import given, settings

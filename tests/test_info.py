@@ -1,4 +1,5 @@
 """Capacity, empirical entropy and membrane quantizers (tspike_lab.info)."""
+
 import math
 
 import pytest
@@ -28,9 +29,14 @@ def test_capacity_accepts_a_neuron_count_and_a_torch_size_alike():
     assert capacity_bits(24, "ternary") == capacity_bits(torch.Size([2, 3, 4]), "ternary")
 
 
-@pytest.mark.parametrize("bad", [{"shape_or_numel": (2, -1), "kind": "binary"},
-                                 {"shape_or_numel": 2.5, "kind": "binary"},
-                                 {"shape_or_numel": 4, "kind": "quaternary"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"shape_or_numel": (2, -1), "kind": "binary"},
+        {"shape_or_numel": 2.5, "kind": "binary"},
+        {"shape_or_numel": 4, "kind": "quaternary"},
+    ],
+)
 def test_capacity_rejects_bad_shapes_and_kinds_naming_the_parameter(bad):
     name = "kind" if bad["kind"] == "quaternary" else "shape_or_numel"
     with pytest.raises(ValueError, match=name):
@@ -89,8 +95,7 @@ U = torch.tensor([-1.2, -0.5, -0.3, 0.0, 0.2, 0.5, 0.9])
 def test_quantize_binary_ternary_and_scaled_ternary_on_a_hand_example():
     assert quantize(U, "binary", 0.5).tolist() == [0, 0, 0, 0, 0, 1, 1]
     assert quantize(U, "ternary", 0.5).tolist() == [-1, -1, 0, 0, 0, 1, 1]
-    assert torch.allclose(quantize(U, "scaled_ternary", 0.5, a=0.8),
-                          torch.tensor([-0.8, -0.8, 0, 0, 0, 0.8, 0.8]))
+    assert torch.allclose(quantize(U, "scaled_ternary", 0.5, a=0.8), torch.tensor([-0.8, -0.8, 0, 0, 0, 0.8, 0.8]))
 
 
 def test_quantize_agrees_with_the_neurons_fire_function():
@@ -134,8 +139,14 @@ def test_best_amplitude_is_nan_when_nothing_reaches_the_threshold():
     assert math.isnan(best_amplitude(torch.tensor([0.1, -0.2]), 0.5).item())
 
 
-@pytest.mark.parametrize("kwargs, name", [({"kind": "real"}, "kind"), ({"kind": "ternary", "threshold": 0.0}, "threshold"),
-                                          ({"kind": "binary", "a": 0.5}, "a=")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"kind": "real"}, "kind"),
+        ({"kind": "ternary", "threshold": 0.0}, "threshold"),
+        ({"kind": "binary", "a": 0.5}, "a="),
+    ],
+)
 def test_quantize_rejects_bad_arguments_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         quantize(U, **kwargs)
@@ -156,5 +167,7 @@ def test_quantize_output_always_lies_in_the_level_set(values, threshold, a):
     # and the optimal amplitude never does worse than a = 1
     a_star = best_amplitude(u.double(), threshold)
     if not math.isnan(a_star.item()):
-        assert (quantization_error(u.double(), "scaled_ternary", threshold, a_star)
-                <= quantization_error(u.double(), "ternary", threshold) + 1e-12)
+        assert (
+            quantization_error(u.double(), "scaled_ternary", threshold, a_star)
+            <= quantization_error(u.double(), "ternary", threshold) + 1e-12
+        )

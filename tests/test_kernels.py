@@ -2,6 +2,7 @@
 
 Spikes must be equal (torch.equal), gradients equal to float rounding, for every option.
 """
+
 import os
 import subprocess
 import sys
@@ -48,9 +49,14 @@ def _inputs(shape, dtype, seed):
 
 
 def _pair(backend, kind, reset, sg, detach, amplitude, dtype, channels):
-    kw = dict(kind=kind, reset_mechanism=reset, spike_grad=sg, detach_reset=detach,
-              learn_graded_spikes_factor=amplitude != "fixed",
-              num_channels=channels if amplitude == "channel" else None)
+    kw = dict(
+        kind=kind,
+        reset_mechanism=reset,
+        spike_grad=sg,
+        detach_reset=detach,
+        learn_graded_spikes_factor=amplitude != "fixed",
+        num_channels=channels if amplitude == "channel" else None,
+    )
     ref, fast = MultiStepLIF(backend="torch", **kw), MultiStepLIF(backend=backend, **kw)
     if amplitude != "fixed":
         with torch.no_grad():
@@ -114,17 +120,20 @@ def test_ste_triangle_and_atan_gradients_are_bitwise_those_of_the_oracle(backend
 
 
 @pytest.mark.parametrize("backend", ["torch", *CPU_BACKENDS])
-@pytest.mark.parametrize("reset, detach, expected", [
-    # x = [0.75, 0.5], loss = 1 * b_0 + 2 * b_1, ternary, STE window |u| <= 1, beta 0.25:
-    # zero reset: u = [0.75, 0.5], b = [1, 1]; g_1 = 2;
-    #   g_0 = 1 + (-(2 * 0.25 * 0.75)) * 1 = 0.625 through the reset, 1.0 with it detached.
-    pytest.param("zero", False, [0.625, 2.0], id="zero-reset-in-graph"),
-    pytest.param("zero", True, [1.0, 2.0], id="zero-reset-detached"),
-    # subtract: u_1 = 0.25 * 0.75 - 0.5 + 0.5 = 0.1875, b = [1, 0]; g_1 = 2 (in the window);
-    #   g_0 = (1 + (-2) * 0.5) * 1 + 2 * 0.25 = 0.5, detached 1 + 0.5 = 1.5.
-    pytest.param("subtract", False, [0.5, 2.0], id="subtract-reset-in-graph"),
-    pytest.param("subtract", True, [1.5, 2.0], id="subtract-reset-detached"),
-])
+@pytest.mark.parametrize(
+    "reset, detach, expected",
+    [
+        # x = [0.75, 0.5], loss = 1 * b_0 + 2 * b_1, ternary, STE window |u| <= 1, beta 0.25:
+        # zero reset: u = [0.75, 0.5], b = [1, 1]; g_1 = 2;
+        #   g_0 = 1 + (-(2 * 0.25 * 0.75)) * 1 = 0.625 through the reset, 1.0 with it detached.
+        pytest.param("zero", False, [0.625, 2.0], id="zero-reset-in-graph"),
+        pytest.param("zero", True, [1.0, 2.0], id="zero-reset-detached"),
+        # subtract: u_1 = 0.25 * 0.75 - 0.5 + 0.5 = 0.1875, b = [1, 0]; g_1 = 2 (in the window);
+        #   g_0 = (1 + (-2) * 0.5) * 1 + 2 * 0.25 = 0.5, detached 1 + 0.5 = 1.5.
+        pytest.param("subtract", False, [0.5, 2.0], id="subtract-reset-in-graph"),
+        pytest.param("subtract", True, [1.5, 2.0], id="subtract-reset-detached"),
+    ],
+)
 def test_gradient_of_two_steps_by_hand(backend, reset, detach, expected):
     x = torch.tensor([[0.75], [0.5]], requires_grad=True)
     b, _ = kernels.lif_seq(x, reset_mechanism=reset, detach_reset=detach, backend=backend)
@@ -191,8 +200,7 @@ def _oracle_scaled(x, a, **kw):
 @pytest.mark.parametrize("per", ["layer", "channel"], ids=lambda per: f"a-per-{per}")
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "expanded", "strided"])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_an_amplitude_passed_to_the_kernel_gives_the_oracles_a_times_b_and_both_gradients(backend, layout, per,
-                                                                                           dtype):
+def test_an_amplitude_passed_to_the_kernel_gives_the_oracles_a_times_b_and_both_gradients(backend, layout, per, dtype):
     # 2 x 40 x 9 x 9 = 6480 neurons per step: two C blocks, channels straddling the block edge.
     T, B, C, H, W = 3, 2, 40, 9, 9
     torch.manual_seed(1)
@@ -240,11 +248,14 @@ def test_the_c_kernel_multiplies_by_the_amplitude_itself_and_saves_only_one_byte
     assert type(out64.grad_fn).__name__ != "ScaledLIFSeqCPUBackward"
 
 
-@pytest.mark.parametrize("shape, a, match", [
-    pytest.param((4, 2, 3), torch.ones(5), "needs x_seq", id="five-values-for-three-channels"),
-    pytest.param((4, 2, 3), torch.ones(3, 1), "scalar or one value per channel", id="a-matrix"),
-    pytest.param((4, 2, 3), 2.0, "must be a tensor", id="a-python-float"),
-])
+@pytest.mark.parametrize(
+    "shape, a, match",
+    [
+        pytest.param((4, 2, 3), torch.ones(5), "needs x_seq", id="five-values-for-three-channels"),
+        pytest.param((4, 2, 3), torch.ones(3, 1), "scalar or one value per channel", id="a-matrix"),
+        pytest.param((4, 2, 3), 2.0, "must be a tensor", id="a-python-float"),
+    ],
+)
 def test_a_wrong_amplitude_is_rejected_naming_its_shape(shape, a, match):
     with pytest.raises(ValueError, match=match):
         kernels.lif_seq(torch.randn(shape), amplitude=a)
@@ -273,14 +284,18 @@ def _saved_bytes(fn):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("sg, reset, detach, float_rows", [
-    pytest.param(surrogate.STE(), "zero", False, 3, id="STE-zero-reset-in-graph"),  # beta * u_t, t = 0 .. T-2
-    pytest.param(surrogate.STE(), "zero", True, 0, id="STE-zero-reset-detached"),  # code only
-    pytest.param(surrogate.STE(), "subtract", False, 0, id="STE-subtract-reset-in-graph"),
-    pytest.param(surrogate.ATan(), "zero", True, 4, id="ATan-zero-reset-detached"),  # a smooth surrogate: every u_t
-])
-def test_the_backward_saves_one_byte_per_element_plus_membranes_only_where_needed(backend, sg, reset, detach,
-                                                                                   float_rows):
+@pytest.mark.parametrize(
+    "sg, reset, detach, float_rows",
+    [
+        pytest.param(surrogate.STE(), "zero", False, 3, id="STE-zero-reset-in-graph"),  # beta * u_t, t = 0 .. T-2
+        pytest.param(surrogate.STE(), "zero", True, 0, id="STE-zero-reset-detached"),  # code only
+        pytest.param(surrogate.STE(), "subtract", False, 0, id="STE-subtract-reset-in-graph"),
+        pytest.param(surrogate.ATan(), "zero", True, 4, id="ATan-zero-reset-detached"),  # a smooth surrogate: every u_t
+    ],
+)
+def test_the_backward_saves_one_byte_per_element_plus_membranes_only_where_needed(
+    backend, sg, reset, detach, float_rows
+):
     T, N = 4, 1000
     x = torch.randn(T, N, requires_grad=True)
     kw = dict(spike_grad=sg, reset_mechanism=reset, detach_reset=detach)
@@ -309,8 +324,11 @@ def test_the_c_kernel_gives_the_same_bits_with_one_thread_or_all():
 
 @needs_c
 @pytest.mark.parametrize("sg", [surrogate.STE(), surrogate.ATan()], ids=sg_id)
-@pytest.mark.parametrize("reset, detach", [("zero", False), ("zero", True), ("subtract", False)],
-                         ids=["zero-reset-in-graph", "zero-reset-detached", "subtract-reset-in-graph"])
+@pytest.mark.parametrize(
+    "reset, detach",
+    [("zero", False), ("zero", True), ("subtract", False)],
+    ids=["zero-reset-in-graph", "zero-reset-detached", "subtract-reset-in-graph"],
+)
 @pytest.mark.parametrize("kind", ["binary", "ternary"])
 def test_the_vectorised_and_the_streaming_c_paths_give_the_portable_loops_bits(kind, reset, detach, sg):
     # float32 runs an AVX-512 pass where the machine has it, and large outputs are written with
@@ -323,14 +341,21 @@ def test_the_vectorised_and_the_streaming_c_paths_give_the_portable_loops_bits(k
     a_channel = 0.5 + torch.rand(C, generator=torch.Generator().manual_seed(14))
     layouts = {
         "contiguous": (x0, lambda s: s),
-        "channels_last": (x0.flatten(0, 1).contiguous(memory_format=torch.channels_last), lambda s: s.unflatten(0, (T, B))),
+        "channels_last": (
+            x0.flatten(0, 1).contiguous(memory_format=torch.channels_last),
+            lambda s: s.unflatten(0, (T, B)),
+        ),
         "expanded": (x0[0], lambda s: s.unsqueeze(0).expand(T, *s.shape)),
     }
-    spec = kernels.make_spec(beta=0.3, threshold=0.5, kind=kind, reset_mechanism=reset, spike_grad=sg,
-                             detach_reset=detach)
+    spec = kernels.make_spec(
+        beta=0.3, threshold=0.5, kind=kind, reset_mechanism=reset, spike_grad=sg, detach_reset=detach
+    )
     recycler = cpu.Recycler(min_bytes=1)  # every output in a reused block: no stale data
-    engines = {(simd, stream): cpu.CPUKernel(simd=simd, stream_bytes=0 if stream else 1 << 62, recycler=recycler)
-               for simd in (False, True) for stream in (False, True)}
+    engines = {
+        (simd, stream): cpu.CPUKernel(simd=simd, stream_bytes=0 if stream else 1 << 62, recycler=recycler)
+        for simd in (False, True)
+        for stream in (False, True)
+    }
     for layout, (base, make) in layouts.items():
         for a0 in (None, torch.tensor(0.8125), a_channel):
             results = {}
@@ -356,8 +381,9 @@ def test_the_vectorised_and_the_streaming_c_paths_give_the_portable_loops_bits(k
 def test_large_outputs_live_in_blocks_that_come_back_when_their_tensors_die(dtype):
     import gc
 
-    spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
-                             detach_reset=False)
+    spec = kernels.make_spec(
+        beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False
+    )
     # every output recycled (normally >= 32 MiB only)
     with cpu.CPUKernel(recycler=cpu.Recycler(cap_bytes=1 << 30, min_bytes=1)) as engine:
         ptrs = set()
@@ -386,8 +412,9 @@ def test_large_outputs_live_in_blocks_that_come_back_when_their_tensors_die(dtyp
 def test_recycled_blocks_are_held_only_up_to_the_cap():
     import gc
 
-    spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
-                             detach_reset=False)
+    spec = kernels.make_spec(
+        beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False
+    )
     x = torch.randn(2, 4, 1000)
     block = 2 * 4 * 1000 * 4  # one float32 output
     with cpu.Recycler(cap_bytes=block, min_bytes=1) as recycler:
@@ -414,8 +441,9 @@ def test_recycled_blocks_are_held_only_up_to_the_cap():
 def test_a_closed_recycler_unmaps_blocks_still_in_use_when_their_tensors_die():
     import gc
 
-    spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
-                             detach_reset=False)
+    spec = kernels.make_spec(
+        beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False
+    )
     x = torch.randn(2, 4, 1000)
     recycler = cpu.Recycler(min_bytes=1)
     engine = cpu.CPUKernel(recycler=recycler)
@@ -466,19 +494,23 @@ def test_tspike_simd_turns_the_default_kernels_avx512_pass_off_and_refuses_other
         train_mod.check_environment()
 
 
-@pytest.mark.parametrize("dtype, sg, threshold, expected", [
-    # the paper's neuron: the C kernel, rounding per op
-    pytest.param(torch.bfloat16, None, 0.5, "fused", id="bfloat16-STE-threshold-0.5"),
-    # smooth surrogates: C kernel in float32/64 only
-    pytest.param(torch.bfloat16, surrogate.ATan(), 0.5, "fused_torch", id="bfloat16-ATan-threshold-0.5"),
-    # a threshold bfloat16 cannot hold exactly
-    pytest.param(torch.bfloat16, None, 0.3, "fused_torch", id="bfloat16-STE-threshold-0.3"),
-    pytest.param(torch.float16, None, 0.5, "fused_torch", id="float16-STE-threshold-0.5"),
-])
+@pytest.mark.parametrize(
+    "dtype, sg, threshold, expected",
+    [
+        # the paper's neuron: the C kernel, rounding per op
+        pytest.param(torch.bfloat16, None, 0.5, "fused", id="bfloat16-STE-threshold-0.5"),
+        # smooth surrogates: C kernel in float32/64 only
+        pytest.param(torch.bfloat16, surrogate.ATan(), 0.5, "fused_torch", id="bfloat16-ATan-threshold-0.5"),
+        # a threshold bfloat16 cannot hold exactly
+        pytest.param(torch.bfloat16, None, 0.3, "fused_torch", id="bfloat16-STE-threshold-0.3"),
+        pytest.param(torch.float16, None, 0.5, "fused_torch", id="float16-STE-threshold-0.5"),
+    ],
+)
 def test_half_precision_on_cpu_gives_the_oracles_spikes_and_gradients_bit_for_bit(dtype, sg, threshold, expected):
     x = _inputs((4, 2, 500), dtype, seed=4).requires_grad_(True)
-    spec = kernels.make_spec(beta=0.25, threshold=threshold, kind="ternary", reset_mechanism="zero",
-                             spike_grad=sg, detach_reset=False)
+    spec = kernels.make_spec(
+        beta=0.25, threshold=threshold, kind="ternary", reset_mechanism="zero", spike_grad=sg, detach_reset=False
+    )
     assert kernels.select_backend(x, spec) == (expected if HAS_C else "fused_torch")
     b_ref, _ = functional.oracle_lif_seq(x, threshold=threshold, spike_grad=sg)
     (gx_ref,) = torch.autograd.grad(b_ref.sum(), x)
@@ -488,8 +520,11 @@ def test_half_precision_on_cpu_gives_the_oracles_spikes_and_gradients_bit_for_bi
 
 
 @needs_c
-@pytest.mark.parametrize("amplitude", [None, "f32 scalar", "bf16 scalar", "bf16 per channel"],
-                         ids=["no-a", "float32-a", "bfloat16-a", "bfloat16-a-per-channel"])
+@pytest.mark.parametrize(
+    "amplitude",
+    [None, "f32 scalar", "bf16 scalar", "bf16 per channel"],
+    ids=["no-a", "float32-a", "bfloat16-a", "bfloat16-a-per-channel"],
+)
 @pytest.mark.parametrize("detach", [False, True], ids=DETACH_IDS)
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 @pytest.mark.parametrize("kind", ["binary", "ternary"])
@@ -500,14 +535,17 @@ def test_the_c_kernel_in_bfloat16_rounds_every_operation_as_the_oracle_does(kind
     T, B, C = 5, 3, 8
     x0 = (torch.randn(T, B, C, 7, 7) * 0.8).to(torch.bfloat16)
     g = torch.randn(x0.shape).to(torch.bfloat16)
-    a0 = {None: None, "f32 scalar": torch.tensor(0.7371), "bf16 scalar": torch.tensor(0.7371).bfloat16(),
-          "bf16 per channel": (0.5 + torch.rand(C)).bfloat16()}[amplitude]
+    a0 = {
+        None: None,
+        "f32 scalar": torch.tensor(0.7371),
+        "bf16 scalar": torch.tensor(0.7371).bfloat16(),
+        "bf16 per channel": (0.5 + torch.rand(C)).bfloat16(),
+    }[amplitude]
     results = []
     for backend in ("torch", "fused"):
         x = x0.clone().requires_grad_(True)
         a = None if a0 is None else a0.clone().requires_grad_(True)
-        out, _ = kernels.lif_seq(x, kind=kind, reset_mechanism=reset, detach_reset=detach, backend=backend,
-                                 amplitude=a)
+        out, _ = kernels.lif_seq(x, kind=kind, reset_mechanism=reset, detach_reset=detach, backend=backend, amplitude=a)
         out.backward(g)
         results.append((out, x.grad, None if a is None else a.grad))
     (out_ref, gx_ref, ga_ref), (out, gx, ga) = results
@@ -519,7 +557,7 @@ def test_the_c_kernel_in_bfloat16_rounds_every_operation_as_the_oracle_does(kind
         exact = (g.double() * b).sum(dim=tuple(d for d in range(5) if a0.dim() == 0 or d != 2))
         # the kernel sums in double: exact to the amplitude's own rounding; the oracle's sum is bfloat16
         torch.testing.assert_close(ga.double(), exact.to(ga.dtype).double(), rtol=0, atol=0)
-        torch.testing.assert_close(ga.double(), ga_ref.double(), rtol=2 ** -7, atol=1e-2)
+        torch.testing.assert_close(ga.double(), ga_ref.double(), rtol=2**-7, atol=1e-2)
 
 
 @pytest.mark.slow  # a process of its own
@@ -550,8 +588,14 @@ class _HalfTriangle(surrogate.Triangle):
 
 def test_auto_dispatch_rules():
     x = torch.randn(2, 3, 4)
-    spec = lambda sg: kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero",  # noqa: E731
-                                        spike_grad=sg, detach_reset=False)
+    spec = lambda sg: kernels.make_spec(
+        beta=0.25,
+        threshold=0.5,
+        kind="ternary",
+        reset_mechanism="zero",  # noqa: E731
+        spike_grad=sg,
+        detach_reset=False,
+    )
     cpu_choice = "fused" if HAS_C else "fused_torch"
     for sg in SURROGATES:
         assert kernels.select_backend(x, spec(sg)) == cpu_choice
@@ -581,7 +625,9 @@ def test_an_unusable_backend_fails_early_naming_the_value_and_the_reason():
         kernels.lif_seq(x, backend="triton")
     with pytest.raises(ValueError, match="backend='fused' cannot run this input: .*float16"):
         kernels.lif_seq(x.half(), backend="fused")
-    with pytest.raises(ValueError, match="backend='fused' cannot run this input: .*bfloat16 with the STE surrogate only"):
+    with pytest.raises(
+        ValueError, match="backend='fused' cannot run this input: .*bfloat16 with the STE surrogate only"
+    ):
         kernels.lif_seq(x.bfloat16(), backend="fused", spike_grad="atan")
     with pytest.raises(ValueError, match="backend='fused_torch' cannot run .*spike_grad="):
         kernels.lif_seq(x, backend="fused_torch", spike_grad=snn_surrogate.atan())
@@ -591,16 +637,20 @@ def test_an_unusable_backend_fails_early_naming_the_value_and_the_reason():
         kernels.lif_seq(torch.ones(2, 3, dtype=torch.long))
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(kind="quaternary"), "kind must be one of .*got 'quaternary'"),
-    (dict(reset_mechanism="none"), "reset_mechanism must be one of .*got 'none'"),
-    (dict(beta=torch.tensor([0.2, 0.3])), "beta must be a python float for the fast paths"),
-    (dict(threshold="0.5"), "threshold must be a float, got '0.5'"),
-    (dict(spike_grad="relu"), "spike_grad must be one of"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(kind="quaternary"), "kind must be one of .*got 'quaternary'"),
+        (dict(reset_mechanism="none"), "reset_mechanism must be one of .*got 'none'"),
+        (dict(beta=torch.tensor([0.2, 0.3])), "beta must be a python float for the fast paths"),
+        (dict(threshold="0.5"), "threshold must be a float, got '0.5'"),
+        (dict(spike_grad="relu"), "spike_grad must be one of"),
+    ],
+)
 def test_a_bad_option_is_a_config_error_naming_it(kw, match):
-    opts = dict(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
-                detach_reset=False) | kw
+    opts = (
+        dict(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False) | kw
+    )
     with pytest.raises(ConfigError, match=match):
         kernels.make_spec(**opts)
     with pytest.raises(ConfigError, match=match):
@@ -674,25 +724,40 @@ def test_options_set_after_construction_rebuild_the_spec_and_a_bad_value_changes
     first = lif.spec
     lif.beta, lif.threshold, lif.kind = 0.5, 0.375, "binary"
     lif.reset_mechanism, lif.spike_grad, lif.detach_reset, lif.backend = "subtract", "atan", True, "fused_torch"
-    expected = kernels.make_spec(beta=0.5, threshold=0.375, kind="binary", reset_mechanism="subtract",
-                                 spike_grad=surrogate.ATan(), detach_reset=True)
+    expected = kernels.make_spec(
+        beta=0.5,
+        threshold=0.375,
+        kind="binary",
+        reset_mechanism="subtract",
+        spike_grad=surrogate.ATan(),
+        detach_reset=True,
+    )
     assert lif.spec == expected and lif.spec is not first and lif.backend == "fused_torch"
     assert (lif.beta, lif.threshold, lif.kind, lif.spike_grad) == (0.5, 0.375, "binary", surrogate.ATan())
     x = _inputs((3, 2, 60), torch.float32, seed=12).requires_grad_(True)
     out = lif(x)
     (gx,) = torch.autograd.grad(out.sum(), x)
-    b_ref, _ = functional.oracle_lif_seq(x, beta=0.5, threshold=0.375, kind="binary", reset_mechanism="subtract",
-                                  spike_grad=surrogate.ATan(), detach_reset=True)
+    b_ref, _ = functional.oracle_lif_seq(
+        x,
+        beta=0.5,
+        threshold=0.375,
+        kind="binary",
+        reset_mechanism="subtract",
+        spike_grad=surrogate.ATan(),
+        detach_reset=True,
+    )
     (gx_ref,) = torch.autograd.grad(b_ref.sum(), x)
     assert torch.equal(out, b_ref) and (out != 0).any()
     torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-6)
     settled = lif.spec
-    for name, value, match in [("beta", 2.0, r"beta must be in \[0, 1\], got 2.0"),
-                               ("threshold", -1.0, "threshold must be > 0, got -1.0"),
-                               ("kind", "quaternary", "kind must be one of"),
-                               ("reset_mechanism", "none", "reset_mechanism must be one of"),
-                               ("spike_grad", "spiky", "spike_grad must be one of"),
-                               ("backend", "cuda", "backend must be one of")]:
+    for name, value, match in [
+        ("beta", 2.0, r"beta must be in \[0, 1\], got 2.0"),
+        ("threshold", -1.0, "threshold must be > 0, got -1.0"),
+        ("kind", "quaternary", "kind must be one of"),
+        ("reset_mechanism", "none", "reset_mechanism must be one of"),
+        ("spike_grad", "spiky", "spike_grad must be one of"),
+        ("backend", "cuda", "backend must be one of"),
+    ]:
         with pytest.raises(ValueError, match=match):
             setattr(lif, name, value)
         assert lif.spec is settled and lif.backend == "fused_torch", name

@@ -1,5 +1,6 @@
 """Building and loading the C kernel (tspike_lab.kernels.build, cpu): the cache key, the folders a
 library may come from, and the checks of the loaded library against the Python side."""
+
 import ctypes
 import hashlib
 import os
@@ -80,8 +81,10 @@ def test_the_c_kernel_is_compiled_with_the_block_size_python_sizes_its_partial_s
     assert f"-DCHUNK={cpu.CHUNK}" in cpu._flag_sets()[0]
     source = cpu._sources()["lif_cpu.c"].decode()
     assert "#define CHUNK" not in source and "#error" in source  # defined once, in Python
-    with pytest.raises(build.KernelUnavailable, match=f"compiled with CHUNK={cpu.CHUNK}, cpu.py sizes its "
-                                                      f"partial sums by CHUNK={2 * cpu.CHUNK}"):
+    with pytest.raises(
+        build.KernelUnavailable,
+        match=f"compiled with CHUNK={cpu.CHUNK}, cpu.py sizes its partial sums by CHUNK={2 * cpu.CHUNK}",
+    ):
         cpu.check_abi(lib, chunk=2 * cpu.CHUNK)
 
 
@@ -94,12 +97,16 @@ class _WrongArgs(ctypes.Structure):
 @needs_c
 def test_a_ctypes_mirror_that_disagrees_with_lif_args_makes_the_c_kernel_unavailable_with_the_reason(monkeypatch):
     cpu.check_abi(cpu.library())  # the real mirror agrees
-    with pytest.raises(build.KernelUnavailable, match=r"lif_args in lif_cpu.c and its ctypes mirror _WrongArgs "
-                                                      r"disagree: size and field offsets \[104, "):
+    with pytest.raises(
+        build.KernelUnavailable,
+        match=r"lif_args in lif_cpu.c and its ctypes mirror _WrongArgs "
+        r"disagree: size and field offsets \[104, ",
+    ):
         cpu.check_abi(cpu.library(), _WrongArgs)
     x = torch.randn(3, 2, 40)
-    spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
-                             detach_reset=False)
+    spec = kernels.make_spec(
+        beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False
+    )
     monkeypatch.setattr(cpu, "_Args", _WrongArgs)
     cpu._load.cache_clear()
     try:
@@ -166,8 +173,7 @@ def _owned_by_someone_else(monkeypatch, folder: Path) -> None:
 
 @needs_cc
 @pytest.mark.parametrize("flaw", ["owned-by-another-user", "world-writable", "a-symlink"])
-def test_a_temp_folder_that_is_not_ours_alone_is_refused_and_its_library_never_loaded(cache, opened, monkeypatch,
-                                                                                      flaw):
+def test_a_temp_folder_that_is_not_ours_alone_is_refused_and_its_library_never_loaded(cache, opened, monkeypatch, flaw):
     home, temp = cache
     _unusable_home(home)
     name = _tiny_name()
@@ -185,8 +191,11 @@ def test_a_temp_folder_that_is_not_ours_alone_is_refused_and_its_library_never_l
         temp.chmod(0o777)
     problems = []
     assert build.cache_folders(problems) == []
-    assert {"owned-by-another-user": "owned by uid", "world-writable": "writable by group or others (mode 777)",
-            "a-symlink": "is a symlink"}[flaw] in problems[-1]
+    assert {
+        "owned-by-another-user": "owned by uid",
+        "world-writable": "writable by group or others (mode 777)",
+        "a-symlink": "is a symlink",
+    }[flaw] in problems[-1]
     lib = build.load_library("tiny", TINY, TINY_FLAGS)
     assert lib.answer() == 42
     assert len(opened) == 1 and opened[0].name == name
@@ -239,6 +248,7 @@ def test_a_library_is_built_once_then_loaded_from_the_cache_whatever_the_umask(c
 def test_a_compile_error_names_the_compiler_and_flags_and_tries_the_next_flags(cache):
     refused = r"(?s)failed \(-O1 -fPIC -shared\).*failed \(-O0 -fPIC -shared\)"
     with pytest.raises(build.KernelUnavailable, match=refused) as e:
-        build.load_library("broken", {"broken.c": b"this is not C\n"}, [["-O1", "-fPIC", "-shared"],
-                                                                         ["-O0", "-fPIC", "-shared"]])
+        build.load_library(
+            "broken", {"broken.c": b"this is not C\n"}, [["-O1", "-fPIC", "-shared"], ["-O0", "-fPIC", "-shared"]]
+        )
     assert str(e.value).count(" failed (") == 2  # the compiler's refusal is not retried in another folder

@@ -3,6 +3,7 @@
 The general path is the neuron's op-by-op update (autograd through each operation); the fused
 step must give its spikes and membranes bit for bit and its gradients, for every option it takes.
 """
+
 import ctypes
 import itertools
 import warnings
@@ -16,10 +17,16 @@ from tspike_lab import surrogate
 from tspike_lab.kernels import build, cpu
 from tspike_lab.kernels import step as fused_step
 
-needs_c = pytest.mark.skipif(not cpu.available(), reason=f"the C kernel does not build here: {cpu.unavailable_reason()}")
+needs_c = pytest.mark.skipif(
+    not cpu.available(), reason=f"the C kernel does not build here: {cpu.unavailable_reason()}"
+)
 
-SURROGATES = {"ste": surrogate.STE(), "triangle": surrogate.Triangle(0.5), "atan": surrogate.ATan(2.0),
-              "sigmoid": surrogate.Sigmoid(5.0)}
+SURROGATES = {
+    "ste": surrogate.STE(),
+    "triangle": surrogate.Triangle(0.5),
+    "atan": surrogate.ATan(2.0),
+    "sigmoid": surrogate.Sigmoid(5.0),
+}
 
 
 def _inputs(shape=(5, 3, 8), dtype=torch.float64, seed=0):
@@ -60,11 +67,16 @@ def _pair(cls, **kw):
 @pytest.mark.parametrize("detach_reset", [False, True])
 @pytest.mark.parametrize("sg", list(SURROGATES))
 @pytest.mark.parametrize("amplitude", ["1", "fixed 0.75", "learned"])
-def test_the_fused_step_equals_the_general_path_forward_and_gradient(cls, reset_mechanism, detach_reset, sg,
-                                                                     amplitude, monkeypatch):
-    kw = dict(reset_mechanism=reset_mechanism, detach_reset=detach_reset, spike_grad=SURROGATES[sg],
-              graded_spikes_factor=1.0 if amplitude == "1" else 0.75,
-              learn_graded_spikes_factor=amplitude == "learned")
+def test_the_fused_step_equals_the_general_path_forward_and_gradient(
+    cls, reset_mechanism, detach_reset, sg, amplitude, monkeypatch
+):
+    kw = dict(
+        reset_mechanism=reset_mechanism,
+        detach_reset=detach_reset,
+        spike_grad=SURROGATES[sg],
+        graded_spikes_factor=1.0 if amplitude == "1" else 0.75,
+        learn_graded_spikes_factor=amplitude == "learned",
+    )
     fused, general = _pair(cls, **kw)
     x = _inputs()
     spk_f, mem_f, gx_f, ga_f, steps_f = _run(fused, x, True, monkeypatch)
@@ -137,19 +149,22 @@ def _steps_fused(lif, x):
 
 @needs_c
 @pytest.mark.filterwarnings("ignore:Inhibition is an unstable feature")
-@pytest.mark.parametrize("kw, fused", [
-    ({}, True),
-    (dict(reset_mechanism="none", detach_reset=True, graded_spikes_factor=torch.ones(5)), True),
-    (dict(spike_grad="sigmoid", learn_graded_spikes_factor=True), True),
-    (dict(learn_threshold=True), False),
-    (dict(learn_beta=True), False),
-    (dict(beta=torch.full((5,), 0.25)), False),
-    (dict(inhibition=True), False),
-    (dict(reset_delay=False), False),
-    (dict(state_quant=lambda u: u), False),
-    (dict(spike_grad=snntorch.surrogate.atan()), False),
-    (dict(surrogate_disable=True), False),
-])
+@pytest.mark.parametrize(
+    "kw, fused",
+    [
+        ({}, True),
+        (dict(reset_mechanism="none", detach_reset=True, graded_spikes_factor=torch.ones(5)), True),
+        (dict(spike_grad="sigmoid", learn_graded_spikes_factor=True), True),
+        (dict(learn_threshold=True), False),
+        (dict(learn_beta=True), False),
+        (dict(beta=torch.full((5,), 0.25)), False),
+        (dict(inhibition=True), False),
+        (dict(reset_delay=False), False),
+        (dict(state_quant=lambda u: u), False),
+        (dict(spike_grad=snntorch.surrogate.atan()), False),
+        (dict(surrogate_disable=True), False),
+    ],
+)
 def test_the_fused_step_takes_the_options_it_implements_and_leaves_the_rest_to_the_general_path(kw, fused):
     for cls in (tl.TernaryLeaky, tl.BinaryLeaky):
         assert _steps_fused(cls(**kw), torch.randn(3, 5)) is fused
@@ -159,12 +174,15 @@ def test_the_fused_step_takes_the_options_it_implements_and_leaves_the_rest_to_t
 def test_other_dtypes_devices_and_tracers_take_the_general_path():
     lif = tl.TernaryLeaky()
     assert not _steps_fused(lif, torch.randn(3, 5).bfloat16())
-    assert "float32 or float64" in fused_step.step_reason(torch.randn(2).half(), torch.randn(2).half(), lif.beta,
-                                                          lif.threshold, lif.spike_grad)
-    assert "one dtype" not in (fused_step.step_reason(torch.randn(2), torch.randn(2), lif.beta, lif.threshold,
-                                                      lif.spike_grad) or "")
-    assert "float32 or float64" in fused_step.step_reason(torch.randn(2), torch.randn(2).double(), lif.beta,
-                                                          lif.threshold, lif.spike_grad)
+    assert "float32 or float64" in fused_step.step_reason(
+        torch.randn(2).half(), torch.randn(2).half(), lif.beta, lif.threshold, lif.spike_grad
+    )
+    assert "one dtype" not in (
+        fused_step.step_reason(torch.randn(2), torch.randn(2), lif.beta, lif.threshold, lif.spike_grad) or ""
+    )
+    assert "float32 or float64" in fused_step.step_reason(
+        torch.randn(2), torch.randn(2).double(), lif.beta, lif.threshold, lif.spike_grad
+    )
     with torch.autograd.forward_ad.dual_level():
         assert not _steps_fused(lif, torch.randn(3, 5))
 
@@ -190,8 +208,9 @@ def test_a_ctypes_mirror_that_disagrees_with_lif_step_args_makes_the_c_kernel_un
 
 def test_without_the_c_kernel_the_neuron_steps_on_its_general_path(monkeypatch):
     monkeypatch.setattr(cpu, "unavailable_reason", lambda: "no C compiler (simulated)")
-    assert "no C compiler" in fused_step.step_reason(torch.randn(2), torch.randn(2), torch.tensor(0.25),
-                                                     torch.tensor(0.5), surrogate.STE())
+    assert "no C compiler" in fused_step.step_reason(
+        torch.randn(2), torch.randn(2), torch.tensor(0.25), torch.tensor(0.5), surrogate.STE()
+    )
     x = _inputs((3, 4, 6))
     lif = tl.TernaryLeaky().double()
     assert not _steps_fused(lif, x[0])
@@ -230,14 +249,22 @@ def test_a_non_contiguous_input_and_an_expanded_gradient_are_taken(monkeypatch):
 
 def test_every_option_combination_is_covered_above():
     # The parametrisation of the first test: kinds x resets x detach x surrogates x amplitudes.
-    combos = list(itertools.product([tl.TernaryLeaky, tl.BinaryLeaky], ["subtract", "zero", "none"], [False, True],
-                                    SURROGATES, ["1", "fixed 0.75", "learned"]))
+    combos = list(
+        itertools.product(
+            [tl.TernaryLeaky, tl.BinaryLeaky],
+            ["subtract", "zero", "none"],
+            [False, True],
+            SURROGATES,
+            ["1", "fixed 0.75", "learned"],
+        )
+    )
     assert len(combos) == 144
     assert set(type(s) for s in SURROGATES.values()) == set(fused_step.SURROGATE_CODES)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fused_step.step_args(10, beta=0.25, threshold=0.5, reset=2, ternary=True, detach=False,
-                             spike_grad=surrogate.STE())
+        fused_step.step_args(
+            10, beta=0.25, threshold=0.5, reset=2, ternary=True, detach=False, spike_grad=surrogate.STE()
+        )
 
 
 def test_a_subclass_that_overrides_the_spike_function_keeps_its_general_path():

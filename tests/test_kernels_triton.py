@@ -1,6 +1,7 @@
 """The Triton backend (tspike_lab.kernels.triton_lif) against the oracle: in Triton's CPU interpreter
 here, on CUDA where a GPU is present (those tests skip without one, naming the reason), and the
 checks that keep a Triton that cannot compile out of a model's forward."""
+
 import os
 import subprocess
 import sys
@@ -22,8 +23,9 @@ needs_cuda_triton = pytest.mark.skipif(
 needs_two_gpus = pytest.mark.skipif(
     not triton_lif.available() or torch.cuda.device_count() < 2, reason="needs two CUDA devices and Triton"
 )
-needs_triton = pytest.mark.skipif(find_spec("triton") is None,
-                                  reason="triton is not installed (its CPU interpreter checks the kernels)")
+needs_triton = pytest.mark.skipif(
+    find_spec("triton") is None, reason="triton is not installed (its CPU interpreter checks the kernels)"
+)
 SPEC = dict(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False)
 
 
@@ -89,8 +91,11 @@ def test_a_triton_whose_first_launch_fails_sends_auto_to_the_next_backend_with_o
 
 def test_a_triton_whose_first_launch_fails_is_refused_when_asked_for_by_name(failing_triton):
     spec = kernels.make_spec(**SPEC)
-    with pytest.raises(ValueError, match="backend='triton' cannot run this input: the Triton kernels fail on a "
-                                         "test launch on cuda:0: RuntimeError: Failed to find C compiler"):
+    with pytest.raises(
+        ValueError,
+        match="backend='triton' cannot run this input: the Triton kernels fail on a "
+        "test launch on cuda:0: RuntimeError: Failed to find C compiler",
+    ):
         kernels.select_backend(_cuda_like(), spec, "triton")
 
 
@@ -116,7 +121,8 @@ def test_on_a_machine_without_cuda_the_reason_is_cuda_and_nothing_is_launched(mo
 @needs_triton
 @pytest.mark.slow  # Triton's CPU interpreter runs every program instance in Python
 def test_bfloat16_rounding_keeps_nan_as_nan_and_infinity_as_infinity_in_triton_s_interpreter(tmp_path):
-    _interpret(textwrap.dedent("""
+    _interpret(
+        textwrap.dedent("""
         import numpy as np
         import torch
         import triton
@@ -144,13 +150,16 @@ def test_bfloat16_rounding_keeps_nan_as_nan_and_infinity_as_infinity_in_triton_s
         assert torch.equal(torch.signbit(y[~nan]), torch.signbit(ref[~nan]))
         assert y[6] == float("inf") and y[7] == float("-inf") and y[8] == float("inf")
         print("ok")
-    """), tmp_path)
+    """),
+        tmp_path,
+    )
 
 
 @needs_triton
 @pytest.mark.slow  # Triton's CPU interpreter runs every program instance in Python
 def test_nan_and_infinite_bfloat16_inputs_give_the_oracles_spikes_membranes_and_gradients_in_the_interpreter():
-    _interpret(textwrap.dedent("""
+    _interpret(
+        textwrap.dedent("""
         import torch
         from tspike_lab import functional, surrogate
         from tspike_lab.kernels import make_spec, triton_lif
@@ -173,13 +182,15 @@ def test_nan_and_infinite_bfloat16_inputs_give_the_oracles_spikes_membranes_and_
                 torch.testing.assert_close(m, m_ref, rtol=0, atol=0, equal_nan=True, msg=str(key))
                 torch.testing.assert_close(g, g_ref, rtol=0, atol=0, equal_nan=True, msg=str(key))
         print("ok")
-    """))
+    """)
+    )
 
 
 @needs_triton
 @pytest.mark.slow  # Triton's CPU interpreter runs every program instance in Python
 def test_triton_kernels_equal_the_oracle_in_triton_s_cpu_interpreter():
-    _interpret(textwrap.dedent("""
+    _interpret(
+        textwrap.dedent("""
         import torch
         from tspike_lab import functional, surrogate
         from tspike_lab.kernels import make_spec, triton_lif
@@ -239,7 +250,8 @@ def test_triton_kernels_equal_the_oracle_in_triton_s_cpu_interpreter():
                     else:  # exact up to the amplitude's own rounding
                         assert torch.equal(ga, exact.to(a0.dtype)), key
         print("ok")
-    """))
+    """)
+    )
 
 
 # -- CUDA: these run where a GPU and Triton are present ---------------------------------------------------------
@@ -367,8 +379,9 @@ def test_triton_equals_the_oracle_on_cuda(kind, reset, sg, detach, dtype):
 def test_auto_picks_triton_for_cuda_tensors_and_handles_an_expanded_stem_input():
     static = torch.randn(2, 4, 8, 8, device="cuda", requires_grad=True)
     x = static.unsqueeze(0).expand(3, *static.shape)
-    spec = kernels.make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero",
-                             spike_grad=None, detach_reset=False)
+    spec = kernels.make_spec(
+        beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False
+    )
     assert kernels.select_backend(x, spec) == "triton"
     b, _ = kernels.lif_seq(x)
     b.sum().backward()

@@ -1,4 +1,5 @@
 """The paper's networks: structure, shapes, encodings and bad input."""
+
 import pytest
 import torch
 from torch import nn
@@ -39,12 +40,17 @@ def test_resnet20_is_the_released_modified_network_with_a_three_conv_stem_and_av
 
     r20 = tl.build_model("resnet20", neuron="ternary", num_classes=10, num_steps=1)
     stem_convs = [r20.stem.conv] + [m.conv for m in r20.stem_rest if hasattr(m, "conv")]
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in stem_convs] == \
-        [(3, 64, (3, 3)), (64, 64, (3, 3)), (64, 64, (3, 3))]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in stem_convs] == [
+        (3, 64, (3, 3)),
+        (64, 64, (3, 3)),
+        (64, 64, (3, 3)),
+    ]
     assert isinstance(r20.pool.module, nn.AvgPool2d) and r20.pool.module.kernel_size == 2
     assert [b.cb1.conv.out_channels for b in r20.layers] == [64, 64, 128, 128, 256, 256, 512, 512]
-    assert [type(b.shortcut).__name__ for b in r20.layers] == \
-        ["ScaledIdentity", "ScaledIdentity"] + ["AvgDown", "ScaledIdentity"] * 3
+    assert [type(b.shortcut).__name__ for b in r20.layers] == ["ScaledIdentity", "ScaledIdentity"] + [
+        "AvgDown",
+        "ScaledIdentity",
+    ] * 3
     assert all(isinstance(b.shortcut.pool.module, nn.AvgPool2d) for b in r20.layers if isinstance(b.shortcut, AvgDown))
     # the released ANN zeroes bn2 (zero_init_residual); its spiking conversion replaces it by a fresh BN3d at 1
     assert all(bool((b.cb2.bn.weight == 1).all()) for b in r20.layers)
@@ -108,7 +114,12 @@ def test_event_frames_of_another_t_than_num_steps_are_refused_naming_both():
 
 
 def test_trainable_neurons_have_a_learnable_amplitude_and_fixed_ones_a_buffer():
-    for neuron, learn in [("binary", False), ("ternary", False), ("trainable_binary", True), ("trainable_ternary", True)]:
+    for neuron, learn in [
+        ("binary", False),
+        ("ternary", False),
+        ("trainable_binary", True),
+        ("trainable_ternary", True),
+    ]:
         m = tl.build_model("small", neuron=neuron, num_classes=10, num_steps=1, in_channels=1)
         for name, layer in tl.spiking_layers(m):
             assert isinstance(layer.graded_spikes_factor, nn.Parameter) == learn, (neuron, name)
@@ -116,9 +127,10 @@ def test_trainable_neurons_have_a_learnable_amplitude_and_fixed_ones_a_buffer():
 
 
 def test_per_channel_amplitude_has_one_value_per_channel():
-    m = tl.build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=1, in_channels=1,
-                       amplitude="channel", width=6)
-    shapes = [tuple(l.graded_spikes_factor.shape) for _, l in tl.spiking_layers(m)]
+    m = tl.build_model(
+        "small", neuron="trainable_ternary", num_classes=10, num_steps=1, in_channels=1, amplitude="channel", width=6
+    )
+    shapes = [tuple(lif.graded_spikes_factor.shape) for _, lif in tl.spiking_layers(m)]
     assert shapes == [(6,), (6,), (6,), (12,), (12,)]
 
 
@@ -126,19 +138,22 @@ def test_amplitudes_receive_gradients_in_training():
     m = tl.build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1)
     loss = nn.functional.cross_entropy(m(torch.randn(8, 1, 8, 8)), torch.arange(8))
     loss.backward()
-    grads = [l.graded_spikes_factor.grad for _, l in tl.spiking_layers(m)]
+    grads = [lif.graded_spikes_factor.grad for _, lif in tl.spiking_layers(m)]
     assert all(g is not None for g in grads)
     assert m.classifier.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(arch="resnet50"), r"arch must be one of .*got 'resnet50'"),
-    (dict(neuron="quaternary"), r"neuron must be one of .*got 'quaternary'"),
-    (dict(num_classes=1), r"num_classes must be an int >= 2, got 1"),
-    (dict(num_steps=0), r"num_steps must be an int >= 1, got 0"),
-    (dict(amplitude="pixel"), r"amplitude must be one of .*got 'pixel'"),
-    (dict(arch="resnet19", width=4), r"unknown options for arch 'resnet19'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(arch="resnet50"), r"arch must be one of .*got 'resnet50'"),
+        (dict(neuron="quaternary"), r"neuron must be one of .*got 'quaternary'"),
+        (dict(num_classes=1), r"num_classes must be an int >= 2, got 1"),
+        (dict(num_steps=0), r"num_steps must be an int >= 1, got 0"),
+        (dict(amplitude="pixel"), r"amplitude must be one of .*got 'pixel'"),
+        (dict(arch="resnet19", width=4), r"unknown options for arch 'resnet19'"),
+    ],
+)
 def test_bad_build_arguments_are_rejected_naming_the_value(kwargs, match):
     args = dict(arch="small", neuron="ternary", num_classes=10, num_steps=2)
     args.update(kwargs)
@@ -159,8 +174,13 @@ def test_wrong_input_rank_or_channels_is_rejected():
 from released_models import released_snn  # noqa: E402 - tests/ is on sys.path (rootdir conftest-free import)
 
 # (arch, image side, T): the smallest inputs every network takes; float64 so no spike flips on rounding
-RELEASED_CASES = [("resnet19", 8, 2), ("resnet20", 8, 2), ("resnet20_wide", 8, 1), ("resnet18", 32, 2),
-                  ("vgg16", 32, 2)]
+RELEASED_CASES = [
+    ("resnet19", 8, 2),
+    ("resnet20", 8, 2),
+    ("resnet20_wide", 8, 1),
+    ("resnet18", 32, 2),
+    ("vgg16", 32, 2),
+]
 
 
 def _layers_of(model, kinds):
@@ -181,8 +201,11 @@ def _copy_released_into_ours(released, ours):
 def _pair(arch, t, step_bn, num_classes=10):
     torch.manual_seed(0)
     released = released_snn(arch, num_classes=num_classes, step=t).double().train()
-    ours = tl.build_model(arch, neuron="ternary", num_classes=num_classes, num_steps=t, step_bn=step_bn,
-                          init="released").double().train()
+    ours = (
+        tl.build_model(arch, neuron="ternary", num_classes=num_classes, num_steps=t, step_bn=step_bn, init="released")
+        .double()
+        .train()
+    )
     _copy_released_into_ours(released, ours)
     return released, ours
 

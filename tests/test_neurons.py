@@ -1,4 +1,5 @@
 """TernaryLeaky as a drop-in snnTorch neuron, and MultiStepLIF against it."""
+
 import pytest
 import snntorch as snn
 import torch
@@ -99,11 +100,16 @@ def test_outputs_are_minus_a_zero_or_a(per_channel):
 def test_multi_step_layer_equals_looping_the_snntorch_style_neuron_forward_and_grad(kind, reset, sg):
     torch.manual_seed(2)
     x = torch.randn(4, 3, 2, 5, dtype=torch.float64)
-    seq = MultiStepLIF(kind, reset_mechanism=reset, spike_grad=sg, learn_graded_spikes_factor=True,
-                       graded_spikes_factor=0.75).double()
+    seq = MultiStepLIF(
+        kind, reset_mechanism=reset, spike_grad=sg, learn_graded_spikes_factor=True, graded_spikes_factor=0.75
+    ).double()
     step_cls = tl.TernaryLeaky if kind == "ternary" else tl.BinaryLeaky
-    step = step_cls(reset_mechanism=reset, spike_grad=sg, learn_graded_spikes_factor=True,
-                    graded_spikes_factor=torch.tensor(0.75, dtype=torch.float64))
+    step = step_cls(
+        reset_mechanism=reset,
+        spike_grad=sg,
+        learn_graded_spikes_factor=True,
+        graded_spikes_factor=torch.tensor(0.75, dtype=torch.float64),
+    )
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     out1 = seq(x1)
     mem = torch.zeros_like(x[0])
@@ -130,13 +136,16 @@ def test_record_keeps_the_membrane_and_unscaled_spikes():
     torch.testing.assert_close(lif.mem_seq.flatten(), torch.tensor([0.6, -0.3, -0.575]))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(kind="spiky"), "kind must be one of"),
-    (dict(reset_mechanism="none"), "reset_mechanism must be one of"),
-    (dict(beta=1.5), "beta must be in"),
-    (dict(threshold=0.0), "threshold must be > 0"),
-    (dict(num_channels=0), "num_channels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(kind="spiky"), "kind must be one of"),
+        (dict(reset_mechanism="none"), "reset_mechanism must be one of"),
+        (dict(beta=1.5), "beta must be in"),
+        (dict(threshold=0.0), "threshold must be > 0"),
+        (dict(num_channels=0), "num_channels"),
+    ],
+)
 def test_bad_neuron_options_are_rejected_naming_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MultiStepLIF(**kwargs)
@@ -151,8 +160,16 @@ def test_wrong_rank_or_channel_count_is_rejected():
 
 @pytest.mark.filterwarnings("ignore:Inhibition is an unstable feature")
 def test_ternary_leaky_accepts_every_option_of_snn_leaky():
-    lif = tl.TernaryLeaky(reset_delay=False, reset_mechanism="none", learn_threshold=True, inhibition=True,
-                          learn_beta=True, surrogate_disable=True, state_quant=False, output=True)
+    lif = tl.TernaryLeaky(
+        reset_delay=False,
+        reset_mechanism="none",
+        learn_threshold=True,
+        inhibition=True,
+        learn_beta=True,
+        surrogate_disable=True,
+        state_quant=False,
+        output=True,
+    )
     assert lif.reset_mechanism == "none" and isinstance(lif.threshold, nn.Parameter)
     spk, mem = lif(torch.tensor([[0.6, -0.9]]))
     assert spk.tolist() == [[0.0, -1.0]]

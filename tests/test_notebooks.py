@@ -5,6 +5,7 @@ least one assert, the `python3` kernel, thin (no class definitions, no .show()),
 drawn from the notebook's own data (plot defaults run in tests/test_viz.py), and every figure
 or widget with prose before it (what to look at) and after it (what it shows).
 """
+
 import ast
 import re
 import subprocess
@@ -18,8 +19,14 @@ from tspike_lab import viz
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-EXPECTED = ["01_information_loss", "02_ternary_neuron", "03_training", "04_membrane_distributions",
-            "05_reparameterization", "06_results"]
+EXPECTED = [
+    "01_information_loss",
+    "02_ternary_neuron",
+    "03_training",
+    "04_membrane_distributions",
+    "05_reparameterization",
+    "06_results",
+]
 
 
 def _code(nb) -> list[str]:
@@ -72,15 +79,24 @@ def test_notebook_is_thin_no_classes_and_nothing_shown_by_hand(notebook):
     for src in _code(nb):
         tree = ast.parse(src)
         assert not any(isinstance(n, ast.ClassDef) for n in ast.walk(tree)), "class defined in a notebook"
-        shows = [n for n in ast.walk(tree)
-                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "show"]
+        shows = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "show"
+        ]
         assert not shows, "call .show(): let the cell display the figure"
 
 
 def _viz_calls(src: str) -> list[ast.Call]:
-    return [n for n in ast.walk(ast.parse(src))
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-            and isinstance(n.func.value, ast.Name) and n.func.value.id == "viz" and n.func.attr.startswith("plot_")]
+    return [
+        n
+        for n in ast.walk(ast.parse(src))
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and isinstance(n.func.value, ast.Name)
+        and n.func.value.id == "viz"
+        and n.func.attr.startswith("plot_")
+    ]
 
 
 def _shows_something(src: str) -> bool:
@@ -107,9 +123,11 @@ def test_every_figure_and_widget_has_prose_before_it_and_after_it(notebook):
         before = i > 0 and cells[i - 1].cell_type == "markdown"
         after = i + 1 < len(cells) and cells[i + 1].cell_type == "markdown"
         if not (before and after):
-            lonely.append(f"cell {i} ({cell.source.strip().splitlines()[-1][:60]}): "
-                          f"{'' if before else 'no markdown before'}{'' if before or after else ', '}"
-                          f"{'' if after else 'no markdown after'}")
+            lonely.append(
+                f"cell {i} ({cell.source.strip().splitlines()[-1][:60]}): "
+                f"{'' if before else 'no markdown before'}{'' if before or after else ', '}"
+                f"{'' if after else 'no markdown after'}"
+            )
     assert not lonely, lonely
 
 
@@ -122,8 +140,9 @@ def test_every_section_ends_with_asserts_on_what_it_teaches(notebook):
         elif cell.cell_type == "code" and title:
             sections.setdefault(title, []).append(cell.source)
     assert sections, "no '## ' section"
-    unchecked = [t for t, srcs in sections.items()
-                 if not any(isinstance(n, ast.Assert) for n in ast.walk(ast.parse(srcs[-1])))]
+    unchecked = [
+        t for t, srcs in sections.items() if not any(isinstance(n, ast.Assert) for n in ast.walk(ast.parse(srcs[-1])))
+    ]
     assert not unchecked, f"sections whose last code cell asserts nothing: {unchecked}"
 
 
@@ -147,8 +166,13 @@ def test_notebook_cells_with_a_function_are_short_and_checked_against_the_librar
 
 def _collected(*args: str) -> list[str]:
     """Node ids pytest collects from the repository root with these arguments (no test runs)."""
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return [line.strip() for line in out.stdout.splitlines() if "::" in line]
 
 
@@ -167,14 +191,30 @@ def test_pytest_nbval_from_the_root_runs_every_learning_notebook_and_no_reproduc
 # (what is measured is printed or displayed by a code cell, so it is true on every machine).
 LESSON_CONSTANTS = {
     "*": {  # the whole series: the neuron (beta, threshold), the paper's recipe, log2(3)
-        "0.25", "0.5", "0.9", "1.585", "0.585",
+        "0.25",
+        "0.5",
+        "0.9",
+        "1.585",
+        "0.585",
     },
     "01_information_loss": {"1.5"},  # a trainable amplitude the reader may set
     "02_ternary_neuron": {"0.6", "0.45", "0.4", "0.3", "1.5", "1.7", "0.025"},  # currents, a, one reset worked by hand
     "03_training": set(),
     "04_membrane_distributions": set(),
-    "05_reparameterization": {"4.6", "0.9", "12.5", "0.077", "3.7", "3.54", "71.20", "79.21", "0.11", "0.23", "50.14",
-                              "51.20"},  # 45 nm prices; Table 5's printed columns and its prices
+    "05_reparameterization": {
+        "4.6",
+        "0.9",
+        "12.5",
+        "0.077",
+        "3.7",
+        "3.54",
+        "71.20",
+        "79.21",
+        "0.11",
+        "0.23",
+        "50.14",
+        "51.20",
+    },  # 45 nm prices; Table 5's printed columns and its prices
     "06_results": set(),
 }
 _NUMBER = r"\d+(?:,\d{3})*(?:\.\d+)?"
@@ -183,7 +223,8 @@ _QUOTED = re.compile(
     rf"(?:about|roughly|around|nearly|almost|approximately|~|≈|\\approx)\s*\$?\s*[-−+±]?\s*(?P<approx>{_NUMBER})"  # ~5
     rf"|(?P<decimal>\d+\.\d+)"  # 0.82
     rf"|(?P<share>{_NUMBER})(?:\s*(?:-|–|to)\s*(?P<share_to>{_NUMBER}))?\s*(?:\\?%|percent\b|pp\b|points?\b)"  # 65-95%
-    rf")")
+    rf")"
+)
 
 
 def _quoted_numbers(text: str) -> list[str]:
@@ -214,6 +255,11 @@ def test_markdown_quotes_no_measured_number(notebook):
     """
     path, nb = notebook
     allowed = LESSON_CONSTANTS["*"] | LESSON_CONSTANTS.get(path.stem, set())
-    typed = [(i, n) for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
-             for n in _quoted_numbers(cell.source) if n.replace(",", "") not in {a.replace(",", "") for a in allowed}]
+    typed = [
+        (i, n)
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "markdown"
+        for n in _quoted_numbers(cell.source)
+        if n.replace(",", "") not in {a.replace(",", "") for a in allowed}
+    ]
     assert not typed, f"measured numbers typed into markdown (cell, number): {typed}"

@@ -1,4 +1,5 @@
 """Recording membranes and spikes, firing rates, amplitudes, histograms (tspike_lab.probes)."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,10 +1,10 @@
 """The project set-up stays consistent: environment.yml vs pyproject.toml, CI, Makefile."""
+
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 try:
@@ -36,7 +36,9 @@ def test_environment_yml_installs_python_pip_and_the_package_through_pip():
 def test_environment_python_satisfies_requires_python():
     py = next(d for d in ENV["dependencies"] if isinstance(d, str) and d.startswith("python"))
     version = tuple(int(v) for v in py.split("=")[-1].split(".")[:2])
-    low = tuple(int(v) for v in re.search(r">=\s*([\d.]+)", PYPROJECT["project"]["requires-python"]).group(1).split("."))
+    low = tuple(
+        int(v) for v in re.search(r">=\s*([\d.]+)", PYPROJECT["project"]["requires-python"]).group(1).split(".")
+    )
     assert version >= low
 
 
@@ -44,7 +46,7 @@ def test_the_pinned_torch_of_environment_and_makefile_is_inside_the_pyproject_ra
     from packaging.specifiers import SpecifierSet
 
     torch_req = next(r for r in PYPROJECT["project"]["dependencies"] if _name(r) == "torch")
-    spec = SpecifierSet(torch_req[len("torch"):])
+    spec = SpecifierSet(torch_req[len("torch") :])
     pip = next(d["pip"] for d in ENV["dependencies"] if isinstance(d, dict))
     pinned = [p.split("==")[1] for p in pip if _name(p) == "torch"]
     make_pins = re.findall(r"torch==([\d.]+)", (ROOT / "Makefile").read_text())
@@ -60,8 +62,10 @@ def test_core_dependencies_are_torch_snntorch_numpy_plotly_ipywidgets_tqdm_and_t
 
 
 def test_importing_the_library_never_imports_torchvision():
-    code = ("import sys; sys.modules['torchvision'] = None; import tspike_lab, tspike_lab.data, "
-            "tspike_lab.models; print('ok')")
+    code = (
+        "import sys; sys.modules['torchvision'] = None; import tspike_lab, tspike_lab.data, "
+        "tspike_lab.models; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
@@ -77,9 +81,9 @@ def test_the_torch_and_python_ranges_are_closed_above_so_an_untested_release_is_
     from packaging.specifiers import SpecifierSet
 
     torch_req = next(r for r in PYPROJECT["project"]["dependencies"] if _name(r) == "torch")
-    for spec in (SpecifierSet(torch_req[len("torch"):]), SpecifierSet(PYPROJECT["project"]["requires-python"])):
+    for spec in (SpecifierSet(torch_req[len("torch") :]), SpecifierSet(PYPROJECT["project"]["requires-python"])):
         assert {s.operator for s in spec} == {">=", "<"}, spec
-    assert "2.11.0" in SpecifierSet(torch_req[len("torch"):])  # the GPU image's torch (Python 3.12)
+    assert "2.11.0" in SpecifierSet(torch_req[len("torch") :])  # the GPU image's torch (Python 3.12)
 
 
 # --------------------------------------------------------------------------- the package's structure
@@ -100,14 +104,21 @@ def _import_graph() -> dict[str, set[str]]:
     for name, path in files.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
         tree, targets = ast.parse(path.read_text(encoding="utf-8")), set()
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+        skip = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+            for n in ast.walk(node)
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names if a.name in files}
             elif isinstance(node, ast.ImportFrom) and id(node) not in skip:
-                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
-                    if node.level else node.module
+                base = (
+                    ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                    if node.level
+                    else node.module
+                )
                 if base in files:
                     targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names}
         graph[name] = targets - {name}

@@ -1,4 +1,5 @@
 """Re-parameterization (Eq. 15-17): folded models equal the original and emit {-1, 0, 1}."""
+
 import pytest
 import torch
 from torch import nn
@@ -25,8 +26,10 @@ def _randomize(model, seed):
 
 def _spike_values(model, x):
     values = set()
-    hooks = [l.register_forward_hook(lambda m, i, o: values.update(o.unique().tolist()))
-             for _, l in tl.spiking_layers(model)]
+    hooks = [
+        lif.register_forward_hook(lambda m, i, o: values.update(o.unique().tolist()))
+        for _, lif in tl.spiking_layers(model)
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -53,19 +56,21 @@ def test_folded_model_has_the_same_logits_and_emits_only_minus_one_zero_one(arch
 
 
 def test_reparameterize_returns_a_new_model_and_leaves_the_input_untouched():
-    model = _randomize(tl.build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2,
-                                      in_channels=1), seed=3).eval()
+    model = _randomize(
+        tl.build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1), seed=3
+    ).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = tl.reparameterize(model, fold_bn=True)
     assert folded is not model
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    assert all(not isinstance(l.graded_spikes_factor, nn.Parameter) for _, l in tl.spiking_layers(folded))
+    assert all(not isinstance(lif.graded_spikes_factor, nn.Parameter) for _, lif in tl.spiking_layers(folded))
 
 
 def test_identity_shortcuts_become_additions_of_plus_or_minus_a():
-    model = _randomize(tl.build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2,
-                                      in_channels=1), seed=4).eval()
+    model = _randomize(
+        tl.build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1), seed=4
+    ).eval()
     folded = tl.reparameterize(model)
     a_in = float(model.stem_lif.graded_spikes_factor.detach())
     assert float(folded.layers[0].shortcut.scale) == pytest.approx(a_in)
@@ -75,8 +80,9 @@ def test_float32_folding_agrees_except_for_spikes_sitting_on_the_threshold():
     # fl(a*K) rounds differently from K*(a*B) under FMA; a membrane within ~1e-6 of the
     # threshold can flip. The flips must be vanishingly rare, and without one the logits agree.
     torch.manual_seed(0)
-    model = _randomize(tl.build_model("resnet20", neuron="trainable_ternary", num_classes=10, num_steps=2),
-                       seed=5).eval()
+    model = _randomize(
+        tl.build_model("resnet20", neuron="trainable_ternary", num_classes=10, num_steps=2), seed=5
+    ).eval()
     x = torch.randn(4, 3, 16, 16)
     report = compare(model, tl.reparameterize(model), x)
     assert report["spikes"] > 100_000

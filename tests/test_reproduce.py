@@ -2,12 +2,12 @@
 
 Tests named ``test_papermill_*`` execute the notebooks of reproduce/ in a kernel (a few seconds each).
 """
+
 import ast
 import dataclasses
 import io
 import json
 import re
-import tarfile
 from pathlib import Path
 
 import nbformat
@@ -91,8 +91,9 @@ def _folders(out_dir: Path) -> list[Path]:
 def test_every_paper_number_matches_the_transcription_kept_in_this_test():
     numbers = reproduce.paper_numbers()
     accuracy = [n for n in numbers if n["table"] != "table5"]
-    assert {(n["table"], n["dataset"], n["arch"], n["num_steps"], n["neuron"], n["top1"], n["std"])
-            for n in accuracy} == set(TRANSCRIPTION)
+    assert {
+        (n["table"], n["dataset"], n["arch"], n["num_steps"], n["neuron"], n["top1"], n["std"]) for n in accuracy
+    } == set(TRANSCRIPTION)
     assert len(accuracy) == len(TRANSCRIPTION)
     energy = [n for n in numbers if n["table"] == "table5"]
     assert [(n["neuron"], n["flops"], n["sops"], n["sign"], n["energy_uj"]) for n in energy] == TRANSCRIPTION_T5
@@ -166,12 +167,15 @@ def test_the_paper_profile_trains_the_released_networks_with_the_released_recipe
             assert (r.config.epochs, r.config.batch_size, r.config.lr) == (320, 40, 0.1)
         else:  # the released CIFAR script: fp32 (DVS: no script, the CIFAR one assumed)
             assert o.amp is False
-            assert (r.config.epochs, r.config.batch_size, r.config.lr) == ((400, 128, 0.1) if table == "table2" else (300, 64, 0.1))
+            assert (r.config.epochs, r.config.batch_size, r.config.lr) == (
+                (400, 128, 0.1) if table == "table2" else (300, 64, 0.1)
+            )
     seeds = {r.config.seed for r in runs}
     # every table the paper prints with ± has several seeds; Table 1 prints none (the released script's seed)
     assert seeds == {1000} if table == "table1" else len(seeds) >= 3
     assert reproduce.TABLES[table].cells and (table == "table1") == all(
-        std is None for (_, std) in reproduce.TABLES[table].cells.values())
+        std is None for (_, std) in reproduce.TABLES[table].cells.values()
+    )
 
 
 def test_a_paper_profile_run_builds_the_released_network():
@@ -182,8 +186,9 @@ def test_a_paper_profile_run_builds_the_released_network():
     config = run.for_data(tl.data.describe("cifar10", None), None)
     assert config == run.config and config.device == "auto"
     assert (config.step_bn, config.init, config.schedule, config.epochs) == (True, "released", "cosine_epoch", 400)
-    model = tl.build_model(config.arch, neuron=config.neuron, num_classes=10, num_steps=2, step_bn=config.step_bn,
-                           init=config.init)
+    model = tl.build_model(
+        config.arch, neuron=config.neuron, num_classes=10, num_steps=2, step_bn=config.step_bn, init=config.init
+    )
     assert [m.step_bn for m in model.modules() if isinstance(m, ConvBN)][:4] == [True, True, True, False]
 
 
@@ -196,18 +201,29 @@ def test_step_bn_effect_measures_nothing_for_a_static_stem_and_a_difference_wher
 
 
 def test_the_cifar_recipe_normalises_with_the_released_constants_and_cuts_out_black_holes():
-    from tspike_lab.data import Augment, DATASETS, make_loader
+    from tspike_lab.data import DATASETS, Augment, make_loader
     from tspike_lab.data.cifar import CIFAR
     from tspike_lab.data.sources import DataSource
 
     assert CIFAR["cifar10"].mean == (0.4914, 0.4822, 0.4465) and CIFAR["cifar10"].std == (0.2023, 0.1994, 0.2010)
     assert DATASETS["cifar10"].augment["cutout"] == 16
     gray = torch.full((4, 3, 32, 32), 128, dtype=torch.uint8)
-    src = DataSource(name="imagefolder", num_classes=2, in_channels=3, image_size=(32, 32), classes=["a", "b"],
-                     mean=CIFAR["cifar10"].mean, std=CIFAR["cifar10"].std, train_x=gray,
-                     train_y=torch.tensor([0, 1, 0, 1]), test_x=gray, test_y=torch.tensor([0, 1, 0, 1]))
-    ((x, _),) = list(make_loader(src, "train", batch_size=4, augment=Augment(crop_padding=0, flip=False, cutout=16),
-                                     shuffle=False))
+    src = DataSource(
+        name="imagefolder",
+        num_classes=2,
+        in_channels=3,
+        image_size=(32, 32),
+        classes=["a", "b"],
+        mean=CIFAR["cifar10"].mean,
+        std=CIFAR["cifar10"].std,
+        train_x=gray,
+        train_y=torch.tensor([0, 1, 0, 1]),
+        test_x=gray,
+        test_y=torch.tensor([0, 1, 0, 1]),
+    )
+    ((x, _),) = list(
+        make_loader(src, "train", batch_size=4, augment=Augment(crop_padding=0, flip=False, cutout=16), shuffle=False)
+    )
     black = -torch.tensor(CIFAR["cifar10"].mean) / torch.tensor(CIFAR["cifar10"].std)  # 0 before Normalize
     holes = (x == black.view(1, 3, 1, 1)).all(1)  # [B, H, W]
     assert all(8 * 8 <= int(h.sum()) <= 16 * 16 for h in holes)  # clipped at the border, at most 16 x 16
@@ -218,8 +234,12 @@ def test_the_cifar_recipe_normalises_with_the_released_constants_and_cuts_out_bl
 
 def test_overrides_select_rows_data_sets_and_stand_ins():
     rows = {(r.config.dataset, r.config.arch, r.config.num_steps) for r in reproduce.plan("table2", dataset="cifar100")}
-    assert rows == {("cifar100", "resnet19", 1), ("cifar100", "resnet19", 2), ("cifar100", "resnet20", 2),
-                    ("cifar100", "resnet20", 4)}
+    assert rows == {
+        ("cifar100", "resnet19", 1),
+        ("cifar100", "resnet19", 2),
+        ("cifar100", "resnet20", 2),
+        ("cifar100", "resnet20", 4),
+    }
     r19 = {(r.config.arch, r.config.num_steps) for r in reproduce.plan("table2", dataset="cifar10", archs=["resnet19"])}
     assert r19 == {("resnet19", 1), ("resnet19", 2)}  # each arch keeps the T the table gives it
     t4 = {(r.config.arch, r.config.num_steps) for r in reproduce.plan("table2", dataset="cifar10", num_steps=[4])}
@@ -256,21 +276,28 @@ def test_paper_and_quick_profiles_validate_without_reading_data(table, tmp_path)
         assert p["epochs"] >= 1 and p["batch_size"] >= 1
 
 
-@pytest.mark.parametrize("name, value, allowed", [
-    ("dataset", "mnist", r"dataset must be None or one of \['cifar10', 'cifar100', 'digits'\]"),
-    ("archs", ["resnet50"], r"archs must be a list drawn from \[.*'resnet19'.*\] \(unknown arch 'resnet50'\)"),
-    ("epochs", -3, r"epochs must be an int >= 1, got -3"),
-    ("profile", "full", r"profile must be one of \['paper', 'quick', 'smoke', 'cpu'\], got 'full'"),
-    ("neurons", ["lif"], r"neurons must be a list drawn from \['binary', 'ternary', 'trainable_ternary', "
-                         r"'trainable_binary'\]"),
-    ("seeds", [0, 0], r"seeds must be a list without repeats"),
-    ("num_steps", [0], r"num_steps must be None or a list of ints >= 1"),
-    ("lr", -0.1, r"lr must be a finite number > 0, got -0.1"),
-    ("widths", [0], r"widths must be None or a list of ints >= 1"),
-    ("data_dir", "/no/such/folder", r"data_dir must be None or an existing folder or archive"),
-    ("train_options", {"epochs": 3}, r"train_options must be a dict of TrainConfig fields other than"),
-    ("workers", 0, r"workers must be None \(the profile's value\) or an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "name, value, allowed",
+    [
+        ("dataset", "mnist", r"dataset must be None or one of \['cifar10', 'cifar100', 'digits'\]"),
+        ("archs", ["resnet50"], r"archs must be a list drawn from \[.*'resnet19'.*\] \(unknown arch 'resnet50'\)"),
+        ("epochs", -3, r"epochs must be an int >= 1, got -3"),
+        ("profile", "full", r"profile must be one of \['paper', 'quick', 'smoke', 'cpu'\], got 'full'"),
+        (
+            "neurons",
+            ["lif"],
+            r"neurons must be a list drawn from \['binary', 'ternary', 'trainable_ternary', "
+            r"'trainable_binary'\]",
+        ),
+        ("seeds", [0, 0], r"seeds must be a list without repeats"),
+        ("num_steps", [0], r"num_steps must be None or a list of ints >= 1"),
+        ("lr", -0.1, r"lr must be a finite number > 0, got -0.1"),
+        ("widths", [0], r"widths must be None or a list of ints >= 1"),
+        ("data_dir", "/no/such/folder", r"data_dir must be None or an existing folder or archive"),
+        ("train_options", {"epochs": 3}, r"train_options must be a dict of TrainConfig fields other than"),
+        ("workers", 0, r"workers must be None \(the profile's value\) or an int >= 1"),
+    ],
+)
 def test_a_bad_parameter_fails_naming_it_the_value_and_what_is_allowed(name, value, allowed):
     params = {"dataset": "cifar10", "archs": ["resnet19"]}
     params[name] = value
@@ -279,8 +306,11 @@ def test_a_bad_parameter_fails_naming_it_the_value_and_what_is_allowed(name, val
 
 
 def test_a_bad_train_option_is_refused_once_by_the_config_naming_it_as_a_train_option():
-    with pytest.raises(ConfigError, match=r"^table2: parameter train_options\['momentum'\] must be a number in "
-                                          r"\[0, 1\), got 2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^table2: parameter train_options\['momentum'\] must be a number in "
+        r"\[0, 1\), got 2",
+    ):
         reproduce.plan("table2", profile="smoke", train_options={"momentum": 2})
     with pytest.raises(ConfigError, match=r"^table2: parameter seeds must be None or a list of ints >= 0, got \[-1\]"):
         reproduce.plan("table2", profile="smoke", seeds=[-1])  # plan() and validate_params() refuse alike
@@ -303,26 +333,36 @@ def test_an_image_folder_copy_trains_as_imagefolder_with_the_recipe_where_the_pl
     assert (derived.dataset, derived.data_dir, derived.out_dir) == ("imagefolder", str(folder), str(tmp_path / "out"))
     # the cpu profile sets autoaugment and cutout; the copy's CIFAR recipe fills the fields it leaves None
     assert (derived.autoaugment, derived.cutout, derived.crop_padding, derived.flip) == (False, 0, 4, True)
-    assert dataclasses.replace(derived, dataset="cifar10", data_dir=str(folder), out_dir=None, crop_padding=None,
-                               flip=None, roll=None) == run.config
+    assert (
+        dataclasses.replace(
+            derived, dataset="cifar10", data_dir=str(folder), out_dir=None, crop_padding=None, flip=None, roll=None
+        )
+        == run.config
+    )
 
 
 def test_an_arch_that_cannot_take_the_data_is_refused_before_anything_runs():
-    with pytest.raises(ConfigError, match=r"table2: parameter archs must be a network that takes 8x8 images "
-                                          r"\('digits'\); 'vgg16' needs at least 32x32"):
+    with pytest.raises(
+        ConfigError,
+        match=r"table2: parameter archs must be a network that takes 8x8 images "
+        r"\('digits'\); 'vgg16' needs at least 32x32",
+    ):
         reproduce.validate_params("table2", profile="smoke", archs=["vgg16"])
 
 
 def test_an_unknown_parameter_or_table_is_refused_with_the_allowed_names():
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['epoch'\]; allowed: \['profile', 'dataset'"):
         reproduce.validate_params("table1", epoch=3)
-    with pytest.raises(ConfigError, match=r"table must be one of \['table1', 'table2', 'table3', 'table4', "
-                                          r"'capacity'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"table must be one of \['table1', 'table2', 'table3', 'table4', "
+        r"'capacity'\]",
+    ):
         reproduce.validate_params("table5")
 
 
 def test_a_mistyped_parameter_papermill_injected_is_refused_naming_the_likely_one():
-    namespace = {"In": ["", "# Parameters\nseed = 5\nprofile = \"smoke\"\n"], "seed": 5, "profile": "smoke"}
+    namespace = {"In": ["", '# Parameters\nseed = 5\nprofile = "smoke"\n'], "seed": 5, "profile": "smoke"}
     with pytest.raises(ConfigError, match=r"table2: unknown parameter\(s\) 'seed' \(did you mean 'seeds'\?\)"):
         reproduce.params_from(namespace, "table2")
     ok = {"In": ["# Parameters\nseeds = [5]\n"], "seeds": [5], "runs": [1], "params": {}}
@@ -340,8 +380,16 @@ def test_parameters_left_none_take_the_profile(tmp_path):
 
 
 def test_list_parameters_accept_what_papermill_passes():
-    p = reproduce.validate_params("capacity", profile="smoke", seeds="0,1,2", num_steps=4, archs="small",
-                                  widths="[1, 2]", neurons="ternary,binary", lr=1)
+    p = reproduce.validate_params(
+        "capacity",
+        profile="smoke",
+        seeds="0,1,2",
+        num_steps=4,
+        archs="small",
+        widths="[1, 2]",
+        neurons="ternary,binary",
+        lr=1,
+    )
     assert (p["seeds"], p["num_steps"], p["archs"], p["widths"]) == ([0, 1, 2], [4], ["small"], [1, 2])
     assert p["neurons"] == ["ternary", "binary"] and p["lr"] == 1.0 and isinstance(p["lr"], float)
     with pytest.raises(ConfigError, match="seeds must be None, a list of int or a comma-separated string"):
@@ -415,17 +463,28 @@ def test_missing_cifar_fails_before_any_folder_naming_the_url_and_data_dir(tmp_p
     for module in list(vars(data).values()) + [data]:
         if hasattr(module, "_download"):
             monkeypatch.setattr(module, "_download", offline)
-    with pytest.raises(DataUnavailableError, match=r"https://www\.cs\.toronto\.edu/~kriz/cifar-10-python\.tar\.gz"
-                                                   r".*data_dir"):
+    with pytest.raises(
+        DataUnavailableError,
+        match=r"https://www\.cs\.toronto\.edu/~kriz/cifar-10-python\.tar\.gz"
+        r".*data_dir",
+    ):
         reproduce.run_table("table2", dataset="cifar10", out_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
 def test_an_image_folder_copy_of_cifar10_trains_resnet19_and_sits_beside_the_paper(tmp_path):
     folder = _image_copy(tmp_path / "jpeg")
-    run = reproduce.run_table("table2", profile="smoke", dataset="cifar10", data_dir=str(folder),
-                              neurons=["trainable_ternary"], batch_size=4, max_steps_per_epoch=1,
-                              max_eval_steps=1, out_dir=str(tmp_path / "out"))
+    run = reproduce.run_table(
+        "table2",
+        profile="smoke",
+        dataset="cifar10",
+        data_dir=str(folder),
+        neurons=["trainable_ternary"],
+        batch_size=4,
+        max_steps_per_epoch=1,
+        max_eval_steps=1,
+        out_dir=str(tmp_path / "out"),
+    )
     record = reproduce.load_run(run)
     assert record["datasets"]["cifar10"]["source"] == "imagefolder"
     assert record["datasets"]["cifar10"]["label"] == "CIFAR-10 (JPEG copy)"
@@ -452,7 +511,11 @@ def test_two_runs_into_one_out_dir_make_two_folders_that_aggregate_reads(tmp_pat
         record = reproduce.load_run(run)
         assert record["status"] == "complete" and record["planned"] == 4 and len(record["runs"]) == 4
         assert sorted(p.name for p in (run / "runs").iterdir()) == [
-            "small-w8-binary-T2-s0", "small-w8-binary-T2-s1", "small-w8-ternary-T2-s0", "small-w8-ternary-T2-s1"]
+            "small-w8-binary-T2-s0",
+            "small-w8-binary-T2-s1",
+            "small-w8-ternary-T2-s0",
+            "small-w8-ternary-T2-s1",
+        ]
         for r in record["runs"]:
             assert (run / r["run_dir"] / "metrics.jsonl").is_file() and (run / r["run_dir"] / "checkpoint.pt").is_file()
         env = record["environment"]
@@ -519,8 +582,13 @@ def test_a_second_process_on_a_running_table_is_refused_and_writes_nothing(tmp_p
 
 def test_a_diverged_run_makes_the_table_diverged_never_complete(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"capacity: 1 of 1 training runs diverged"):
-        reproduce.run_table("capacity", out_dir=str(tmp_path), **{**TINY, "seeds": [0], "neurons": ["ternary"],
-                                                                   "max_steps_per_epoch": 4}, batch_size=16, lr=1e6)
+        reproduce.run_table(
+            "capacity",
+            out_dir=str(tmp_path),
+            **{**TINY, "seeds": [0], "neurons": ["ternary"], "max_steps_per_epoch": 4},
+            batch_size=16,
+            lr=1e6,
+        )
     [run] = _folders(tmp_path)
     record = reproduce.load_run(run)
     assert record["status"] == "diverged" and record["runs"][0]["status"] == "diverged"
@@ -581,18 +649,61 @@ def test_aggregate_puts_the_paper_cell_the_difference_and_the_two_std_verdict_be
 
 
 def test_plot_table_draws_a_width_sweep_as_lines_and_a_table_as_bars_beside_the_paper_per_data_set():
-    base = dict(table="capacity", dataset="digits", dataset_label="digits", arch="small", num_steps=1, n_seeds=3,
-                std=1.0, paper=None, paper_std=None, hardware="cpu", profile="cpu", run="r", ours=False)
+    base = dict(
+        table="capacity",
+        dataset="digits",
+        dataset_label="digits",
+        arch="small",
+        num_steps=1,
+        n_seeds=3,
+        std=1.0,
+        paper=None,
+        paper_std=None,
+        hardware="cpu",
+        profile="cpu",
+        run="r",
+        ours=False,
+    )
     sweep = [dict(base, width=w, neuron=n, mean=50.0 + w) for w in (1, 2, 4) for n in ("binary", "ternary")]
     fig = viz.plot_table(sweep)
     assert [t.type for t in fig.data] == ["scatter", "scatter"] and list(fig.data[0].x) == [1, 2, 4]
-    bars = [dict(base, table="table2", width=None, arch="resnet19", num_steps=2, neuron="ternary", mean=94.0,
-                 paper=95.6, paper_std=0.09, dataset="cifar10", dataset_label="CIFAR-10", profile="quick"),
-            dict(base, table="table2", width=None, arch="resnet19", num_steps=2, neuron="ternary", mean=70.0,
-                 paper=79.66, paper_std=0.08, dataset="cifar100", dataset_label="CIFAR-100", profile="quick")]
+    bars = [
+        dict(
+            base,
+            table="table2",
+            width=None,
+            arch="resnet19",
+            num_steps=2,
+            neuron="ternary",
+            mean=94.0,
+            paper=95.6,
+            paper_std=0.09,
+            dataset="cifar10",
+            dataset_label="CIFAR-10",
+            profile="quick",
+        ),
+        dict(
+            base,
+            table="table2",
+            width=None,
+            arch="resnet19",
+            num_steps=2,
+            neuron="ternary",
+            mean=70.0,
+            paper=79.66,
+            paper_std=0.08,
+            dataset="cifar100",
+            dataset_label="CIFAR-100",
+            profile="quick",
+        ),
+    ]
     fig = viz.plot_table(bars)
-    assert [(t.type, t.name) for t in fig.data] == [("bar", "ternary"), ("scatter", "paper (Guo et al. 2024)"),
-                                                   ("bar", "ternary"), ("scatter", "paper (Guo et al. 2024)")]
+    assert [(t.type, t.name) for t in fig.data] == [
+        ("bar", "ternary"),
+        ("scatter", "paper (Guo et al. 2024)"),
+        ("bar", "ternary"),
+        ("scatter", "paper (Guo et al. 2024)"),
+    ]
     titles = [a.text for a in fig.layout.annotations]
     assert any("CIFAR-10 · profile quick" in t for t in titles) and any("CIFAR-100" in t for t in titles)
     assert fig.layout.yaxis.title.text == "test top-1 (%)"
@@ -600,8 +711,9 @@ def test_plot_table_draws_a_width_sweep_as_lines_and_a_table_as_bars_beside_the_
 
 @pytest.mark.slow
 def test_table3_trains_through_torchrun_when_given_several_processes(tmp_path):
-    run = reproduce.run_table("table3", profile="smoke", device="cpu", nproc_per_node=2,
-                              out_dir=str(tmp_path), max_steps_per_epoch=2)
+    run = reproduce.run_table(
+        "table3", profile="smoke", device="cpu", nproc_per_node=2, out_dir=str(tmp_path), max_steps_per_epoch=2
+    )
     record = reproduce.load_run(run)
     assert record["launcher"] == "torchrun --nproc_per_node 2" and "torchrun 2 processes" in record["hardware"]
     [r] = record["runs"]
@@ -625,8 +737,14 @@ def test_the_shipped_cpu_results_are_real_cifar10_with_five_seeds_from_a_clean_c
     assert record["status"] == "complete" and record["datasets"]["cifar10"]["label"] == "CIFAR-10 (JPEG copy)"
     assert record["environment"]["git_dirty"] is False  # made from a committed tree
     prof, p = reproduce.PROFILES["table2"]["cpu"], record["params"]  # the command's defaults, nothing overridden
-    assert (p["profile"], p["seeds"], p["epochs"], p["batch_size"], p["lr"], p["train_options"]) == \
-        ("cpu", list(prof["seeds"]), prof["epochs"], prof["batch_size"], prof["lr"], dict(prof["train_options"]))
+    assert (p["profile"], p["seeds"], p["epochs"], p["batch_size"], p["lr"], p["train_options"]) == (
+        "cpu",
+        list(prof["seeds"]),
+        prof["epochs"],
+        prof["batch_size"],
+        prof["lr"],
+        dict(prof["train_options"]),
+    )
     rows = reproduce.aggregate(runs[0])
     assert {r["neuron"] for r in rows} == {"binary", "ternary", "trainable_ternary"}
     assert all(r["n_seeds"] == 5 and r["std"] is not None and 10.0 < r["mean"] <= r["best_mean"] < 100.0 for r in rows)
@@ -681,9 +799,18 @@ def test_figure2_bins_realistically_sized_membranes_in_python_into_a_small_figur
 
 def test_the_test_batch_is_class_balanced_on_a_class_sorted_test_split(tmp_path):
     folder = _image_copy(tmp_path / "copy", classes=10, per_class=3)  # test/<class>/ lists classes in order
-    run = reproduce.run_table("table2", out_dir=str(tmp_path / "runs"), profile="smoke", dataset="cifar10",
-                              data_dir=str(folder), neurons=["binary"], num_steps=[1], max_steps_per_epoch=1,
-                              batch_size=4, max_eval_steps=1)
+    run = reproduce.run_table(
+        "table2",
+        out_dir=str(tmp_path / "runs"),
+        profile="smoke",
+        dataset="cifar10",
+        data_dir=str(folder),
+        neurons=["binary"],
+        num_steps=[1],
+        max_steps_per_epoch=1,
+        batch_size=4,
+        max_eval_steps=1,
+    )
     x, y, label = reproduce.test_batch(run, num_images=25)
     assert label == "CIFAR-10 (JPEG copy)" and x.shape == (25, 3, 32, 32)
     assert y.bincount(minlength=10).tolist() == [3] * 5 + [2] * 5  # interleaved class by class, cut to 25
@@ -744,23 +871,44 @@ def test_table_notebook_names_the_paper_table_and_validates_and_costs_before_its
     runs = [i for i, c in enumerate(code) if "reproduce.run_table(" in c.source]
     assert len(validate) == 1 and len(runs) == 1 and len(costs) == 1 and validate[0] < costs[0] < runs[0]
     names = {n.target.id for n in ast.parse(_params_cell(nb).source).body if isinstance(n, ast.AnnAssign)}
-    assert {"dataset", "data_dir", "archs", "neurons", "num_steps", "seeds", "epochs", "batch_size", "lr",
-            "profile", "out_dir", "device"} <= names <= set(reproduce.PARAMS)
+    assert (
+        {
+            "dataset",
+            "data_dir",
+            "archs",
+            "neurons",
+            "num_steps",
+            "seeds",
+            "epochs",
+            "batch_size",
+            "lr",
+            "profile",
+            "out_dir",
+            "device",
+        }
+        <= names
+        <= set(reproduce.PARAMS)
+    )
 
 
 def _execute(path, tmp_path, **parameters):
     import papermill
 
     output = tmp_path / f"out-{path.stem}.ipynb"
-    papermill.execute_notebook(str(path), str(output), parameters=parameters, kernel_name="python3",
-                               cwd=str(tmp_path), progress_bar=False)
+    papermill.execute_notebook(
+        str(path), str(output), parameters=parameters, kernel_name="python3", cwd=str(tmp_path), progress_bar=False
+    )
     assert output.stat().st_size < 5_000_000  # figures binned in Python, no raw data embedded
     return nbformat.read(output, as_version=4)
 
 
 def _shown(nb) -> str:
-    return "".join(o.get("data", {}).get("text/markdown", "") + o.get("text", "") for c in nb.cells
-                   if c.cell_type == "code" for o in c.outputs)
+    return "".join(
+        o.get("data", {}).get("text/markdown", "") + o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
 
 
 @pytest.mark.slow
@@ -786,8 +934,12 @@ def test_papermill_smoke_run_of_table5_and_figure2(name, tmp_path):
         assert "solved: 12.50 pJ per FLOP, 76.9 fJ per SOP" in shown and "exactly 3,538,944" in shown
         assert "('resnet19', 1)" in shown and "('resnet20', 2)" in shown
     else:
-        assert any(o.get("data", {}).get("application/vnd.plotly.v1+json") for c in nb.cells
-                   if c.cell_type == "code" for o in c.outputs)
+        assert any(
+            o.get("data", {}).get("application/vnd.plotly.v1+json")
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+        )
 
 
 @pytest.mark.slow  # starts papermill and a Jupyter kernel (~10 s): the card's command as a user types it
@@ -800,12 +952,36 @@ def test_the_card_command_without_data_ends_in_one_line_within_a_minute_and_make
     empty, out = tmp_path / "data", tmp_path / "results"
     empty.mkdir()
     # no data and no network: TSPIKE_DATA is an empty folder and every download meets a closed port
-    env = {**os.environ, "TSPIKE_DATA": str(empty), "http_proxy": "http://127.0.0.1:9",
-           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+    env = {
+        **os.environ,
+        "TSPIKE_DATA": str(empty),
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "no_proxy": "",
+    }
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "papermill", str(TABLE_NOTEBOOKS["table2"]), str(tmp_path / "o.ipynb"),
-                           "-p", "dataset", "cifar10", "-p", "out_dir", str(out), "--cwd", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(TABLE_NOTEBOOKS["table2"]),
+            str(tmp_path / "o.ipynb"),
+            "-p",
+            "dataset",
+            "cifar10",
+            "-p",
+            "out_dir",
+            str(out),
+            "--cwd",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0 and time.perf_counter() - t0 < 60
     assert list(empty.iterdir()) == [] and not out.exists()  # nothing created
     nb = nbformat.read(tmp_path / "o.ipynb", as_version=4)
@@ -820,10 +996,13 @@ def test_the_card_command_without_data_ends_in_one_line_within_a_minute_and_make
 # In a kernel, one bad value and one typo (only papermill's injected cell can carry a typo); every
 # other bad value is refused by the same validate_params, in-process, in the test above.
 @pytest.mark.slow
-@pytest.mark.parametrize("name, value, message", [
-    ("archs", ["resnet50"], "archs must be a list drawn from"),
-    ("seed", 5, "unknown parameter(s) 'seed' (did you mean 'seeds'?)"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("archs", ["resnet50"], "archs must be a list drawn from"),
+        ("seed", 5, "unknown parameter(s) 'seed' (did you mean 'seeds'?)"),
+    ],
+)
 @pytest.mark.slow  # starts papermill and a Jupyter kernel
 def test_papermill_bad_parameter_stops_in_the_validation_cell_before_any_training(name, value, message, tmp_path):
     import papermill

@@ -44,8 +44,19 @@ def test_new_run_dir_rejects_a_name_with_a_path_separator(tmp_path):
 
 def test_environment_reports_versions_hardware_and_git_state():
     env = results.environment()
-    for key in ("python", "torch", "snntorch", "numpy", "cuda_available", "cuda_version", "device_name",
-                "cpu_count", "platform", "git_commit", "git_dirty"):
+    for key in (
+        "python",
+        "torch",
+        "snntorch",
+        "numpy",
+        "cuda_available",
+        "cuda_version",
+        "device_name",
+        "cpu_count",
+        "platform",
+        "git_commit",
+        "git_dirty",
+    ):
         assert key in env
     json.dumps(env)  # serializable
     import torch
@@ -97,9 +108,11 @@ def umask():
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600), (0o027, 0o640)])
 def test_atomically_written_files_get_the_mode_the_umask_gives_not_mkstemps_0600(tmp_path, umask, mask, mode):
     umask(mask)
-    for name, write in (("metrics.json", lambda p: results.write_json_atomic(p, {"acc": 1.0})),
-                        ("notes.txt", lambda p: results.write_text_atomic(p, "x")),
-                        ("blob.bin", lambda p: results.atomic_write(p, b"\0\1"))):
+    for name, write in (
+        ("metrics.json", lambda p: results.write_json_atomic(p, {"acc": 1.0})),
+        ("notes.txt", lambda p: results.write_text_atomic(p, "x")),
+        ("blob.bin", lambda p: results.atomic_write(p, b"\0\1")),
+    ):
         write(tmp_path / name)
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
     umask(0o022)
@@ -115,7 +128,7 @@ def test_atomic_write_takes_bytes_str_or_a_writer_callable_such_as_torch_save(tm
     t = torch.arange(5)
     results.atomic_write(tmp_path / "c.pt", lambda f: torch.save({"t": t}, f))
     assert (tmp_path / "a.bin").read_bytes() == b"\xff\x00"
-    assert (tmp_path / "b.txt").read_bytes() == "ünïcode\n".encode("utf-8")
+    assert (tmp_path / "b.txt").read_bytes() == "ünïcode\n".encode()
     assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["t"], t)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.txt", "c.pt"]
     with pytest.raises(TypeError, match="bytes, str or a callable"):

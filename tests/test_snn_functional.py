@@ -1,4 +1,5 @@
 """Signed-spike metrics and losses: snnTorch's own on spikes in {0, 1}, right on {-1, 0, 1}."""
+
 import math
 import warnings
 
@@ -106,11 +107,22 @@ def test_snntorch_bptt_accepts_our_losses_and_regularizer_by_name():
         warnings.simplefilter("ignore", DeprecationWarning)
         from snntorch import backprop
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(8, 6), tl.TernaryLeaky(init_hidden=True),
-                        nn.Linear(6, 3), tl.TernaryLeaky(init_hidden=True, output=True))
+    net = nn.Sequential(
+        nn.Linear(8, 6),
+        tl.TernaryLeaky(init_hidden=True),
+        nn.Linear(6, 3),
+        tl.TernaryLeaky(init_hidden=True, output=True),
+    )
     batches = [(torch.randn(4, 8) * 2, torch.tensor([0, 1, 2, 1])) for _ in range(2)]
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     for criterion in (SF.ce_temporal_loss(), SF.mse_temporal_loss()):
-        loss = backprop.BPTT(net, batches, optimizer=optimizer, criterion=criterion, num_steps=4,
-                             time_var=False, regularization=SF.l1_rate_sparsity(1e-3))
+        loss = backprop.BPTT(
+            net,
+            batches,
+            optimizer=optimizer,
+            criterion=criterion,
+            num_steps=4,
+            time_var=False,
+            regularization=SF.l1_rate_sparsity(1e-3),
+        )
         assert torch.isfinite(loss)

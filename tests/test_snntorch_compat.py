@@ -7,6 +7,7 @@ module-scoped fixtures that the cases mutate). Tutorials 5, 6, 7, the regression
 ``backprop.BPTT`` run a few iterations on the embedded 8x8 digits. Every difference that stays
 by design is an explicit expectation marked "By design".
 """
+
 import warnings
 
 import pytest
@@ -161,8 +162,9 @@ def test_reset_mem_keeps_zeros_of_the_last_shape(cls):
 @pytest.mark.parametrize("cls", NEURONS)
 def test_snntorch_utils_reset_stops_state_leaking_between_evaluation_batches(cls):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 8), cls(beta=0.5, init_hidden=True), nn.Linear(8, 3),
-                        cls(beta=0.5, init_hidden=True, output=True)).eval()
+    net = nn.Sequential(
+        nn.Linear(6, 8), cls(beta=0.5, init_hidden=True), nn.Linear(8, 3), cls(beta=0.5, init_hidden=True, output=True)
+    ).eval()
     x = torch.randn(4, 6) * 3
 
     def forward_pass():
@@ -190,8 +192,9 @@ def test_reset_mechanism_none_integrates_without_reset(cls):
     assert spk[1].item() == (-1 if cls is tl.TernaryLeaky else 0)
 
 
-@pytest.mark.parametrize("how", ["setter", "snn.Leaky state_dict", "TernaryLeaky state_dict",
-                                 "buffer assignment", "buffer changed in place"])
+@pytest.mark.parametrize(
+    "how", ["setter", "snn.Leaky state_dict", "TernaryLeaky state_dict", "buffer assignment", "buffer changed in place"]
+)
 def test_the_update_follows_the_reset_mechanism_however_it_changes(how):
     # Built "zero", switched to "subtract" (beta 0.9, threshold 1, snn.Leaky's values). A -1 spike
     # then adds the threshold back; read by a stale "zero" update, (1 - b) = 2 doubled the membrane
@@ -250,8 +253,15 @@ def test_binary_leaky_with_snntorch_settings_and_detach_reset_is_snn_leaky(reset
     # Spikes, membranes and the gradients of input, beta and threshold, bit for bit.
     torch.manual_seed(3)
     x_seq = torch.randn(8, 4, 6, dtype=torch.float64) * 1.5
-    kw = dict(beta=0.8, threshold=1.0, reset_mechanism=reset_mechanism, reset_delay=reset_delay,
-              inhibition=inhibition, learn_beta=True, learn_threshold=True)
+    kw = dict(
+        beta=0.8,
+        threshold=1.0,
+        reset_mechanism=reset_mechanism,
+        reset_delay=reset_delay,
+        inhibition=inhibition,
+        learn_beta=True,
+        learn_threshold=True,
+    )
     leaky = snn.Leaky(**kw).double()
     ours = tl.BinaryLeaky(spike_grad=snntorch.surrogate.atan(), detach_reset=True, **kw).double()
     spk_l, mem_l, dx_l = run_steps(leaky, x_seq)
@@ -269,8 +279,9 @@ def test_by_design_binary_leaky_differentiates_through_the_reset_unless_detach_r
     torch.manual_seed(3)
     x_seq = torch.randn(8, 4, 6, dtype=torch.float64) * 1.5
     leaky = snn.Leaky(beta=0.8).double()
-    ours = tl.BinaryLeaky(beta=0.8, threshold=1.0, spike_grad=snntorch.surrogate.atan(),
-                          reset_mechanism="subtract").double()
+    ours = tl.BinaryLeaky(
+        beta=0.8, threshold=1.0, spike_grad=snntorch.surrogate.atan(), reset_mechanism="subtract"
+    ).double()
     spk_l, mem_l, dx_l = run_steps(leaky, x_seq)
     spk_o, mem_o, dx_o = run_steps(ours, x_seq)
     assert torch.equal(spk_o, spk_l) and torch.equal(mem_o, mem_l)
@@ -392,13 +403,16 @@ def test_by_design_a_ternary_threshold_must_be_positive():
 def _nir_net(cls, **kw):
     # snnTorch's test_nir fixture, smaller: NIR needs beta and threshold per neuron.
     return nn.Sequential(
-        nn.Linear(6, 5), cls(beta=0.5 * torch.ones(5), threshold=0.5 * torch.ones(5), init_hidden=True, **kw),
-        nn.Linear(5, 3), cls(beta=0.5 * torch.ones(3), threshold=0.5 * torch.ones(3), init_hidden=True, output=True),
+        nn.Linear(6, 5),
+        cls(beta=0.5 * torch.ones(5), threshold=0.5 * torch.ones(5), init_hidden=True, **kw),
+        nn.Linear(5, 3),
+        cls(beta=0.5 * torch.ones(3), threshold=0.5 * torch.ones(3), init_hidden=True, output=True),
     )
 
 
-@pytest.mark.parametrize("kw, match", [({}, "losing every -1 spike"),
-                                       ({"graded_spikes_factor": 2.0}, "losing the amplitude a")])
+@pytest.mark.parametrize(
+    "kw, match", [({}, "losing every -1 spike"), ({"graded_spikes_factor": 2.0}, "losing the amplitude a")]
+)
 def test_snntorch_export_to_nir_refuses_what_nir_lif_cannot_hold(kw, match):
     pytest.importorskip("nirtorch")
     from snntorch.export_nir import export_to_nir
@@ -453,8 +467,9 @@ def make(cls, **kw):
 
 def sequential(cls):
     """Tutorials 6 and 7: ``nn.Sequential`` of ``init_hidden`` neurons, the last with ``output=True``."""
-    return nn.Sequential(nn.Linear(64, 32), make(cls, init_hidden=True),
-                         nn.Linear(32, 10), make(cls, init_hidden=True, output=True))
+    return nn.Sequential(
+        nn.Linear(64, 32), make(cls, init_hidden=True), nn.Linear(32, 10), make(cls, init_hidden=True, output=True)
+    )
 
 
 def assert_loss_went_down(losses, factor):
@@ -497,8 +512,11 @@ def test_tutorial_5_class_based_network_with_init_leaky_trains(cls, digits):
 
 
 @pytest.mark.parametrize("cls", NEURONS)
-@pytest.mark.parametrize("loss_fn", [SF.ce_rate_loss(), SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)],
-                         ids=["tutorial_6_ce_rate_loss", "tutorial_7_mse_count_loss"])
+@pytest.mark.parametrize(
+    "loss_fn",
+    [SF.ce_rate_loss(), SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)],
+    ids=["tutorial_6_ce_rate_loss", "tutorial_7_mse_count_loss"],
+)
 def test_sequential_network_reset_by_snntorch_utils_trains_over_batches(cls, loss_fn, digits):
     torch.manual_seed(0)
     net = sequential(cls)
@@ -524,8 +542,17 @@ def test_backprop_bptt_trains_a_sequential_network(cls, digits):
     net = sequential(cls)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     loss_fn = SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)
-    losses = [backprop.BPTT(net, digits[5 * epoch: 5 * epoch + 5], optimizer=optimizer, criterion=loss_fn,
-                            num_steps=NUM_STEPS, time_var=False).item() for epoch in range(4)]
+    losses = [
+        backprop.BPTT(
+            net,
+            digits[5 * epoch : 5 * epoch + 5],
+            optimizer=optimizer,
+            criterion=loss_fn,
+            num_steps=NUM_STEPS,
+            time_var=False,
+        ).item()
+        for epoch in range(4)
+    ]
     assert losses[-1] < 0.7 * losses[0], losses
 
 

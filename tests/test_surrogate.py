@@ -1,4 +1,5 @@
 """Contract tests of the spike functions and their surrogate gradients."""
+
 import math
 
 import pytest

@@ -14,11 +14,11 @@ from torch import nn
 import tspike_lab.data
 from tspike_lab import config as config_mod
 from tspike_lab import hardware
-from tspike_lab.kernels import cpu
 from tspike_lab import train as train_mod
 from tspike_lab.config import TrainConfig
-from tspike_lab.models import build_model, spiking_layers
 from tspike_lab.errors import ConfigError, RunFolderError, TrainingDiverged
+from tspike_lab.kernels import cpu
+from tspike_lab.models import build_model, spiking_layers
 from tspike_lab.train import History, evaluate, lr_at, param_groups, read_metrics, train
 
 # A digits run that trains in about a second: 44 steps of 32 per epoch.
@@ -139,8 +139,9 @@ def test_every_field_has_its_meaning_in_its_metadata_and_describe_lists_them_all
 
 
 def test_a_configs_network_is_built_one_way_with_every_model_field():
-    config = TrainConfig(arch="small", width=6, neuron="binary", num_steps=3, amplitude="channel", step_bn=True,
-                         init="released")
+    config = TrainConfig(
+        arch="small", width=6, neuron="binary", num_steps=3, amplitude="channel", step_bn=True, init="released"
+    )
     model = config.build_model(num_classes=7, in_channels=2)
     assert (model.arch, model.neuron, model.num_steps, model.in_channels) == ("small", "binary", 3, 2)
     assert model.classifier.out_features == 7 and model.stem.conv.out_channels == 6 and model.stem.step_bn
@@ -157,8 +158,9 @@ def test_weight_decay_applies_to_conv_and_linear_weights_only():
     names = {id(p): n for n, p in model.named_parameters()}
     decay_names = {names[id(p)] for p in decay["params"]}
     no_decay_names = {names[id(p)] for p in no_decay["params"]}
-    assert decay_names == {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-                           for n in [f"{n}.weight"]}
+    assert decay_names == {
+        n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) for n in [f"{n}.weight"]
+    }
     assert "classifier.weight" in decay_names and "stem.conv.weight" in decay_names
     assert "classifier.bias" in no_decay_names
     assert any(n.endswith("bn.weight") for n in no_decay_names) and any(n.endswith("bn.bias") for n in no_decay_names)
@@ -184,20 +186,28 @@ def test_per_epoch_cosine_schedule_is_the_released_cosine_annealing_lr_stepped_a
     released = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0)
     for epoch in range(epochs):
         want = opt.param_groups[0]["lr"]
-        got = [lr_at(epoch * steps + i, lr=0.1, total_steps=epochs * steps, schedule="cosine_epoch",
-                     steps_per_epoch=steps) for i in range(steps)]
+        got = [
+            lr_at(epoch * steps + i, lr=0.1, total_steps=epochs * steps, schedule="cosine_epoch", steps_per_epoch=steps)
+            for i in range(steps)
+        ]
         assert got == pytest.approx([want] * steps, rel=1e-12, abs=1e-15), epoch
         opt.step()
         released.step()
     assert lr_at(3, lr=0.1, total_steps=35, schedule="cosine", steps_per_epoch=5) != lr_at(
-        3, lr=0.1, total_steps=35, schedule="cosine_epoch", steps_per_epoch=5)  # per step differs within an epoch
+        3, lr=0.1, total_steps=35, schedule="cosine_epoch", steps_per_epoch=5
+    )  # per step differs within an epoch
 
 
 def test_best_and_final_test_accuracy_are_both_recorded_every_epoch():
     from tspike_lab.train import _best
 
-    epochs = [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": None}, {"epoch": 3, "test_acc": 0.7},
-              {"epoch": 4, "test_acc": 0.7}, {"epoch": 5, "test_acc": 0.6}]
+    epochs = [
+        {"epoch": 1, "test_acc": 0.5},
+        {"epoch": 2, "test_acc": None},
+        {"epoch": 3, "test_acc": 0.7},
+        {"epoch": 4, "test_acc": 0.7},
+        {"epoch": 5, "test_acc": 0.6},
+    ]
     assert _best(epochs) == {"best_test_acc": 0.7, "best_epoch": 3}  # the first epoch to reach it
     assert _best(epochs[:2]) == {"best_test_acc": 0.5, "best_epoch": 1}
     assert _best([{"epoch": 1, "test_acc": None}]) == {"best_test_acc": None, "best_epoch": None}
@@ -254,7 +264,7 @@ def digits_run(tmp_path_factory):
 def test_the_run_records_the_best_epoch_beside_the_final_one(digits_run):
     _, history, out, _ = digits_run
     accs = history.column("test_acc")
-    assert history.column("best_test_acc") == [max(accs[:i + 1]) for i in range(len(accs))]
+    assert history.column("best_test_acc") == [max(accs[: i + 1]) for i in range(len(accs))]
     assert accs[history.final["best_epoch"] - 1] == history.final["best_test_acc"]
     assert [r["best_test_acc"] for r in read_metrics(out)] == history.column("best_test_acc")
 
@@ -264,14 +274,16 @@ def test_a_grad_scaler_run_trains_the_same_weights_as_a_plain_one(tmp_path, monk
     # unscales the gradients and steps: powers of two are exact, so the weights are those of a plain run
     plain = train(TrainConfig(**FAST, epochs=1, out_dir=str(tmp_path / "plain")))
     scalers = []
-    monkeypatch.setattr(train_mod, "_grad_scaler", lambda c, d: scalers.append(torch.amp.GradScaler("cpu")) or scalers[-1])
+    monkeypatch.setattr(
+        train_mod, "_grad_scaler", lambda c, d: scalers.append(torch.amp.GradScaler("cpu")) or scalers[-1]
+    )
     scaled = train(TrainConfig(**FAST, epochs=1, amp_dtype="float16", out_dir=str(tmp_path / "scaled")))
-    assert scalers and scalers[0].get_scale() == 2.0 ** 16
+    assert scalers and scalers[0].get_scale() == 2.0**16
     assert scaled.final["train_loss"] == plain.final["train_loss"]
     a = train_mod.load_checkpoint(tmp_path / "plain")["model"]
     ckpt = train_mod.load_checkpoint(tmp_path / "scaled")
     assert all(torch.equal(a[k], ckpt["model"][k]) for k in a)
-    assert ckpt["scaler"]["scale"] == 2.0 ** 16
+    assert ckpt["scaler"]["scale"] == 2.0**16
 
 
 def test_training_on_digits_reaches_well_above_chance(digits_run):
@@ -284,12 +296,24 @@ def test_training_on_digits_reaches_well_above_chance(digits_run):
 
 def test_every_epoch_reports_the_documented_metrics(digits_run):
     _, history, _, _ = digits_run
-    layers = [n for n, _ in spiking_layers(build_model("small", neuron="trainable_ternary", num_classes=10,
-                                                       num_steps=2, in_channels=1, width=8))]
+    layers = [
+        n
+        for n, _ in spiking_layers(
+            build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1, width=8)
+        )
+    ]
     for i, row in enumerate(history, 1):
         assert row["epoch"] == i and row["step"] == 44 * i
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "firing_rate", "lr", "epoch_time_s",
-                    "images_per_s"):
+        for key in (
+            "train_loss",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "firing_rate",
+            "lr",
+            "epoch_time_s",
+            "images_per_s",
+        ):
             assert isinstance(row[key], float) and math.isfinite(row[key]), key
         assert 0 < row["firing_rate"] < 1
         assert list(row["amplitudes"]) == layers and list(row["firing_rates"]) == layers
@@ -307,8 +331,7 @@ def test_metrics_jsonl_has_one_line_per_epoch_equal_to_the_history(digits_run):
 
 def test_checkpoint_is_written_atomically_and_loads_weights_only(digits_run):
     config, history, out, _ = digits_run
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".lock")) == ["checkpoint.pt",
-                                                                                     "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".lock")) == ["checkpoint.pt", "metrics.jsonl"]
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")
     assert ckpt["epoch"] == 3 and ckpt["config"] == dataclasses.asdict(config)
@@ -366,8 +389,20 @@ def test_same_seed_same_result_in_one_process():
 
 
 def test_tet_loss_trains(tmp_path):
-    h = train(TrainConfig(**FAST, neuron="binary", loss="tet", tet_lambda=0.05, epochs=1, optimizer="adamw",
-                          lr=3e-3, label_smoothing=0.1, grad_clip=5.0, max_eval_steps=2))
+    h = train(
+        TrainConfig(
+            **FAST,
+            neuron="binary",
+            loss="tet",
+            tet_lambda=0.05,
+            epochs=1,
+            optimizer="adamw",
+            lr=3e-3,
+            label_smoothing=0.1,
+            grad_clip=5.0,
+            max_eval_steps=2,
+        )
+    )
     assert math.isfinite(h.final["train_loss"]) and h.final["test_acc"] > 0.2
 
 
@@ -444,9 +479,28 @@ def test_a_nan_mid_run_stops_naming_epoch_and_step_and_keeps_the_last_good_check
 
 
 def _cli(out_dir, epochs=3):
-    return [sys.executable, "-m", "tspike_lab", "train", "--dataset", "digits", "--arch", "small", "--width", "16",
-            "--batch-size", "16", "--num-steps", "2", "--epochs", str(epochs), "--seed", "3",
-            "--out-dir", str(out_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "tspike_lab",
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "small",
+        "--width",
+        "16",
+        "--batch-size",
+        "16",
+        "--num-steps",
+        "2",
+        "--epochs",
+        str(epochs),
+        "--seed",
+        "3",
+        "--out-dir",
+        str(out_dir),
+    ]
 
 
 def _env():
@@ -481,18 +535,25 @@ WAIT_S = 600  # generous: three epochs of a tiny net take seconds on a quiet 2-c
 @pytest.mark.slow  # three training processes
 def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_run(tmp_path):
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
-    reference = subprocess.Popen(_cli(ref_dir) + ["--no-progress"], env=_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-    victim = subprocess.run([sys.executable, "-c", _VICTIM.format(kill_after=KILL_AFTER_STEP)] + _cli(run_dir)[3:]
-                            + ["--no-progress"], env=_env(), capture_output=True, text=True, timeout=WAIT_S)
+    reference = subprocess.Popen(
+        _cli(ref_dir) + ["--no-progress"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    victim = subprocess.run(
+        [sys.executable, "-c", _VICTIM.format(kill_after=KILL_AFTER_STEP)] + _cli(run_dir)[3:] + ["--no-progress"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
     assert victim.returncode == -signal.SIGKILL, (victim.returncode, victim.stderr[-2000:])
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert killed_at["epoch"] == 1  # killed during epoch 2, before its checkpoint
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
     (run_dir / ".checkpoint.pt.99999.tmp").write_bytes(b"torn")  # as if killed while saving
 
-    resumed = subprocess.run(_cli(run_dir) + ["--no-progress"], env=_env(), capture_output=True, text=True,
-                             timeout=WAIT_S)
+    resumed = subprocess.run(
+        _cli(run_dir) + ["--no-progress"], env=_env(), capture_output=True, text=True, timeout=WAIT_S
+    )
     assert resumed.returncode == 0, resumed.stderr
     out, err = reference.communicate(timeout=WAIT_S)  # the uninterrupted reference run
     assert reference.returncode == 0, err
@@ -509,8 +570,9 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_exactly_like_an_uninterrupted_r
     final_a, final_b = json.loads(out), json.loads(resumed.stdout)
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "firing_rate", "amplitudes"):
         assert final_a[key] == final_b[key], key
-    assert _no_timing([json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]) == \
-        _no_timing(a["history"])
+    assert _no_timing([json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]) == _no_timing(
+        a["history"]
+    )
     assert not list(run_dir.glob(".*.tmp"))
 
 
@@ -532,15 +594,27 @@ def test_resuming_on_other_data_is_refused_naming_both_fingerprints(tmp_path, mo
     monkeypatch.setenv("TSPIKE_DATA", str(tmp_path / "cache"))
     a, b = _images(tmp_path / "a", 0), _images(tmp_path / "b", 1)
     out = tmp_path / "run"
-    config = dict(dataset="imagefolder", arch="small", width=8, epochs=2, batch_size=4, progress=False,
-                  device="cpu", num_workers=0, out_dir=str(out))
+    config = dict(
+        dataset="imagefolder",
+        arch="small",
+        width=8,
+        epochs=2,
+        batch_size=4,
+        progress=False,
+        device="cpu",
+        num_workers=0,
+        out_dir=str(out),
+    )
     train(TrainConfig(**config, data_dir=str(a)))
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     ckpt["epoch"], ckpt["history"] = 1, ckpt["history"][:1]  # as if killed after epoch 1
     ckpt["scheduler"]["step"] = ckpt["scheduler"]["steps_per_epoch"]
     torch.save(ckpt, out / "checkpoint.pt")
-    with pytest.raises(RunFolderError, match=rf"was trained on data {ckpt['data_fingerprint']} but data_dir "
-                                             rf"'.*b' holds data [0-9a-f]+"):
+    with pytest.raises(
+        RunFolderError,
+        match=rf"was trained on data {ckpt['data_fingerprint']} but data_dir "
+        rf"'.*b' holds data [0-9a-f]+",
+    ):
         train(TrainConfig(**config, data_dir=str(b)))
     assert train(TrainConfig(**config, data_dir=str(a))).column("epoch") == [1, 2]  # the same data resumes
 
@@ -550,6 +624,7 @@ def test_evaluate_counts_a_wrapped_copy_of_a_distributed_shard_nowhere():
     model = build_model("small", neuron="ternary", num_classes=3, num_steps=1, in_channels=1, width=2)
     x, y = torch.randn(8, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     keep = torch.tensor([True] * 7 + [False])  # 7 test images, the 8th a copy evening out 2 ranks
+
     class Shard(list):  # a distributed loader: batches, and which samples are wrapped copies
         pass
 
@@ -557,15 +632,18 @@ def test_evaluate_counts_a_wrapped_copy_of_a_distributed_shard_nowhere():
     shard.keep = keep
     full = evaluate(model, [(x[:7], y[:7])])
     padded = evaluate(model, shard)
-    assert padded["test_acc"] == pytest.approx(full["test_acc"]) and padded["test_loss"] == pytest.approx(full["test_loss"])
+    assert padded["test_acc"] == pytest.approx(full["test_acc"]) and padded["test_loss"] == pytest.approx(
+        full["test_loss"]
+    )
     assert padded["firing_rates"] == pytest.approx(full["firing_rates"])
 
 
 # --------------------------------------------------------------------------- oneDNN strided 1x1 bug
 
 
-@pytest.mark.parametrize("width, hazard", [(1, None), (2, "layers.1.shortcut.conv"), (7, "layers.1.shortcut.conv"),
-                                           (16, None)])
+@pytest.mark.parametrize(
+    "width, hazard", [(1, None), (2, "layers.1.shortcut.conv"), (7, "layers.1.shortcut.conv"), (16, None)]
+)
 def test_onednn_strided_1x1_hazard_names_the_small_nets_shortcut_at_narrow_widths(width, hazard):
     model = build_model("small", neuron="trainable_ternary", num_classes=10, num_steps=2, in_channels=1, width=width)
     assert hardware.onednn_1x1_hazard(model) == hazard
@@ -576,12 +654,20 @@ def test_small_widths_train_in_one_thread_without_corrupting_the_heap(tmp_path):
     # oneDNN 3.12's channels-last backward of a strided 1x1 conv with few input channels writes out of
     # bounds in one thread (arch "small": the stage-2 shortcut); train() must not take that path. In a
     # child process: the corruption aborts it (MALLOC_CHECK_=3 makes glibc notice at once).
-    code = ("import torch; torch.set_num_threads(1)\n"
-            "from tspike_lab.train import TrainConfig, train\n"
-            "for w in (2, 3, 4, 5, 6, 7, 2):\n"
-            "    train(TrainConfig(dataset='digits', arch='small', width=w, num_steps=2, epochs=1, batch_size=128,\n"
-            "                      max_steps_per_epoch=2, max_eval_steps=1, progress=False, device='cpu'))\n"
-            "print('done', flush=True)\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=dict(_env(), MALLOC_CHECK_="3"), capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path)
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from tspike_lab.train import TrainConfig, train\n"
+        "for w in (2, 3, 4, 5, 6, 7, 2):\n"
+        "    train(TrainConfig(dataset='digits', arch='small', width=w, num_steps=2, epochs=1, batch_size=128,\n"
+        "                      max_steps_per_epoch=2, max_eval_steps=1, progress=False, device='cpu'))\n"
+        "print('done', flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(_env(), MALLOC_CHECK_="3"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0 and "done" in proc.stdout, (proc.returncode, proc.stderr[-2000:])

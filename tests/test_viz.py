@@ -3,6 +3,7 @@ colour bar where colour means something, and the series' one colour per meaning.
 
 The notebooks show only their own data, so this file is where each plot_*'s defaults run.
 """
+
 import math
 import re
 import subprocess
@@ -20,12 +21,33 @@ from tspike_lab.reparam import consumer_kinds
 # trace names every plot_* draws with its default arguments
 DEFAULT_TRACES = {
     "plot_capacity": ["capacity (upper bound)", "capacity, float32 for scale"],
-    "plot_quantization": ["u < 0", "u ≥ 0", "identity", "binary {0, 1}", "ternary {-1, 0, 1}", None, "MSE",
-                          "entropy (bits/neuron)", "bound: log2(#values)"],
-    "plot_teaser": ["membrane u", "binary spikes", "ternary spikes", "spike +1 (u ≥ θ)",
-                    "spike −1 (u ≤ −θ, ternary only)", "no spike (0)"],
-    "plot_neuron": ["input x", "u binary", "u ternary", "spikes binary", "spikes ternary",
-                    "spikes trainable ternary (a·b)"],
+    "plot_quantization": [
+        "u < 0",
+        "u ≥ 0",
+        "identity",
+        "binary {0, 1}",
+        "ternary {-1, 0, 1}",
+        None,
+        "MSE",
+        "entropy (bits/neuron)",
+        "bound: log2(#values)",
+    ],
+    "plot_teaser": [
+        "membrane u",
+        "binary spikes",
+        "ternary spikes",
+        "spike +1 (u ≥ θ)",
+        "spike −1 (u ≤ −θ, ternary only)",
+        "no spike (0)",
+    ],
+    "plot_neuron": [
+        "input x",
+        "u binary",
+        "u ternary",
+        "spikes binary",
+        "spikes ternary",
+        "spikes trainable ternary (a·b)",
+    ],
     "plot_reset": ["u zero reset (paper)", "spikes zero reset (paper)", "u subtract reset", "spikes subtract reset"],
     "plot_surrogates": ["forward b(u)", "ste", "triangle", "atan", "sigmoid"],
     "plot_raster": ["spike +1", "spike −1", "spike +1", "spike −1"],
@@ -33,8 +55,15 @@ DEFAULT_TRACES = {
     "plot_firing_rates": ["untrained"],
     "plot_amplitudes": ["untrained"],
     "plot_membrane_histogram": ["u < 0", "u ≥ 0"],
-    "plot_membrane_depth": ["stem_lif", "layers.0.lif1", "layers.0.lif2", "layers.1.lif1", "layers.1.lif2",
-                            "std of u", "MSE-best a"],
+    "plot_membrane_depth": [
+        "stem_lif",
+        "layers.0.lif1",
+        "layers.0.lif2",
+        "layers.1.lif1",
+        "layers.1.lif2",
+        "std of u",
+        "MSE-best a",
+    ],
     "plot_bn_invariance": ["conv output", "BN output (training mode)"],
     "plot_logits_match": ["logits (one per image and class)", "y = x"],
     "plot_spike_values": ["trained (a·b)", "folded (b)"],
@@ -43,8 +72,10 @@ DEFAULT_TRACES = {
     "plot_figure2": [f"T={t}, layer {i}" for t in (1, 2) for i in (1, 2, 3, 4)] + ["u < 0", "u ≥ 0"],
 }
 
-ROWS = [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_acc": 0.4},
-        {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6, "test_acc": 0.7}]
+ROWS = [
+    {"epoch": 1, "train_loss": 2.0, "train_acc": 0.3, "test_acc": 0.4},
+    {"epoch": 2, "train_loss": 1.0, "train_acc": 0.6, "test_acc": 0.7},
+]
 
 
 def test_every_plot_function_is_listed_here():
@@ -83,8 +114,7 @@ def _axes_used(fig) -> set[str]:
 
 def _legend_entries(fig) -> list[str]:
     """Names plotly lists in the legend: traces not hidden from it (heatmaps and boxes only on request)."""
-    shown = [t for t in fig.data
-             if t.showlegend or (t.showlegend is None and t.type not in ("heatmap", "box"))]
+    shown = [t for t in fig.data if t.showlegend or (t.showlegend is None and t.type not in ("heatmap", "box"))]
     if fig.layout.showlegend is False or (len(shown) < 2 and not any(t.showlegend for t in fig.data)):
         return []
     return [t.name for t in shown]
@@ -106,15 +136,20 @@ def _with_data() -> dict[str, go.Figure]:
     rec = viz._demo_recording()
     return {
         "capacity, measured": viz.plot_capacity((4, 2, 2), measured={"binary": 10.0, "ternary": 20.0}),
-        "training, three neurons": viz.plot_training({"binary": ROWS, "ternary": ROWS, "trainable_ternary": [ROWS, ROWS]}),
+        "training, three neurons": viz.plot_training(
+            {"binary": ROWS, "ternary": ROWS, "trainable_ternary": [ROWS, ROWS]}
+        ),
         "firing rates, two runs": viz.plot_firing_rates({"binary": {"a": 0.1}, "ternary": {"a": 0.2}}),
         "amplitudes, two runs": viz.plot_amplitudes({"SGD": {"a": 1.0}, "AdamW": {"a": 2.0}}),
         "membrane histogram, learned a": viz.plot_membrane_histogram(rec, "stem_lif", learned_a=0.8),
         "membrane depth, learned a": viz.plot_membrane_depth(rec, probes.amplitudes(viz._demo_model()[0])),
         "energy, two models": viz.plot_energy(counts),
-        "results, two neurons": viz.plot_table([
-            dict(_ROW, neuron="ternary", mean=90.0, std=0.5, paper=95.6, paper_std=0.09),
-            dict(_ROW, neuron="trainable_ternary", mean=91.0, std=0.4, paper=95.8, paper_std=0.10)]),
+        "results, two neurons": viz.plot_table(
+            [
+                dict(_ROW, neuron="ternary", mean=90.0, std=0.5, paper=95.6, paper_std=0.09),
+                dict(_ROW, neuron="trainable_ternary", mean=91.0, std=0.4, paper=95.8, paper_std=0.10),
+            ]
+        ),
     }
 
 
@@ -196,7 +231,9 @@ def test_a_series_named_for_a_neuron_takes_its_colour_in_every_figure():
 def test_teaser_colours_spike_values_and_membrane_sign_with_the_same_pair():
     fig = viz.plot_teaser(torch.randn(2, 3, 4, 5, 5), threshold=0.5)
     membrane, binary, ternary = fig.data[:3]
-    assert membrane.colorscale[0][1] == viz.COLORS["membrane-"] and membrane.colorscale[-1][1] == viz.COLORS["membrane+"]
+    assert (
+        membrane.colorscale[0][1] == viz.COLORS["membrane-"] and membrane.colorscale[-1][1] == viz.COLORS["membrane+"]
+    )
     assert binary.colorscale[0][1] == viz.COLORS["spike0"] and binary.colorscale[-1][1] == viz.COLORS["spike+1"]
     assert ternary.colorscale[0][1] == viz.COLORS["spike-1"] and ternary.colorscale[-1][1] == viz.COLORS["spike+1"]
     swatches = {t.name: t.marker.color for t in fig.data[3:]}
@@ -250,8 +287,11 @@ def test_quantization_default_amplitude_is_the_mse_best_one():
 def test_capacity_figure_puts_measured_entropy_next_to_the_bound_on_a_linear_axis():
     fig = viz.plot_capacity((4, 2, 2), measured={"binary": 10.0, "ternary": 20.0})
     bound, measured, scale = fig.data
-    assert [bound.name, measured.name, scale.name] == ["capacity (upper bound)", "measured entropy",
-                                                       "capacity, float32 for scale"]
+    assert [bound.name, measured.name, scale.name] == [
+        "capacity (upper bound)",
+        "measured entropy",
+        "capacity, float32 for scale",
+    ]
     assert list(bound.y) == pytest.approx([16.0, 16 * math.log2(3)])
     assert list(measured.y) == [10.0, 20.0]
     assert list(scale.y) == pytest.approx([16.0, 16 * math.log2(3), 512.0])
@@ -332,8 +372,14 @@ def test_bn_invariance_figure_shows_conv_scaling_and_bn_cancelling():
 
 def test_training_figure_draws_loss_and_test_accuracy_per_run_and_one_line_per_seed():
     fig = viz.plot_training({"binary": ROWS, "ternary": ROWS})
-    assert [t.name for t in fig.data] == ["binary", "binary train loss", "binary test acc",
-                                          "ternary", "ternary train loss", "ternary test acc"]
+    assert [t.name for t in fig.data] == [
+        "binary",
+        "binary train loss",
+        "binary test acc",
+        "ternary",
+        "ternary train loss",
+        "ternary test acc",
+    ]
     assert list(fig.data[2].y) == [0.4, 0.7]
     # the legend names runs, not panels: one entry per run, for the loss and the accuracy panel alike
     assert [t.name for t in fig.data if t.showlegend] == ["binary", "ternary"]
@@ -367,13 +413,26 @@ def test_energy_figure_draws_one_bar_per_layer_and_model_hatched_where_the_input
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.dtick == 1  # powers of ten only
 
 
-_ROW = dict(table="table2", dataset="cifar10", dataset_label="CIFAR-10", arch="resnet19", width=None, num_steps=2,
-            n_seeds=3, profile="paper", ours=False, paper=None, paper_std=None)
+_ROW = dict(
+    table="table2",
+    dataset="cifar10",
+    dataset_label="CIFAR-10",
+    arch="resnet19",
+    width=None,
+    num_steps=2,
+    n_seeds=3,
+    profile="paper",
+    ours=False,
+    paper=None,
+    paper_std=None,
+)
 
 
 def test_results_figure_draws_ours_beside_the_paper_and_leaves_unknown_cells_empty():
-    rows = [dict(_ROW, neuron="ternary", mean=90.0, std=0.5, paper=95.6, paper_std=0.09),
-            dict(_ROW, neuron="binary", mean=85.0, std=None, n_seeds=1, ours=True)]
+    rows = [
+        dict(_ROW, neuron="ternary", mean=90.0, std=0.5, paper=95.6, paper_std=0.09),
+        dict(_ROW, neuron="binary", mean=85.0, std=None, n_seeds=1, ours=True),
+    ]
     fig = viz.plot_table(rows)
     names = [t.name for t in fig.data]
     assert names == ["ternary", "paper (Guo et al. 2024)", "binary (ours)"]
@@ -394,8 +453,10 @@ def test_the_legend_sits_in_its_own_band_below_the_title_and_above_the_panels():
 
 
 def test_importing_the_package_viz_and_widgets_does_not_import_ipywidgets():
-    code = ("import sys, tspike_lab, tspike_lab.viz, tspike_lab.widgets\n"
-            "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported eagerly'\n")
+    code = (
+        "import sys, tspike_lab, tspike_lab.viz, tspike_lab.widgets\n"
+        "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported eagerly'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -443,7 +504,7 @@ def test_amplitude_figure_hatches_runs_of_one_colour_and_draws_the_spread_over_s
     assert sgd.marker.color == adamw.marker.color == NEURONS["trainable_ternary"].color  # one neuron, one colour
     assert sgd.marker.pattern.shape == "" and adamw.marker.pattern.shape == "/"
     fig = viz.plot_amplitudes({"T=1": [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 2.0}]})
-    assert list(fig.data[0].y) == [2.0, 2.0] and list(fig.data[0].error_y.array) == pytest.approx([2 ** 0.5, 0.0])
+    assert list(fig.data[0].y) == [2.0, 2.0] and list(fig.data[0].error_y.array) == pytest.approx([2**0.5, 0.0])
 
 
 def test_figure2_panels_share_one_x_range_and_colour_the_membrane_by_sign():

@@ -1,4 +1,5 @@
 """widgets: every panel redraws its figure, built by viz.plot_*, whenever one of its controls changes."""
+
 import json
 
 import plotly.graph_objects as go
@@ -20,12 +21,22 @@ def _nudge(control):
     elif isinstance(control.value, bool):
         control.value = not control.value
     else:
-        control.value = control.value + control.step if control.value + control.step <= control.max \
+        control.value = (
+            control.value + control.step
+            if control.value + control.step <= control.max
             else control.value - control.step
+        )
 
 
-PANELS = ["quantization_panel", "teaser_panel", "neuron_panel", "surrogate_panel", "raster_panel", "membrane_panel",
-          "energy_panel"]
+PANELS = [
+    "quantization_panel",
+    "teaser_panel",
+    "neuron_panel",
+    "surrogate_panel",
+    "raster_panel",
+    "membrane_panel",
+    "energy_panel",
+]
 
 
 @pytest.mark.parametrize("name", PANELS)
@@ -103,10 +114,22 @@ def test_energy_panel_reprices_the_same_operations():
 
 
 def test_results_panel_filters_rows_by_dropdown():
-    base = dict(table="table2", arch="resnet19", width=None, num_steps=2, neuron="ternary", std=None, n_seeds=1,
-                profile="paper", ours=False, paper_std=0.08)
-    rows = [dict(base, dataset="cifar10", dataset_label="CIFAR-10", mean=90.0, paper=None),
-            dict(base, dataset="cifar100", dataset_label="CIFAR-100", mean=70.0, paper=80.2)]
+    base = dict(
+        table="table2",
+        arch="resnet19",
+        width=None,
+        num_steps=2,
+        neuron="ternary",
+        std=None,
+        n_seeds=1,
+        profile="paper",
+        ours=False,
+        paper_std=0.08,
+    )
+    rows = [
+        dict(base, dataset="cifar10", dataset_label="CIFAR-10", mean=90.0, paper=None),
+        dict(base, dataset="cifar100", dataset_label="CIFAR-100", mean=70.0, paper=80.2),
+    ]
     panel = widgets.results_panel(rows)
     assert set(panel.controls) == {"dataset"}  # the other keys take one value only
     assert [list(t.y) for t in panel.figure.data if t.type == "bar"] == [[90.0], [70.0]]  # one panel per data set
@@ -115,8 +138,10 @@ def test_results_panel_filters_rows_by_dropdown():
 
 
 def test_epoch_panel_shows_the_amplitudes_and_rates_of_the_chosen_epoch():
-    rows = [{"epoch": 1, "firing_rates": {"x": 0.1}, "amplitudes": {"x": 1.5}},
-            {"epoch": 2, "firing_rates": {"x": 0.2}, "amplitudes": {"x": 2.5}}]
+    rows = [
+        {"epoch": 1, "firing_rates": {"x": 0.1}, "amplitudes": {"x": 1.5}},
+        {"epoch": 2, "firing_rates": {"x": 0.2}, "amplitudes": {"x": 2.5}},
+    ]
     panel = widgets.epoch_panel({"run": rows})
     assert panel.controls["epoch"].max == 2 and list(panel.figure.data[0].y) == [1.5]
     assert "after epoch 1" in panel.figure.layout.title.text
@@ -130,10 +155,23 @@ def test_epoch_panel_shows_the_amplitudes_and_rates_of_the_chosen_epoch():
 def test_train_live_redraws_the_curves_and_returns_each_runs_history(tmp_path):
     monitor = widgets.training_panel()
     assert len(monitor.figure.data) == 0
-    configs = {name: TrainConfig(dataset="digits", arch="small", width=4, neuron=name, num_steps=1, epochs=2,
-                                 batch_size=64, max_steps_per_epoch=2, max_eval_steps=1, device="cpu",
-                                 num_workers=0, out_dir=str(tmp_path / name) if name == "ternary" else None)
-               for name in ("binary", "ternary")}
+    configs = {
+        name: TrainConfig(
+            dataset="digits",
+            arch="small",
+            width=4,
+            neuron=name,
+            num_steps=1,
+            epochs=2,
+            batch_size=64,
+            max_steps_per_epoch=2,
+            max_eval_steps=1,
+            device="cpu",
+            num_workers=0,
+            out_dir=str(tmp_path / name) if name == "ternary" else None,
+        )
+        for name in ("binary", "ternary")
+    }
     histories = widgets.train_live(configs, monitor, poll_s=0.05)
     assert list(histories) == ["binary", "ternary"]
     assert all(len(h) == 2 for h in histories.values())
@@ -145,8 +183,7 @@ def test_train_live_redraws_the_curves_and_returns_each_runs_history(tmp_path):
 
 
 def test_train_live_reraises_what_train_raised():
-    bad = TrainConfig(dataset="digits", arch="small", width=4, epochs=1, batch_size=4096, device="cpu",
-                      num_workers=0)
+    bad = TrainConfig(dataset="digits", arch="small", width=4, epochs=1, batch_size=4096, device="cpu", num_workers=0)
     with pytest.raises(ValueError, match="batch_size"):
         widgets.train_live({"bad": bad}, widgets.training_panel())
 
@@ -157,8 +194,10 @@ def test_raster_panel_draws_the_chosen_layer_images_and_channel_of_each_recordin
     panel.controls["layer"].value = "layers.1.lif1"  # [T, B, 8, 4, 4]
     panel.controls["image"].value = 5
     panel.controls["channel"].value = 2
-    expected = viz.plot_raster({k: rec["layers.1.lif1"]["spikes"][:, 5:8, 2] for k in ("before", "after")},
-                               sample_labels=["image 5", "image 6", "image 7"])
+    expected = viz.plot_raster(
+        {k: rec["layers.1.lif1"]["spikes"][:, 5:8, 2] for k in ("before", "after")},
+        sample_labels=["image 5", "image 6", "image 7"],
+    )
     assert [(list(t.x), list(t.y)) for t in panel.figure.data] == [(list(t.x), list(t.y)) for t in expected.data]
     assert "layers.1.lif1, channel 2, test images 5-7" in panel.figure.layout.title.text
     assert widgets.raster_panel(rec).controls["image"].max == 16 - 4  # one recording, four images

@@ -1,4 +1,5 @@
 """``python -m tspike_lab train ...``: the ``tspike`` command line."""
+
 import sys
 
 from .cli import main

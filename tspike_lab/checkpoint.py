@@ -11,6 +11,7 @@ optimizer that will take them (:func:`check_resumable`). Only regular files are 
 appended to: a FIFO or device named ``checkpoint.pt`` or ``metrics.jsonl`` is refused, never
 waited on.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,18 @@ from .config import RESUME_FREE, TrainConfig
 from .errors import CheckpointError, ConfigError, RunFolderError
 from .results import atomic_write, file_kind, lock_folder, open_regular, write_text_atomic
 
-__all__ = ["CHECKPOINT", "METRICS", "CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "check_checkpoint",
-           "check_resumable", "check_model_state", "rng_state", "set_rng_state"]
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "CHECKPOINT_FORMAT",
+    "RunDir",
+    "load_checkpoint",
+    "check_checkpoint",
+    "check_resumable",
+    "check_model_state",
+    "rng_state",
+    "set_rng_state",
+]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -46,8 +57,13 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
         "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
     }
 
 
@@ -58,8 +74,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                         npy["has_gauss"], npy["cached"]))
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
+    )
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -127,9 +144,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         with f:
             ckpt = torch.load(f, weights_only=True, map_location=map_location)
     except Exception as exc:  # torch raises RuntimeError, EOFError, OSError or UnpicklingError for a bad file
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it is empty, truncated "
-                              f"or not a tspike_lab checkpoint: delete it to start the run afresh") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it is empty, truncated "
+            f"or not a tspike_lab checkpoint: delete it to start the run afresh"
+        ) from None
     check_checkpoint(ckpt, path)
     return ckpt
 
@@ -140,8 +159,10 @@ _NP_KEYS_LEN = 624
 
 
 def _bad(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"checkpoint {str(path)!r} is damaged or not a tspike_lab training checkpoint: {what}; "
-                           f"delete it to start the run afresh, or choose a new out_dir")
+    return CheckpointError(
+        f"checkpoint {str(path)!r} is damaged or not a tspike_lab training checkpoint: {what}; "
+        f"delete it to start the run afresh, or choose a new out_dir"
+    )
 
 
 def _is_int(v: Any) -> bool:
@@ -169,24 +190,39 @@ def _check_rng(rng: Any, path: Path) -> None:
     if not (isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and tuple(t.shape) == (size,)):
         raise _bad(path, f"rng['torch'] must be a uint8 tensor of {size} bytes, got {_kind(t)}")
     cuda = rng["cuda"]
-    if not isinstance(cuda, list) or not all(isinstance(c, torch.Tensor) and c.dtype == torch.uint8 and c.dim() == 1
-                                             for c in cuda):
+    if not isinstance(cuda, list) or not all(
+        isinstance(c, torch.Tensor) and c.dtype == torch.uint8 and c.dim() == 1 for c in cuda
+    ):
         raise _bad(path, f"rng['cuda'] must be a list of uint8 tensors, got {_kind(cuda)}")
     py = rng["python"]
-    if not (isinstance(py, dict) and _is_int(py.get("version")) and py.get("version") == 3
-            and _int_tensor(py.get("state"), _PY_STATE_LEN, 0, 2**32 - 1)
-            and int(py["state"][-1]) <= _NP_KEYS_LEN
-            and (py.get("gauss") is None or isinstance(py.get("gauss"), float))):
-        raise _bad(path, "rng['python'] must hold version 3, a state of 625 int64 words in [0, 2**32) and gauss "
-                         "None or a float")
+    if not (
+        isinstance(py, dict)
+        and _is_int(py.get("version"))
+        and py.get("version") == 3
+        and _int_tensor(py.get("state"), _PY_STATE_LEN, 0, 2**32 - 1)
+        and int(py["state"][-1]) <= _NP_KEYS_LEN
+        and (py.get("gauss") is None or isinstance(py.get("gauss"), float))
+    ):
+        raise _bad(
+            path,
+            "rng['python'] must hold version 3, a state of 625 int64 words in [0, 2**32) and gauss None or a float",
+        )
     npy = rng["numpy"]
-    if not (isinstance(npy, dict) and npy.get("kind") == "MT19937"
-            and _int_tensor(npy.get("keys"), _NP_KEYS_LEN, 0, 2**32 - 1)
-            and _is_int(npy.get("pos")) and 0 <= npy["pos"] <= _NP_KEYS_LEN
-            and npy.get("has_gauss") in (0, 1) and _is_int(npy.get("has_gauss"))
-            and isinstance(npy.get("cached"), float)):
-        raise _bad(path, "rng['numpy'] must hold kind 'MT19937', 624 int64 keys in [0, 2**32), pos in [0, 624], "
-                         "has_gauss 0 or 1 and cached a float")
+    if not (
+        isinstance(npy, dict)
+        and npy.get("kind") == "MT19937"
+        and _int_tensor(npy.get("keys"), _NP_KEYS_LEN, 0, 2**32 - 1)
+        and _is_int(npy.get("pos"))
+        and 0 <= npy["pos"] <= _NP_KEYS_LEN
+        and npy.get("has_gauss") in (0, 1)
+        and _is_int(npy.get("has_gauss"))
+        and isinstance(npy.get("cached"), float)
+    ):
+        raise _bad(
+            path,
+            "rng['numpy'] must hold kind 'MT19937', 624 int64 keys in [0, 2**32), pos in [0, 624], "
+            "has_gauss 0 or 1 and cached a float",
+        )
 
 
 def _check_history(history: Any, epoch: int, path: Path) -> None:
@@ -202,8 +238,7 @@ def _check_history(history: Any, epoch: int, path: Path) -> None:
         try:
             json.dumps(_json_row(row), allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise _bad(path, f"history[{i}] holds a value that is not a number, string, list or dict ({exc})") \
-                from None
+            raise _bad(path, f"history[{i}] holds a value that is not a number, string, list or dict ({exc})") from None
 
 
 def check_checkpoint(ckpt: Any, path: str | os.PathLike = CHECKPOINT) -> dict[str, Any]:
@@ -230,18 +265,32 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike = CHECKPOINT) -> dict[st
     if not _is_int(epoch) or epoch < 1:
         raise _bad(path, f"epoch must be an int >= 1, got {_kind(epoch)}")
     model = ckpt["model"]
-    if not isinstance(model, dict) or not model or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                           for k, v in model.items()):
+    if (
+        not isinstance(model, dict)
+        or not model
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items())
+    ):
         raise _bad(path, f"model must be a non-empty dict of named tensors, got {_kind(model)}")
     opt = ckpt["optimizer"]
     groups = opt.get("param_groups") if isinstance(opt, dict) else None
-    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(groups, list)
-            and all(isinstance(g, dict) and isinstance(g.get("params"), list)
-                    and all(_is_int(i) for i in g["params"]) for g in groups)
-            and all(_is_int(k) and isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())
-                    for k, v in opt["state"].items())):
-        raise _bad(path, "optimizer must be an optimizer state dict (state: index -> tensors, param_groups: "
-                         "dicts listing parameter indices)")
+    if not (
+        isinstance(opt, dict)
+        and isinstance(opt.get("state"), dict)
+        and isinstance(groups, list)
+        and all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) and all(_is_int(i) for i in g["params"])
+            for g in groups
+        )
+        and all(
+            _is_int(k) and isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values())
+            for k, v in opt["state"].items()
+        )
+    ):
+        raise _bad(
+            path,
+            "optimizer must be an optimizer state dict (state: index -> tensors, param_groups: "
+            "dicts listing parameter indices)",
+        )
     sched = ckpt["scheduler"]
     fields = ("step", "steps_per_epoch", "total_steps", "warmup_steps")
     if not (isinstance(sched, dict) and all(_is_int(sched.get(k)) and sched[k] >= 0 for k in fields)):
@@ -259,10 +308,15 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike = CHECKPOINT) -> dict[st
         raise _bad(path, f"epoch {epoch} is beyond its config's epochs={saved.epochs}")
     scaler = ckpt.get("scaler")  # a GradScaler's state (float16 autocast on CUDA), absent otherwise
     if scaler is not None and not (
-            isinstance(scaler, dict) and all(isinstance(k, str) for k in scaler)
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scaler.values())
-            and isinstance(scaler.get("scale"), (int, float)) and scaler["scale"] > 0):
-        raise _bad(path, f"scaler must be a GradScaler state dict of finite numbers with a scale > 0, got {_kind(scaler)}")
+        isinstance(scaler, dict)
+        and all(isinstance(k, str) for k in scaler)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scaler.values())
+        and isinstance(scaler.get("scale"), (int, float))
+        and scaler["scale"] > 0
+    ):
+        raise _bad(
+            path, f"scaler must be a GradScaler state dict of finite numbers with a scale > 0, got {_kind(scaler)}"
+        )
     fp = ckpt.get("data_fingerprint")
     if fp is not None and not (isinstance(fp, str) and 0 < len(fp) <= 128):
         raise _bad(path, f"data_fingerprint must be None or a short string, got {_kind(fp)}")
@@ -275,23 +329,37 @@ def check_model_state(state: dict[str, torch.Tensor], model: nn.Module, path: st
     want = model.state_dict()
     missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     if missing or extra:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not hold this run's model: "
-                              + "; ".join(x for x in (f"missing {missing[:3]}" if missing else "",
-                                                      f"unexpected {extra[:3]}" if extra else "") if x)
-                              + "; delete it or choose a new out_dir")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not hold this run's model: "
+            + "; ".join(
+                x
+                for x in (f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "")
+                if x
+            )
+            + "; delete it or choose a new out_dir"
+        )
     for name, ref in want.items():
         t = state[name]
         if tuple(t.shape) != tuple(ref.shape) or t.dtype != ref.dtype:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not hold this run's model: model[{name!r}] is "
-                                  f"{t.dtype} {tuple(t.shape)}, the model's is {ref.dtype} {tuple(ref.shape)}; "
-                                  f"delete it or choose a new out_dir")
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not hold this run's model: model[{name!r}] is "
+                f"{t.dtype} {tuple(t.shape)}, the model's is {ref.dtype} {tuple(ref.shape)}; "
+                f"delete it or choose a new out_dir"
+            )
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"checkpoint {str(path)!r} holds non-finite values in model[{name!r}]; delete it "
-                                  f"or choose a new out_dir")
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds non-finite values in model[{name!r}]; delete it "
+                f"or choose a new out_dir"
+            )
 
 
-def check_resumable(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                    schedule: dict[str, int], path: str | os.PathLike) -> None:
+def check_resumable(
+    ckpt: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: dict[str, int],
+    path: str | os.PathLike,
+) -> None:
     """Check a loaded checkpoint against the run that will take it, before anything is restored.
 
     The model's tensors (names, shapes, dtypes, finite), the optimizer's parameter groups and
@@ -308,41 +376,56 @@ def check_resumable(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.opt
     sizes = [len(g["params"]) for g in ours["param_groups"]]
     saved_sizes = [len(g["params"]) for g in saved["param_groups"]]
     if sizes != saved_sizes:
-        raise CheckpointError(f"checkpoint {str(path)!r} holds an optimizer for parameter groups of sizes "
-                              f"{saved_sizes}, this run's are {sizes}; delete it or choose a new out_dir")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds an optimizer for parameter groups of sizes "
+            f"{saved_sizes}, this run's are {sizes}; delete it or choose a new out_dir"
+        )
     params = [p for g in optimizer.param_groups for p in g["params"]]
     index = [i for g in saved["param_groups"] for i in g["params"]]
     if sorted(index) != list(range(len(params))):
-        raise CheckpointError(f"checkpoint {str(path)!r} numbers its optimizer's parameters {sorted(index)[:5]}..., "
-                              f"expected 0..{len(params) - 1}; delete it or choose a new out_dir")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} numbers its optimizer's parameters {sorted(index)[:5]}..., "
+            f"expected 0..{len(params) - 1}; delete it or choose a new out_dir"
+        )
     position = {i: k for k, i in enumerate(index)}
     for i, state in saved["state"].items():
         if i not in position:
-            raise CheckpointError(f"checkpoint {str(path)!r} holds optimizer state for parameter {i}, which does not "
-                                  f"exist; delete it or choose a new out_dir")
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds optimizer state for parameter {i}, which does not "
+                f"exist; delete it or choose a new out_dir"
+            )
         p = params[position[i]]
         for key, t in state.items():
             if t.dim() and (tuple(t.shape) != tuple(p.shape) or not t.is_floating_point()):
-                raise CheckpointError(f"checkpoint {str(path)!r} holds optimizer state {key!r} of parameter {i} as "
-                                      f"{t.dtype} {tuple(t.shape)}, the parameter is {tuple(p.shape)}; delete it "
-                                      f"or choose a new out_dir")
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} holds optimizer state {key!r} of parameter {i} as "
+                    f"{t.dtype} {tuple(t.shape)}, the parameter is {tuple(p.shape)}; delete it "
+                    f"or choose a new out_dir"
+                )
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise CheckpointError(f"checkpoint {str(path)!r} holds non-finite optimizer state {key!r} of "
-                                      f"parameter {i}; delete it or choose a new out_dir")
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} holds non-finite optimizer state {key!r} of "
+                    f"parameter {i}; delete it or choose a new out_dir"
+                )
     sched, epoch = ckpt["scheduler"], ckpt["epoch"]
     want = {k: schedule[k] for k in ("steps_per_epoch", "total_steps", "warmup_steps")}
     want["step"] = epoch * schedule["steps_per_epoch"]
     differ = [f"{k} {sched.get(k)!r} (this run: {v})" for k, v in want.items() if sched.get(k) != v]
     if differ:
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a schedule this run does not follow after epoch "
-                              f"{epoch}: {', '.join(differ)}; delete it or choose a new out_dir")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a schedule this run does not follow after epoch "
+            f"{epoch}: {', '.join(differ)}; delete it or choose a new out_dir"
+        )
 
 
 def _config_diff(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     now = config.to_dict()
     keys = (set(saved) | set(now)) - set(RESUME_FREE)
-    return [f"{k}: checkpoint {saved.get(k, '<missing>')!r} != config {now.get(k, '<missing>')!r}"
-            for k in sorted(keys) if saved.get(k, "<missing>") != now.get(k, "<missing>")]
+    return [
+        f"{k}: checkpoint {saved.get(k, '<missing>')!r} != config {now.get(k, '<missing>')!r}"
+        for k in sorted(keys)
+        if saved.get(k, "<missing>") != now.get(k, "<missing>")
+    ]
 
 
 class RunDir:
@@ -365,16 +448,19 @@ class RunDir:
         if self.path is None or not self.main:
             return
         if self.path.exists() and not self.path.is_dir():
-            raise RunFolderError(f"out_dir {str(self.path)!r} is a file, not a folder; give a folder path "
-                                 f"(it is created if missing)")
+            raise RunFolderError(
+                f"out_dir {str(self.path)!r} is a file, not a folder; give a folder path (it is created if missing)"
+            )
         for name in (CHECKPOINT, METRICS, ".lock"):
             try:
                 mode = os.lstat(self.path / name).st_mode
             except OSError:
                 continue
             if not stat.S_ISREG(mode):
-                raise RunFolderError(f"{str(self.path / name)!r} is a {file_kind(mode)}, not a regular file; a run "
-                                     f"folder holds only files it wrote: remove it or choose a new out_dir")
+                raise RunFolderError(
+                    f"{str(self.path / name)!r} is a {file_kind(mode)}, not a regular file; a run "
+                    f"folder holds only files it wrote: remove it or choose a new out_dir"
+                )
         try:
             self._created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
@@ -446,11 +532,12 @@ class RunDir:
     def rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
         """metrics.jsonl = the checkpoint's history (drops a line of an epoch never checkpointed)."""
         if self.path is not None and self.main:
-            write_text_atomic(self.metrics, "".join(json.dumps(_json_row(row), allow_nan=False) + "\n"
-                                                    for row in history))
+            write_text_atomic(
+                self.metrics, "".join(json.dumps(_json_row(row), allow_nan=False) + "\n" for row in history)
+            )
 
     def save(self, state: dict[str, Any], row: dict[str, Any]) -> None:
-        """Write the epoch's checkpoint, then its metrics line; a failed write (a full disk) leaves the last ones whole."""
+        """Write the checkpoint, then its metrics line; a failed write (full disk) keeps the last ones whole."""
         if self.path is None or not self.main:
             return
         epoch = state.get("epoch")

@@ -17,6 +17,7 @@ prints its message naming the option. Every error a user can cause
 diverged); Ctrl-C ends in one line and exit status 130; the run folder keeps its last
 checkpoint, and the same command resumes it (:mod:`tspike_lab.frontend`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,9 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .checkpoint import CHECKPOINT
 from .config import CHOICES, TrainConfig
@@ -65,8 +67,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         base = args[0] if optional else hint
         flag = "--" + f.name.replace("_", "-")
         # SUPPRESS: an option not given leaves no value, so --config's value (or the field's default) stands
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name,
-                              "help": option_help(f).replace("%", "%%")}
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "help": option_help(f).replace("%", "%%")}
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
@@ -81,12 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("tspike", "Ternary-spike SNNs (Guo et al., AAAI 2024)")
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train a spiking network; prints the final metrics as JSON")
-    tr.add_argument("--config", metavar="FILE", default=None,
-                    help="a JSON object of TrainConfig fields (TrainConfig.to_dict()); options given as well "
-                         "override it")
+    tr.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="a JSON object of TrainConfig fields (TrainConfig.to_dict()); options given as well override it",
+    )
     _add_config_options(tr)
-    tr.add_argument("--new-run-in", metavar="DIR", default=None,
-                    help="create a new, unique run folder under DIR (tspike_lab.results.new_run_dir) as out_dir")
+    tr.add_argument(
+        "--new-run-in",
+        metavar="DIR",
+        default=None,
+        help="create a new, unique run folder under DIR (tspike_lab.results.new_run_dir) as out_dir",
+    )
     tr.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub.add_parser("env", help="print the environment (versions, hardware, git commit) as JSON")
     return parser
@@ -96,14 +104,26 @@ def _config_file(path: str) -> dict[str, Any]:
     try:
         obj = json.loads(read_regular(path, max_bytes=_CONFIG_FILE_BYTES))
     except (OSError, SpecialFileError) as exc:
-        raise ConfigError(f"--config {path!r} cannot be read: {getattr(exc, 'strerror', None) or exc}",
-                          field="config", value=path, allowed="a readable JSON file") from None
+        raise ConfigError(
+            f"--config {path!r} cannot be read: {getattr(exc, 'strerror', None) or exc}",
+            field="config",
+            value=path,
+            allowed="a readable JSON file",
+        ) from None
     except ValueError as exc:
-        raise ConfigError(f"--config {path!r} is not JSON ({exc})", field="config", value=path,
-                          allowed="a JSON object of TrainConfig fields") from None
+        raise ConfigError(
+            f"--config {path!r} is not JSON ({exc})",
+            field="config",
+            value=path,
+            allowed="a JSON object of TrainConfig fields",
+        ) from None
     if not isinstance(obj, dict):
-        raise ConfigError(f"--config {path!r} holds {type(obj).__name__}, not a JSON object of TrainConfig fields",
-                          field="config", value=path, allowed="a JSON object of TrainConfig fields")
+        raise ConfigError(
+            f"--config {path!r} holds {type(obj).__name__}, not a JSON object of TrainConfig fields",
+            field="config",
+            value=path,
+            allowed="a JSON object of TrainConfig fields",
+        )
     return obj
 
 
@@ -159,11 +179,14 @@ def _train_command(ns: argparse.Namespace) -> int:
             if config.out_dir is not None:
                 raise ConfigError("give --out-dir or --new-run-in, not both")
             if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
-                raise ConfigError("--new-run-in cannot be used under torchrun (each process would make a folder); "
-                                  "use --out-dir")
+                raise ConfigError(
+                    "--new-run-in cannot be used under torchrun (each process would make a folder); use --out-dir"
+                )
             if os.path.exists(ns.new_run_in) and not os.path.isdir(ns.new_run_in):
-                raise ConfigError(f"--new-run-in {ns.new_run_in!r} is a file, not a folder; give the folder to "
-                                  f"create the run folder in (it is created if missing)")
+                raise ConfigError(
+                    f"--new-run-in {ns.new_run_in!r} is a file, not a folder; give the folder to "
+                    f"create the run folder in (it is created if missing)"
+                )
             made = new_run_dir(ns.new_run_in, f"{config.dataset}-{config.arch}-{config.neuron}")
             config = dataclasses.replace(config, out_dir=str(made))
         history = train(config)
@@ -174,8 +197,9 @@ def _train_command(ns: argparse.Namespace) -> int:
             print(json.dumps(json_safe(final), indent=2))
         return 0
 
-    code = run_guarded("tspike train", work, explain=lambda e: _message(e, config),
-                       interrupted=lambda: _interrupted(config))
+    code = run_guarded(
+        "tspike train", work, explain=lambda e: _message(e, config), interrupted=lambda: _interrupted(config)
+    )
     if code != 0:
         _remove_if_empty(made)
     return code

@@ -13,15 +13,17 @@ Each field's meaning is its ``metadata["help"]``, the one text the command line
 (``tspike train --help``), the reproduction pipeline and :meth:`TrainConfig.describe` show.
 A changed config is a new one: ``dataclasses.replace(config, out_dir=...)``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,8 +34,17 @@ from .errors import ConfigError, ResourceError
 from .models import ARCHS, INITS, NEURONS, SpikingNet, build_model
 from .models.layers import AMPLITUDES, MultiStepLIF
 
-__all__ = ["TrainConfig", "CHOICES", "OPTIMIZERS", "SCHEDULES", "LOSSES", "AMP_DTYPES", "RESUME_FREE",
-           "estimate_memory", "check_memory"]
+__all__ = [
+    "TrainConfig",
+    "CHOICES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "LOSSES",
+    "AMP_DTYPES",
+    "RESUME_FREE",
+    "estimate_memory",
+    "check_memory",
+]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "cosine_epoch", "constant")
@@ -62,17 +73,24 @@ class TrainConfig:
 
     # data and model
     dataset: str = _field("digits", "data set (tspike_lab.data.DATASETS)")
-    data_dir: str | None = _field(None, "its folder or archive (None: $TSPIKE_DATA or ~/.cache/tspike_lab; "
-                                        "the embedded digits take none)")
+    data_dir: str | None = _field(
+        None, "its folder or archive (None: $TSPIKE_DATA or ~/.cache/tspike_lab; the embedded digits take none)"
+    )
     arch: str = _field("small", "network (tspike_lab.models.ARCHS)")
     neuron: str = _field("trainable_ternary", "spiking neuron (tspike_lab.models.NEURONS)")
     num_steps: int = _field(2, "time steps T (for cifar10-dvs also the number of event frames)")
     width: int | None = _field(None, "channels of arch 'small' (None: its default; other archs take None)")
     amplitude: str = _field("layer", "one trainable amplitude a per 'layer' (Eq. 13-14) or per 'channel'")
-    step_bn: bool = _field(False, "BatchNorms outside residual blocks (stems, every VGG BN) normalise each time "
-                                  "step, as the released SpikeConv (False: over T*B)")
-    init: str = _field("torch", "initial weights: PyTorch's defaults ('torch') or the released code's "
-                                "('released', tspike_lab.models.released_init)")
+    step_bn: bool = _field(
+        False,
+        "BatchNorms outside residual blocks (stems, every VGG BN) normalise each time "
+        "step, as the released SpikeConv (False: over T*B)",
+    )
+    init: str = _field(
+        "torch",
+        "initial weights: PyTorch's defaults ('torch') or the released code's "
+        "('released', tspike_lab.models.released_init)",
+    )
 
     # optimization
     epochs: int = _field(10, "training epochs")
@@ -80,22 +98,30 @@ class TrainConfig:
     optimizer: str = _field("sgd", "optimizer (adamw: torch defaults, momentum unused)")
     lr: float = _field(0.1, "peak learning rate")
     momentum: float = _field(0.9, "SGD momentum")
-    weight_decay: float = _field(1e-4, "on conv/linear weights only (BatchNorm, biases and amplitudes a are "
-                                       "exempt, as the paper's code)")
+    weight_decay: float = _field(
+        1e-4, "on conv/linear weights only (BatchNorm, biases and amplitudes a are exempt, as the paper's code)"
+    )
     warmup_epochs: int = _field(0, "linear warm-up epochs")
-    schedule: str = _field("cosine", "learning-rate schedule: 'cosine' (per step to 0), 'cosine_epoch' (constant "
-                                     "within an epoch, as the released CosineAnnealingLR(T_max=epochs)) or "
-                                     "'constant'")
+    schedule: str = _field(
+        "cosine",
+        "learning-rate schedule: 'cosine' (per step to 0), 'cosine_epoch' (constant "
+        "within an epoch, as the released CosineAnnealingLR(T_max=epochs)) or "
+        "'constant'",
+    )
     label_smoothing: float = _field(0.0, "cross-entropy label smoothing")
-    loss: str = _field("ce", "'ce': cross-entropy on T-averaged logits (the paper); 'tet': Deng et al. 2022, "
-                             "(1 - tet_lambda) * mean_t CE(logits_t, y) + tet_lambda * MSE(logits_t, tet_phi)")
+    loss: str = _field(
+        "ce",
+        "'ce': cross-entropy on T-averaged logits (the paper); 'tet': Deng et al. 2022, "
+        "(1 - tet_lambda) * mean_t CE(logits_t, y) + tet_lambda * MSE(logits_t, tet_phi)",
+    )
     tet_lambda: float = _field(0.0, "weight of TET's MSE regularizer (0 unless loss='tet')")
     tet_phi: float = _field(1.0, "target of TET's MSE regularizer")
     grad_clip: float | None = _field(None, "largest global gradient norm (None: no clipping)")
 
     # augmentation, training only
-    augment: bool = _field(True, "training augmentation (False: none at all; the five fields below override the "
-                                 "data set's recipe)")
+    augment: bool = _field(
+        True, "training augmentation (False: none at all; the five fields below override the data set's recipe)"
+    )
     crop_padding: int | None = _field(None, f"random-crop padding in pixels ({_RECIPE})")
     flip: bool | None = _field(None, f"random horizontal flip ({_RECIPE})")
     autoaugment: bool | None = _field(None, f"AutoAugment's CIFAR10 policy ({_RECIPE})")
@@ -104,29 +130,37 @@ class TrainConfig:
 
     # hardware
     amp: bool = _field(True, "autocast on CUDA in amp_dtype")
-    amp_dtype: str = _field("bfloat16", "autocast dtype on CUDA ('float16' with a GradScaler, as the released "
-                                        "ImageNet script)")
-    cpu_amp: bool = _field(False, "bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16 or AMX); it "
-                                  "changes float32 results")
-    channels_last: bool = _field(True, "channels-last memory format for image input (faster convolutions on "
-                                       "CUDA and CPU)")
-    device: str = _field("auto", "'auto' (cuda:LOCAL_RANK where CUDA is present, else cpu), 'cpu', 'cuda' or "
-                                 "'cuda:N'")
+    amp_dtype: str = _field(
+        "bfloat16", "autocast dtype on CUDA ('float16' with a GradScaler, as the released ImageNet script)"
+    )
+    cpu_amp: bool = _field(
+        False, "bfloat16 autocast on a CPU with native bfloat16 (AVX512-BF16 or AMX); it changes float32 results"
+    )
+    channels_last: bool = _field(
+        True, "channels-last memory format for image input (faster convolutions on CUDA and CPU)"
+    )
+    device: str = _field("auto", "'auto' (cuda:LOCAL_RANK where CUDA is present, else cpu), 'cpu', 'cuda' or 'cuda:N'")
     sync_bn: bool = _field(False, "SyncBatchNorm when distributed on GPUs (torchrun; a no-op in one process)")
     num_workers: int = _field(4, "DataLoader workers (file-based data only)")
 
     # bookkeeping
     seed: int = _field(0, "seed of the initial weights, the data order and the augmentation")
-    out_dir: str | None = _field(None, "run folder (metrics.jsonl, checkpoint.pt), resumed if it holds a "
-                                       "checkpoint (None: no files)")
+    out_dir: str | None = _field(
+        None, "run folder (metrics.jsonl, checkpoint.pt), resumed if it holds a checkpoint (None: no files)"
+    )
     resume: bool = _field(True, "continue from out_dir's checkpoint")
-    assume_same_data: bool = _field(False, "resume a checkpoint that records no data fingerprint (written before "
-                                           "tspike_lab recorded one) on data_dir's data, which you vouch is the "
-                                           "data it was trained on (otherwise such a resume is refused)")
-    max_steps_per_epoch: int | None = _field(None, "truncate each epoch to this many steps (smoke tests; None: "
-                                                   "the whole split)")
-    max_eval_steps: int | None = _field(None, "truncate each test pass to this many batches (smoke tests; "
-                                              "None: the whole split)")
+    assume_same_data: bool = _field(
+        False,
+        "resume a checkpoint that records no data fingerprint (written before "
+        "tspike_lab recorded one) on data_dir's data, which you vouch is the "
+        "data it was trained on (otherwise such a resume is refused)",
+    )
+    max_steps_per_epoch: int | None = _field(
+        None, "truncate each epoch to this many steps (smoke tests; None: the whole split)"
+    )
+    max_eval_steps: int | None = _field(
+        None, "truncate each test pass to this many batches (smoke tests; None: the whole split)"
+    )
     eval_every: int = _field(1, "test every k epochs (and after the last)")
     progress: bool = _field(True, "tqdm progress bar")
 
@@ -142,7 +176,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """The config ``d`` describes; fields it lacks take their defaults (a checkpoint older than them)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -166,23 +200,33 @@ class TrainConfig:
         ``num_steps`` overrides T (None: the config's).
         """
         extra = {"width": self.width} if self.width is not None else {}
-        return build_model(self.arch, neuron=self.neuron, num_classes=num_classes,
-                           num_steps=self.num_steps if num_steps is None else num_steps, in_channels=in_channels,
-                           amplitude=self.amplitude, step_bn=self.step_bn, init=self.init, **extra)
+        return build_model(
+            self.arch,
+            neuron=self.neuron,
+            num_classes=num_classes,
+            num_steps=self.num_steps if num_steps is None else num_steps,
+            in_channels=in_channels,
+            amplitude=self.amplitude,
+            step_bn=self.step_bn,
+            init=self.init,
+            **extra,
+        )
 
 
 # The registry behind every choice field: the check refuses what is not in it, the CLI lists it.
-CHOICES: Mapping[str, Mapping | tuple] = MappingProxyType({
-    "dataset": DATASETS,
-    "arch": ARCHS,
-    "neuron": NEURONS,
-    "amplitude": AMPLITUDES,
-    "optimizer": OPTIMIZERS,
-    "schedule": SCHEDULES,
-    "loss": LOSSES,
-    "init": INITS,
-    "amp_dtype": AMP_DTYPES,
-})
+CHOICES: Mapping[str, Mapping | tuple] = MappingProxyType(
+    {
+        "dataset": DATASETS,
+        "arch": ARCHS,
+        "neuron": NEURONS,
+        "amplitude": AMPLITUDES,
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "loss": LOSSES,
+        "init": INITS,
+        "amp_dtype": AMP_DTYPES,
+    }
+)
 
 TrainConfig.__doc__ += "\n    Fields:\n" + textwrap.indent(TrainConfig.describe(), " " * 8) + "\n"
 
@@ -230,8 +274,11 @@ def _check_ranges(c: TrainConfig) -> None:
         ("label_smoothing", _is_real(c.label_smoothing) and 0 <= c.label_smoothing < 1, "a number in [0, 1)"),
         ("tet_lambda", _is_real(c.tet_lambda) and 0 <= c.tet_lambda <= 1, "a number in [0, 1]"),
         ("tet_phi", _is_real(c.tet_phi), "a finite number"),
-        ("grad_clip", c.grad_clip is None or (_is_real(c.grad_clip) and c.grad_clip > 0),
-         "None or a finite number > 0"),
+        (
+            "grad_clip",
+            c.grad_clip is None or (_is_real(c.grad_clip) and c.grad_clip > 0),
+            "None or a finite number > 0",
+        ),
     ):
         if not ok:
             _fail(name, getattr(c, name), allowed)
@@ -245,8 +292,17 @@ def _check_ranges(c: TrainConfig) -> None:
         value = getattr(c, name)
         if value is not None and not isinstance(value, bool):
             _fail(name, value, "None (the data set's recipe), True or False")
-    for name in ("augment", "step_bn", "amp", "cpu_amp", "channels_last", "sync_bn", "resume", "assume_same_data",
-                 "progress"):
+    for name in (
+        "augment",
+        "step_bn",
+        "amp",
+        "cpu_amp",
+        "channels_last",
+        "sync_bn",
+        "resume",
+        "assume_same_data",
+        "progress",
+    ):
         if not isinstance(getattr(c, name), bool):
             _fail(name, getattr(c, name), "True or False")
 
@@ -275,12 +331,15 @@ def _check_pairing(c: TrainConfig) -> None:
     side = min(size) if size else None
     need = ARCHS[c.arch].min_size
     if side is not None and side < need:
-        _fail("arch", c.arch, f"a network that takes {side}x{side} images ({c.dataset!r}); {c.arch!r} needs "
-                              f"at least {need}x{need}")
+        _fail(
+            "arch",
+            c.arch,
+            f"a network that takes {side}x{side} images ({c.dataset!r}); {c.arch!r} needs at least {need}x{need}",
+        )
 
 
 def _check(c: TrainConfig) -> None:
-    """Every intrinsic rule of a TrainConfig (no data, no device, no environment): ConfigError at the first broken one."""
+    """Every intrinsic rule of a TrainConfig (no data, device or environment): ConfigError at the first broken one."""
     _check_choices(c)
     _check_ranges(c)
     _check_paths_and_device(c)
@@ -290,9 +349,16 @@ def _check(c: TrainConfig) -> None:
 # --------------------------------------------------------------------------- will it fit
 
 
-def estimate_memory(config: TrainConfig, *, in_channels: int, image_size: tuple[int, int], num_classes: int,
-                    is_sequence: bool = False, half: bool = False) -> dict[str, int]:
-    """A lower bound of the bytes one training step of ``config`` holds: weights, gradients, optimizer state, activations.
+def estimate_memory(
+    config: TrainConfig,
+    *,
+    in_channels: int,
+    image_size: tuple[int, int],
+    num_classes: int,
+    is_sequence: bool = False,
+    half: bool = False,
+) -> dict[str, int]:
+    """A lower bound of the bytes a training step of ``config`` holds: weights, gradients, optimizer state, activations.
 
     The network is built on the ``meta`` device (no memory) and run forward on a meta batch of
     ``batch_size``; activations are what backward must keep at the least: the output of every
@@ -312,13 +378,16 @@ def estimate_memory(config: TrainConfig, *, in_channels: int, image_size: tuple[
         params = sum(p.numel() for p in model.parameters())
         total = [0]
 
-        def hook(module, inputs, output):
+        def hook(module, inputs, output, total=total):
             if isinstance(output, torch.Tensor):
                 total[0] += output.numel() * (2 if half and output.is_floating_point() else output.element_size())
 
         handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kept)]
-        shape = (t, config.batch_size, in_channels, *image_size) if is_sequence else \
-            (config.batch_size, in_channels, *image_size)
+        shape = (
+            (t, config.batch_size, in_channels, *image_size)
+            if is_sequence
+            else (config.batch_size, in_channels, *image_size)
+        )
         with torch.no_grad():
             model(torch.empty(shape, device="meta"))
         for h in handles:
@@ -338,8 +407,15 @@ def _size(n: float) -> str:
     return f"{n:.1f} EiB"  # pragma: no cover
 
 
-def check_memory(config: TrainConfig, device: torch.device, *, in_channels: int, image_size: tuple[int, int],
-                 num_classes: int, is_sequence: bool = False) -> dict[str, int]:
+def check_memory(
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    in_channels: int,
+    image_size: tuple[int, int],
+    num_classes: int,
+    is_sequence: bool = False,
+) -> dict[str, int]:
     """Raise ResourceError when :func:`estimate_memory` (a lower bound) exceeds
     :func:`tspike_lab.hardware.available_memory`.
 
@@ -347,8 +423,14 @@ def check_memory(config: TrainConfig, device: torch.device, *, in_channels: int,
     line instead of failing in the allocator. Returns the estimate.
     """
     half = (config.amp and device.type == "cuda") or (config.cpu_amp and device.type == "cpu")
-    est = estimate_memory(config, in_channels=in_channels, image_size=image_size, num_classes=num_classes,
-                          is_sequence=is_sequence, half=half)
+    est = estimate_memory(
+        config,
+        in_channels=in_channels,
+        image_size=image_size,
+        num_classes=num_classes,
+        is_sequence=is_sequence,
+        half=half,
+    )
     free = hardware.available_memory(device)
     if free is not None and est["total"] > free[0]:
         width = f"width={config.width}, " if config.width is not None else ""
@@ -356,5 +438,6 @@ def check_memory(config: TrainConfig, device: torch.device, *, in_channels: int,
             f"TrainConfig {width}batch_size={config.batch_size}, num_steps={config.num_steps} "
             f"(arch {config.arch!r}) needs at least {_size(est['total'])} on {device} (weights, gradients and "
             f"optimizer state {_size(est['weights'])}, activations {_size(est['activations'])}), but "
-            f"{_size(free[0])} is available ({free[1]}); lower batch_size, num_steps or width")
+            f"{_size(free[0])} is available ({free[1]}); lower batch_size, num_steps or width"
+        )
     return est

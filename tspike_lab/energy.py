@@ -36,6 +36,7 @@ layer's MACs only (its static-image stem, T times), #Sops every accumulate drive
 (u >= th, u <= -th). Its energies are reproduced by ``TABLE5_PJ``: 12.5 pJ per FLOP, 77 fJ per SOP
 and 3.7 pJ per sign decision (constants derived from the table; the paper prints none).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -328,8 +329,12 @@ def _table5_counts(model: nn.Module, x: torch.Tensor) -> dict:
     neuron_steps = sum(r["spikes"].numel() for r in recording.values()) / batch
     sign = sum(r["spikes"].numel() * (2 if r["kind"] == "ternary" else 1) for r in recording.values()) / batch
     fired = sum(int(r["spikes"].count_nonzero()) for r in recording.values()) / batch
-    return {"flops": flops, "sops": paper["sops"], "sign": sign,
-            "energy_uj": table5_energy_uj(flops, paper["sops"], sign),
-            "other_dense_macs": paper["macs"] - flops, "neuron_steps": neuron_steps,
-            "firing_rate": fired / neuron_steps if neuron_steps else 0.0}
-
+    return {
+        "flops": flops,
+        "sops": paper["sops"],
+        "sign": sign,
+        "energy_uj": table5_energy_uj(flops, paper["sops"], sign),
+        "other_dense_macs": paper["macs"] - flops,
+        "neuron_steps": neuron_steps,
+        "firing_rate": fired / neuron_steps if neuron_steps else 0.0,
+    }

@@ -18,6 +18,7 @@ run folder keeps its last checkpoint and resumes.
     ├── ResourceError        a run that does not fit in this machine's memory (also a MemoryError)
     └── TrainingDiverged     NaN or inf in the loss, gradients, weights or evaluation
 """
+
 from __future__ import annotations
 
 __all__ = [
@@ -54,7 +55,7 @@ class ConfigError(TspikeError, ValueError):
         self.field, self.value, self.allowed = field, value, allowed
 
     @classmethod
-    def bad(cls, owner: str, field: str, value, allowed: str) -> "ConfigError":
+    def bad(cls, owner: str, field: str, value, allowed: str) -> ConfigError:
         """``"{owner}.{field} must be {allowed}, got {value!r}"`` (owner e.g. "TrainConfig")."""
         prefix = f"{owner}.{field}" if owner else field
         return cls(f"{prefix} must be {allowed}, got {value!r}", field=field, value=value, allowed=allowed)

@@ -6,12 +6,13 @@ through :func:`run_guarded`: an error a user can cause (:class:`tspike_lab.error
 ends in one line on stderr and its exit status (2; 3 for a diverged run), Ctrl-C in one line and
 exit status 130 (:data:`tspike_lab.errors.EXIT_INTERRUPTED`). Under torchrun only rank 0 prints.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import EXIT_INTERRUPTED, TspikeError, exit_code
 
@@ -38,8 +39,13 @@ def rank0() -> bool:
     return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
-def run_guarded(prog: str, work: Callable[[], int], *, explain: Callable[[TspikeError], str] | None = None,
-                interrupted: Callable[[], str] | None = None) -> int:
+def run_guarded(
+    prog: str,
+    work: Callable[[], int],
+    *,
+    explain: Callable[[TspikeError], str] | None = None,
+    interrupted: Callable[[], str] | None = None,
+) -> int:
     """``work()``'s exit status; a TspikeError or Ctrl-C it raises ends in one line on stderr and its exit status.
 
     Args:

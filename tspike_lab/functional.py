@@ -14,6 +14,7 @@ The spike ``b_t`` is unscaled; a layer emits ``a * b_t`` with ``a`` its amplitud
 hold every fast path to it. The public multi-step entry point is
 :func:`tspike_lab.kernels.lif_seq` (``backend="torch"`` runs this oracle).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,17 @@ import torch
 from . import surrogate
 from .errors import ConfigError
 
-__all__ = ["KINDS", "RESETS", "SPIKES", "fire", "lif_step", "oracle_lif_seq", "check_kind", "check_reset",
-           "spike_function"]
+__all__ = [
+    "KINDS",
+    "RESETS",
+    "SPIKES",
+    "fire",
+    "lif_step",
+    "oracle_lif_seq",
+    "check_kind",
+    "check_reset",
+    "spike_function",
+]
 
 # kind -> the spike function b(u, threshold, spike_grad) with the surrogate backward
 SPIKES = {"binary": surrogate.heaviside, "ternary": surrogate.ternary}
@@ -110,8 +120,16 @@ def oracle_lif_seq(
     check_reset(reset_mechanism)
     if x_seq.dim() < 2:
         raise ValueError(f"x_seq must be [T, B, ...] (rank >= 2), got shape {tuple(x_seq.shape)}")
-    return run_oracle(x_seq, spike, beta=beta, threshold=threshold, reset_mechanism=reset_mechanism,
-                      spike_grad=spike_grad, detach_reset=detach_reset, mem=mem)
+    return run_oracle(
+        x_seq,
+        spike,
+        beta=beta,
+        threshold=threshold,
+        reset_mechanism=reset_mechanism,
+        spike_grad=spike_grad,
+        detach_reset=detach_reset,
+        mem=mem,
+    )
 
 
 def run_oracle(x_seq, spike, *, beta, threshold, reset_mechanism, spike_grad, detach_reset, mem=None):

@@ -3,6 +3,7 @@
 These are checked where a run starts (:func:`tspike_lab.train.train`), not when a
 :class:`~tspike_lab.config.TrainConfig` is made: a config valid on one machine may not fit another.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,14 +26,22 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device is {device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'",
-                              field="device", value=device, allowed="'auto' or 'cpu' (no CUDA here)")
+            raise ConfigError(
+                f"device is {device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'",
+                field="device",
+                value=device,
+                allowed="'auto' or 'cpu' (no CUDA here)",
+            )
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
         if dev.index >= torch.cuda.device_count():
             n = torch.cuda.device_count()
-            raise ConfigError(f"device is {device!r} but this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})",
-                              field="device", value=device, allowed=f"'auto', 'cpu' or 'cuda:0'..'cuda:{n - 1}'")
+            raise ConfigError(
+                f"device is {device!r} but this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})",
+                field="device",
+                value=device,
+                allowed=f"'auto', 'cpu' or 'cuda:0'..'cuda:{n - 1}'",
+            )
     return dev
 
 
@@ -42,9 +51,9 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 def _cgroup_free(root: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
     """The cgroup's memory limit less its working set (usage less inactive page cache, which is reclaimable)."""
     for limit_name, usage_name, stat_name, inactive in (
-            ("memory.max", "memory.current", "memory.stat", "inactive_file"),
-            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
-             "total_inactive_file")):
+        ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat", "total_inactive_file"),
+    ):
         try:
             with open(os.path.join(root, limit_name), encoding="ascii") as f:
                 limit = f.read().strip()
@@ -63,7 +72,9 @@ def _cgroup_free(root: str = "/sys/fs/cgroup") -> tuple[int, str] | None:
                         cache = int(value)
         except (OSError, ValueError):
             pass
-        return max(int(limit) - max(usage - cache, 0), 0), f"the cgroup's memory limit ({os.path.join(root, limit_name)})"
+        return max(
+            int(limit) - max(usage - cache, 0), 0
+        ), f"the cgroup's memory limit ({os.path.join(root, limit_name)})"
     return None
 
 

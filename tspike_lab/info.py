@@ -17,6 +17,7 @@ The quantizers read a membrane ``u`` as the spiking layer does (paper Eq. 8, 13-
 binary ``1[u >= th]``, ternary ``1[u >= th] - 1[u <= -th]``, scaled ternary ``a`` times
 the ternary value; ``best_amplitude`` gives the ``a`` that minimises the squared error.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,8 +104,7 @@ def entropy_per_neuron(spk_seq: torch.Tensor, levels=None) -> torch.Tensor:
         outside = ~torch.isin(flat, values)
         if outside.any():
             raise ValueError(
-                f"spk_seq holds values outside levels={list(values.tolist())}, "
-                f"e.g. {flat[outside][0].item()!r}"
+                f"spk_seq holds values outside levels={list(values.tolist())}, e.g. {flat[outside][0].item()!r}"
             )
     counts = torch.stack([(flat == v).sum(0) for v in values]).double()  # [L, N]
     p = counts / flat.shape[0]
@@ -184,6 +184,8 @@ def best_amplitude(u: torch.Tensor, threshold=0.5, channel_dim: int | None = Non
     if channel_dim is None:
         return (mag * fired).sum() / fired.sum()
     if not -u.dim() <= channel_dim < u.dim():
-        raise ValueError(f"channel_dim must be in [{-u.dim()}, {u.dim() - 1}] for u of rank {u.dim()}, got {channel_dim!r}")
+        raise ValueError(
+            f"channel_dim must be in [{-u.dim()}, {u.dim() - 1}] for u of rank {u.dim()}, got {channel_dim!r}"
+        )
     dims = [d for d in range(u.dim()) if d != channel_dim % u.dim()]
     return (mag * fired).sum(dims) / fired.sum(dims)

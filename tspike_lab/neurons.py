@@ -4,13 +4,13 @@ Paper symbols -> code names: tau <-> ``beta`` (0.25), V_th <-> ``threshold`` (0.
 released code's effective threshold), a <-> ``graded_spikes_factor`` (Eq. 13-14),
 trainable a <-> ``learn_graded_spikes_factor=True``.
 """
+
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 import snntorch
+import torch
 from snntorch._neurons.neurons import SpikingNeuron
+from torch import nn
 
 from . import kernels, surrogate
 from .errors import ConfigError
@@ -65,6 +65,7 @@ class _PaperLeaky(snntorch.Leaky):
         super().__init_subclass__(**kwargs)
         ours = next(c for c in cls.__mro__ if c.__module__ == __name__)  # TernaryLeaky, BinaryLeaky
         cls._fusable = ours is cls or all(getattr(cls, m) is getattr(ours, m) for m in cls._FUSED_REPLACES)
+
     _RESETS = tuple(SpikingNeuron.reset_dict)  # index = reset_mechanism_val
 
     def __init__(
@@ -136,7 +137,7 @@ class _PaperLeaky(snntorch.Leaky):
 
     @property
     def reset_mechanism(self) -> str:
-        """"subtract", "zero" or "none", read from the buffer ``reset_mechanism_val``."""
+        """ "subtract", "zero" or "none", read from the buffer ``reset_mechanism_val``."""
         return self._RESETS[int(self.reset_mechanism_val)]
 
     @reset_mechanism.setter
@@ -195,9 +196,15 @@ class _PaperLeaky(snntorch.Leaky):
         beta, th, mem = self.beta, self.threshold, self.mem
         if fused_step.step_reason(input_, mem, beta, th, self.spike_grad) is not None:
             return None
-        args = fused_step.step_args(input_.numel(), beta=min(max(float(beta), 0.0), 1.0), threshold=float(th),
-                                    reset=int(self.reset_mechanism_val), ternary=self._ternary,
-                                    detach=self.detach_reset, spike_grad=self.spike_grad)
+        args = fused_step.step_args(
+            input_.numel(),
+            beta=min(max(float(beta), 0.0), 1.0),
+            threshold=float(th),
+            reset=int(self.reset_mechanism_val),
+            ternary=self._ternary,
+            detach=self.detach_reset,
+            spike_grad=self.spike_grad,
+        )
         return fused_step.lif_step(input_, mem, args)
 
     def _charge(self, input_):
@@ -377,8 +384,11 @@ class MultiStepLIF(SpikingLayer):
     """
 
     def _option(name: str, doc: str):  # noqa: N805 - runs in the class body: one property per option
-        return property(lambda self: self._backend if name == "backend" else getattr(self._spec, name),
-                        lambda self, value: self._configure(**{name: value}), doc=doc)
+        return property(
+            lambda self: self._backend if name == "backend" else getattr(self._spec, name),
+            lambda self, value: self._configure(**{name: value}),
+            doc=doc,
+        )
 
     kind = _option("kind", '"binary" or "ternary".')
     beta = _option("beta", "Membrane decay in [0, 1] (a float).")
@@ -405,8 +415,15 @@ class MultiStepLIF(SpikingLayer):
         backend: str = "auto",
     ):
         super().__init__()
-        self._configure(kind=kind, reset_mechanism=reset_mechanism, beta=beta, threshold=threshold,
-                        spike_grad=spike_grad, detach_reset=detach_reset, backend=backend)
+        self._configure(
+            kind=kind,
+            reset_mechanism=reset_mechanism,
+            beta=beta,
+            threshold=threshold,
+            spike_grad=spike_grad,
+            detach_reset=detach_reset,
+            backend=backend,
+        )
         if num_channels is not None and (not isinstance(num_channels, int) or num_channels < 1):
             raise ConfigError(f"num_channels must be None or a positive int, got {num_channels!r}")
         self.num_channels = num_channels
@@ -425,9 +442,14 @@ class MultiStepLIF(SpikingLayer):
         current = {name: getattr(self, name) for name in self._OPTIONS} if "_spec" in self.__dict__ else {}
         opts = {**current, **changes}
         beta, threshold = opts["beta"], opts["threshold"]
-        spec = kernels.make_spec(beta=float(beta), threshold=float(threshold), kind=opts["kind"],
-                                 reset_mechanism=opts["reset_mechanism"], spike_grad=opts["spike_grad"],
-                                 detach_reset=opts["detach_reset"])  # checks kind, reset, spike_grad
+        spec = kernels.make_spec(
+            beta=float(beta),
+            threshold=float(threshold),
+            kind=opts["kind"],
+            reset_mechanism=opts["reset_mechanism"],
+            spike_grad=opts["spike_grad"],
+            detach_reset=opts["detach_reset"],
+        )  # checks kind, reset, spike_grad
         if not 0.0 <= spec.beta <= 1.0:
             raise ConfigError(f"beta must be in [0, 1], got {beta!r}")
         if not spec.threshold > 0.0:
@@ -451,8 +473,10 @@ class MultiStepLIF(SpikingLayer):
     def extra_repr(self) -> str:
         a = "per-channel" if self.num_channels else "per-layer"
         learn = ", learned a" if self.learn_graded_spikes_factor else ""
-        return (f"{self.kind}, beta={self.beta}, threshold={self.threshold}, "
-                f"reset={self.reset_mechanism}, spike_grad={self.spike_grad!r}, {a}{learn}")
+        return (
+            f"{self.kind}, beta={self.beta}, threshold={self.threshold}, "
+            f"reset={self.reset_mechanism}, spike_grad={self.spike_grad!r}, {a}{learn}"
+        )
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if x_seq.dim() < 2:
@@ -475,8 +499,9 @@ class MultiStepLIF(SpikingLayer):
         ``out_seq`` is ``amplitude * b_seq`` if an amplitude is given, else ``b_seq``;
         ``mem_seq`` is None unless ``self.record``: the fast paths then skip writing it.
         """
-        return kernels.lif_seq_spec(x_seq, self._spec, backend=self._backend, amplitude=amplitude,
-                                    return_mem=self.record)
+        return kernels.lif_seq_spec(
+            x_seq, self._spec, backend=self._backend, amplitude=amplitude, return_mem=self.record
+        )
 
 
 def reset(net: nn.Module) -> nn.Module:

@@ -13,6 +13,7 @@ The model runs in its current mode, without gradients. In training mode BatchNor
 batch statistics and updates its running statistics: call ``model.eval()`` first to
 probe the network as it runs at inference.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +54,7 @@ class Recorder:
         self.recording: dict[str, dict] = {}
         self._saved = None
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         self._saved = [(m, m.record, m.mem_seq, m.b_seq) for _, m in self.layers]
         for _, m in self.layers:
             m.record = True

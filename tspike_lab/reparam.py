@@ -10,6 +10,7 @@ carried ``a * b`` becomes ``scale * b`` with ``scale = a``: it adds +a, -a or no
 which is still an addition, not a multiplication, so inference stays addition-only.
 Average pooling between a neuron and its consumer is linear and commutes with the scale.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,6 @@ from torch import nn
 
 from .models import spiking_layers
 from .models.layers import ConvBN, ScaledIdentity, SpikingNet
-from .neurons import MultiStepLIF
 
 __all__ = ["reparameterize", "fold_bn_into_conv", "consumer_kinds"]
 
@@ -79,8 +79,17 @@ def fold_bn_into_conv(cb: ConvBN) -> None:
     beta = bn.bias if bn.affine else torch.zeros_like(std)
     scale = gamma / std
     bias = conv.bias if conv.bias is not None else torch.zeros_like(std)
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    new = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+        padding_mode=conv.padding_mode,
+    )
     new = new.to(conv.weight.device, conv.weight.dtype)
     new.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
     new.bias.copy_((bias - bn.running_mean) * scale + beta)
@@ -127,8 +136,7 @@ def compare(model: nn.Module, folded: nn.Module, x: torch.Tensor) -> dict:
     outs: dict[str, list] = {"o": [], "f": []}
     hooks = []
     for (_, a_layer), (_, f_layer) in pairs:
-        hooks.append(a_layer.register_forward_hook(
-            lambda m, i, o: outs["o"].append(o / m.amplitude(o.dim()))))
+        hooks.append(a_layer.register_forward_hook(lambda m, i, o: outs["o"].append(o / m.amplitude(o.dim()))))
         hooks.append(f_layer.register_forward_hook(lambda m, i, o: outs["f"].append(o)))
     was = model.training, folded.training
     model.eval(), folded.eval()

@@ -3,6 +3,7 @@
 Every result should say how many runs, mean ± std, the hardware and the code version:
 ``environment()`` gives the last two, ``mean_std`` the first.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Callable, Iterable
+from typing import IO, Any, BinaryIO
 
 import torch
 
@@ -28,9 +30,22 @@ try:
 except ImportError:  # Windows: no advisory locks
     fcntl = None
 
-__all__ = ["new_run_dir", "environment", "atomic_write", "write_text_atomic", "write_json_atomic", "fsync_dir",
-           "read_jsonl", "mean_std", "json_safe", "SpecialFileError", "open_regular", "read_regular", "file_kind",
-           "lock_folder"]
+__all__ = [
+    "new_run_dir",
+    "environment",
+    "atomic_write",
+    "write_text_atomic",
+    "write_json_atomic",
+    "fsync_dir",
+    "read_jsonl",
+    "mean_std",
+    "json_safe",
+    "SpecialFileError",
+    "open_regular",
+    "read_regular",
+    "file_kind",
+    "lock_folder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +59,23 @@ class SpecialFileError(OSError):
 
 def file_kind(mode: int) -> str:
     """What ``st_mode`` describes, in words: "regular file", "FIFO", "socket", "folder", ..."""
-    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISLNK, "symbolic link")):
+    for test, name in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISLNK, "symbolic link"),
+    ):
         if test(mode):
             return name
     return "special file"
 
 
-def open_regular(path: str | os.PathLike, mode: str = "rb", *, max_bytes: int | None = None,
-                 encoding: str | None = None):
+def open_regular(
+    path: str | os.PathLike, mode: str = "rb", *, max_bytes: int | None = None, encoding: str | None = None
+):
     """Open ``path`` for reading if it is a regular file (symlinks followed; a loop fails), never blocking.
 
     The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open descriptor, so a
@@ -78,8 +100,9 @@ def open_regular(path: str | os.PathLike, mode: str = "rb", *, max_bytes: int | 
         if not stat.S_ISREG(st.st_mode):
             raise SpecialFileError(f"{os.fspath(path)!r} is a {file_kind(st.st_mode)}, not a regular file")
         if max_bytes is not None and st.st_size > max_bytes:
-            raise SpecialFileError(f"{os.fspath(path)!r} holds {st.st_size} bytes, more than the {max_bytes} "
-                                   f"allowed for it")
+            raise SpecialFileError(
+                f"{os.fspath(path)!r} holds {st.st_size} bytes, more than the {max_bytes} allowed for it"
+            )
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         if mode == "r":
@@ -120,8 +143,10 @@ def new_run_dir(out_dir: str | os.PathLike, name: str = "run", *, attempts: int 
         raise ValueError(f"name must be a non-empty folder name without path separators, got {name!r}")
     parent = Path(out_dir)
     if parent.exists() and not parent.is_dir():
-        raise RunFolderError(f"{str(parent)!r} is a file, not a folder; give the folder to create run folders in "
-                             f"(it is created if missing)")
+        raise RunFolderError(
+            f"{str(parent)!r} is a file, not a folder; give the folder to create run folders in "
+            f"(it is created if missing)"
+        )
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

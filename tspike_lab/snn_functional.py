@@ -23,6 +23,7 @@ the import is safe: the probe monitors (``OutputMonitor``, ``InputMonitor``,
 ``LossFunctions``, and the submodules ``acc``, ``loss``, ``reg``, ``probe``, ``quant`` and
 ``stdp_learner`` (attributes here; e.g. ``SF.quant.state_quant``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -34,14 +35,6 @@ import torch
 from snntorch.functional import acc as _acc
 from snntorch.functional import loss as _loss
 from snntorch.functional import reg as _reg
-from snntorch.functional.acc import accuracy_rate
-from snntorch.functional.loss import (
-    ce_count_loss,
-    ce_max_membrane_loss,
-    ce_rate_loss,
-    mse_count_loss,
-    mse_membrane_loss,
-)
 
 _REPLACED = ("accuracy_temporal", "ce_temporal_loss", "mse_temporal_loss", "l1_rate_sparsity")
 _SUBMODULES = tuple(m.name for m in pkgutil.iter_modules(_sf.__path__) if not m.name.startswith("_"))
@@ -60,7 +53,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> ModuleType:
-    """``acc``, ``loss``, ``reg``, ``probe``, ``quant``, ``stdp_learner``: snnTorch's submodules, imported on first use."""
+    """``acc``, ``loss``, ``reg``, ``probe``, ``quant``, ``stdp_learner``: snnTorch's submodules, loaded when used."""
     if name in _SUBMODULES:
         module = importlib.import_module(f"snntorch.functional.{name}")
         globals()[name] = module

@@ -20,6 +20,7 @@ takes the gradient of ``clamp(u / V_th, -1, 1)``, which is 1 at the bound up to 
 Forward convention, as in the paper (Eq. 8): a spike fires where ``u >= threshold``
 (binary) or ``|u| >= threshold`` (ternary).
 """
+
 from __future__ import annotations
 
 import math

@@ -13,6 +13,7 @@ cuDNN autotuning and atomics make GPU runs only approximately repeatable).
 
 No printing and no argument parsing here: :mod:`tspike_lab.cli` is the command line.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +22,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +35,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data
-from .checkpoint import (CHECKPOINT_FORMAT, METRICS, RunDir, check_model_state, check_resumable, load_checkpoint,
-                         rng_state, set_rng_state)
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    METRICS,
+    RunDir,
+    check_model_state,
+    check_resumable,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from .config import TrainConfig, check_memory
 from .errors import CheckpointError, ConfigError, ResourceError, RunFolderError, TrainingDiverged
 from .hardware import cpu_bf16_reason, onednn_1x1_hazard, resolve_device
@@ -58,6 +68,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass
 class History:
@@ -125,16 +136,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine",
-          steps_per_epoch: int = 1) -> float:
+def lr_at(
+    step: int, *, lr: float, total_steps: int, warmup_steps: int = 0, schedule: str = "cosine", steps_per_epoch: int = 1
+) -> float:
     """Learning rate of optimizer step ``step`` (0-based).
 
-        warm-up:      lr * (step + 1) / warmup_steps                      for step < warmup_steps
-        cosine:       lr * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2   afterwards
-        cosine_epoch: the same in epochs, e = step // steps_per_epoch:
-                      lr * (1 + cos(pi * (e - warmup_epochs) / (epochs - warmup_epochs))) / 2
-                      (the released CosineAnnealingLR(T_max=epochs), stepped after each epoch)
-        constant:     lr
+    warm-up:      lr * (step + 1) / warmup_steps                      for step < warmup_steps
+    cosine:       lr * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2   afterwards
+    cosine_epoch: the same in epochs, e = step // steps_per_epoch:
+                  lr * (1 + cos(pi * (e - warmup_epochs) / (epochs - warmup_epochs))) / 2
+                  (the released CosineAnnealingLR(T_max=epochs), stepped after each epoch)
+    constant:     lr
     """
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
@@ -266,7 +278,7 @@ def evaluate(
                 if max_steps is not None and step > max_steps:
                     break
                 x, y = _prepare(x, device, channels_last), y.to(device, non_blocking=True)
-                keep = None if keep_all is None else keep_all[seen:seen + y.numel()].to(device, torch.float64)
+                keep = None if keep_all is None else keep_all[seen : seen + y.numel()].to(device, torch.float64)
                 seen += y.numel()
                 with _autocast(device, amp, cpu_amp, amp_dtype):
                     logits = model(x)
@@ -289,7 +301,7 @@ def evaluate(
         model.train(was_training)
     sums = _all_reduce(torch.cat([torch.stack([loss_sum, correct, count]), fired, total]), d).tolist()
     n = sums[2]
-    rates = [f / t if t else float("nan") for f, t in zip(sums[3:3 + len(layers)], sums[3 + len(layers):])]
+    rates = [f / t if t else float("nan") for f, t in zip(sums[3 : 3 + len(layers)], sums[3 + len(layers) :])]
     return {
         "test_loss": sums[0] / n if n else float("nan"),
         "test_acc": sums[1] / n if n else float("nan"),
@@ -338,8 +350,9 @@ def _loss_limit(num_classes: int) -> float:
     return 100.0 * math.log(max(num_classes, 2))
 
 
-def _check_finite(stats: torch.Tensor, first_step: int, epoch: int, d: _Dist, note: str = "",
-                  limit: float = math.inf) -> None:
+def _check_finite(
+    stats: torch.Tensor, first_step: int, epoch: int, d: _Dist, note: str = "", limit: float = math.inf
+) -> None:
     """Raise TrainingDiverged at the first step whose loss or gradient norm is not finite, or whose loss
     exceeds ``limit`` (on any rank).
 
@@ -368,28 +381,43 @@ def _check_finite(stats: torch.Tensor, first_step: int, epoch: int, d: _Dist, no
         )
 
 
-def _check_epoch_end(model: nn.Module, row: dict[str, Any], epoch: int, d: _Dist, device: torch.device,
-                     note: str, limit: float = math.inf) -> None:
+def _check_epoch_end(
+    model: nn.Module,
+    row: dict[str, Any],
+    epoch: int,
+    d: _Dist,
+    device: torch.device,
+    note: str,
+    limit: float = math.inf,
+) -> None:
     """Raise TrainingDiverged if the epoch's last update left a weight or buffer non-finite, or the test pass did.
 
     The per-step check sees each step's loss and gradients before the update; the last update
     of an epoch and the evaluation after it are only seen here.
     """
-    bad_tensors = [name for name, t in (*model.named_parameters(), *model.named_buffers())
-                   if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    bad_metrics = [k for k in ("train_loss", "test_loss", "test_acc")
-                   if isinstance(row.get(k), float) and not (math.isfinite(row[k]) and (k == "test_acc"
-                                                                                      or row[k] <= limit))]
+    bad_tensors = [
+        name
+        for name, t in (*model.named_parameters(), *model.named_buffers())
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    bad_metrics = [
+        k
+        for k in ("train_loss", "test_loss", "test_acc")
+        if isinstance(row.get(k), float) and not (math.isfinite(row[k]) and (k == "test_acc" or row[k] <= limit))
+    ]
     if _any_rank(bool(bad_tensors or bad_metrics), d, device):
         what = []
         if bad_tensors:
             what.append(f"non-finite weights in {bad_tensors[:3]}" + (" ..." if len(bad_tensors) > 3 else ""))
         if bad_metrics:
-            what.append(", ".join(f"{k} {row[k]:.6g}" for k in bad_metrics) + f" (not finite, or a loss above "
-                        f"{limit:.0f} = 100 x ln(classes))")
+            what.append(
+                ", ".join(f"{k} {row[k]:.6g}" for k in bad_metrics) + f" (not finite, or a loss above "
+                f"{limit:.0f} = 100 x ln(classes))"
+            )
         what = "; ".join(what) or "non-finite values on another rank"
-        raise TrainingDiverged(f"training diverged at the end of epoch {epoch}: {what}. {note}"
-                               f"Lower TrainConfig.lr or set grad_clip.")
+        raise TrainingDiverged(
+            f"training diverged at the end of epoch {epoch}: {what}. {note}Lower TrainConfig.lr or set grad_clip."
+        )
 
 
 # --------------------------------------------------------------------------- train
@@ -404,15 +432,19 @@ def _check_same_data(ckpt: dict[str, Any], source, config: TrainConfig) -> None:
     """Refuse to resume on other data than the checkpoint was trained on (data_dir is free on resume)."""
     saved = ckpt.get("data_fingerprint")
     if saved is None and source.fingerprint is not None and not config.assume_same_data:
-        raise RunFolderError(f"out_dir {config.out_dir} holds a checkpoint that records no data fingerprint (written "
-                             f"before tspike_lab recorded one), so nothing can tell whether data_dir "
-                             f"{config.data_dir!r} (data {source.fingerprint}) is the data it was trained on; if it "
-                             f"is, resume with --assume-same-data (TrainConfig.assume_same_data=True), else choose a "
-                             f"new out_dir")
+        raise RunFolderError(
+            f"out_dir {config.out_dir} holds a checkpoint that records no data fingerprint (written "
+            f"before tspike_lab recorded one), so nothing can tell whether data_dir "
+            f"{config.data_dir!r} (data {source.fingerprint}) is the data it was trained on; if it "
+            f"is, resume with --assume-same-data (TrainConfig.assume_same_data=True), else choose a "
+            f"new out_dir"
+        )
     if saved is not None and source.fingerprint is not None and saved != source.fingerprint:
-        raise RunFolderError(f"out_dir {config.out_dir} was trained on data {saved} but data_dir "
-                             f"{config.data_dir!r} holds data {source.fingerprint}; resume with the data it "
-                             f"started on, or choose a new out_dir")
+        raise RunFolderError(
+            f"out_dir {config.out_dir} was trained on data {saved} but data_dir "
+            f"{config.data_dir!r} holds data {source.fingerprint}; resume with the data it "
+            f"started on, or choose a new out_dir"
+        )
 
 
 def check_environment() -> None:
@@ -451,17 +483,25 @@ def train(config: TrainConfig) -> History:
     done = False
     try:
         if config.sync_bn and d.enabled and device.type != "cuda":
-            raise ConfigError(f"TrainConfig.sync_bn=True needs CUDA devices (torch's SyncBatchNorm is GPU-only), "
-                              f"got device {str(device)!r}; use sync_bn=False on the CPU", field="sync_bn")
+            raise ConfigError(
+                f"TrainConfig.sync_bn=True needs CUDA devices (torch's SyncBatchNorm is GPU-only), "
+                f"got device {str(device)!r}; use sync_bn=False on the CPU",
+                field="sync_bn",
+            )
         if config.cpu_amp and device.type == "cpu" and cpu_bf16_reason() is not None:
-            raise ConfigError(f"TrainConfig.cpu_amp=True needs native bfloat16: {cpu_bf16_reason()}; "
-                              f"use cpu_amp=False", field="cpu_amp")
+            raise ConfigError(
+                f"TrainConfig.cpu_amp=True needs native bfloat16: {cpu_bf16_reason()}; use cpu_amp=False",
+                field="cpu_amp",
+            )
         plan = data.describe(config.dataset, config.data_dir)  # a wrong data_dir fails before any folder is made
         run.open()
         try:
             history = _train(config, d, device, run, plan)
         except (MemoryError, RuntimeError) as exc:
-            raise _out_of_memory(exc, config, run) or exc
+            err = _out_of_memory(exc, config, run)
+            if err is None:
+                raise
+            raise err from exc
         if d.owns_group:
             # every rank leaves together: tearing gloo down while a peer still has a
             # collective in flight aborts that peer ("terminate called without an active exception")
@@ -475,21 +515,31 @@ def train(config: TrainConfig) -> History:
 
 
 def _out_of_memory(exc: BaseException, config: TrainConfig, run: RunDir) -> ResourceError | None:
-    """A ResourceError for an allocation failure (MemoryError, torch's OutOfMemoryError or allocator error), else None."""
+    """A ResourceError for an allocation failure (MemoryError, torch's OutOfMemoryError, allocator error), else None."""
     if isinstance(exc, ResourceError):
         return None
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
-        s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory", "not enough memory"))
+    oom = (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or any(
+            s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory", "not enough memory")
+        )
+    )
     if not oom:
         return None
     kept = ""
     if run.path is not None:
-        kept = " The last checkpoint in the run folder is intact: resume with a smaller batch_size." \
-            if run.checkpoint.exists() else " No checkpoint was written."
-    return ResourceError(f"ran out of memory training arch {config.arch!r} (width={config.width}, batch_size="
-                         f"{config.batch_size}, num_steps={config.num_steps}): {text[:200]}; lower batch_size, "
-                         f"num_steps or width.{kept}")
+        kept = (
+            " The last checkpoint in the run folder is intact: resume with a smaller batch_size."
+            if run.checkpoint.exists()
+            else " No checkpoint was written."
+        )
+    return ResourceError(
+        f"ran out of memory training arch {config.arch!r} (width={config.width}, batch_size="
+        f"{config.batch_size}, num_steps={config.num_steps}): {text[:200]}; lower batch_size, "
+        f"num_steps or width.{kept}"
+    )
 
 
 @dataclass
@@ -518,12 +568,20 @@ class _Session:
         # every epoch: test splits are often ordered by class, so their first batches are not a sample.
         c = self.config
         truncated_test = split == "test" and c.max_eval_steps is not None
-        return data.make_loader(self.source, split, batch_size=c.batch_size, device=self.device,
-                                augment=self.augment if split == "train" else None,
-                                shuffle=split == "train" or truncated_test,
-                                seed=c.seed, epoch=0 if truncated_test else epoch,
-                                rank=self.d.rank, world_size=self.d.world_size,
-                                drop_last=split == "train", num_workers=c.num_workers)
+        return data.make_loader(
+            self.source,
+            split,
+            batch_size=c.batch_size,
+            device=self.device,
+            augment=self.augment if split == "train" else None,
+            shuffle=split == "train" or truncated_test,
+            seed=c.seed,
+            epoch=0 if truncated_test else epoch,
+            rank=self.d.rank,
+            world_size=self.d.world_size,
+            drop_last=split == "train",
+            num_workers=c.num_workers,
+        )
 
 
 def _grad_scaler(config: TrainConfig, device: torch.device):
@@ -550,8 +608,20 @@ def _build(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, sou
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
     scaler = _grad_scaler(config, device)
-    return _Session(config, d, device, run, model, model, optimizer, [p for g in groups for p in g["params"]],
-                    source, channels_last, augment_for(config), scaler)  # channels_last as used: batches follow the model
+    return _Session(
+        config,
+        d,
+        device,
+        run,
+        model,
+        model,
+        optimizer,
+        [p for g in groups for p in g["params"]],
+        source,
+        channels_last,
+        augment_for(config),
+        scaler,
+    )  # channels_last as used: batches follow the model
 
 
 def _wrap_distributed(s: _Session) -> None:
@@ -561,8 +631,11 @@ def _wrap_distributed(s: _Session) -> None:
     if s.config.sync_bn:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     s.net = nn.parallel.DistributedDataParallel(
-        net, device_ids=[s.device.index] if s.device.type == "cuda" else None, find_unused_parameters=False,
-        gradient_as_bucket_view=True)
+        net,
+        device_ids=[s.device.index] if s.device.type == "cuda" else None,
+        find_unused_parameters=False,
+        gradient_as_bucket_view=True,
+    )
     s.model = s.net.module  # SyncBN conversion returns a new module tree; optimizer params are shared
 
 
@@ -572,8 +645,12 @@ def _schedule(s: _Session) -> None:
     if c.max_steps_per_epoch is not None:
         steps = min(steps, c.max_steps_per_epoch)
     if steps < 1:
-        raise ConfigError(f"TrainConfig.batch_size={c.batch_size} exceeds the training set size per process; "
-                          f"no full batch to train on", field="batch_size", value=c.batch_size)
+        raise ConfigError(
+            f"TrainConfig.batch_size={c.batch_size} exceeds the training set size per process; "
+            f"no full batch to train on",
+            field="batch_size",
+            value=c.batch_size,
+        )
     s.steps_per_epoch, s.total_steps, s.warmup_steps = steps, steps * c.epochs, steps * c.warmup_epochs
 
 
@@ -598,14 +675,25 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
     stats = torch.zeros(s.steps_per_epoch, 2, dtype=torch.float32, device=device)  # (loss, grad norm) per step
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     checked, lr = 0, c.lr
-    bar = tqdm(total=s.steps_per_epoch, desc=f"epoch {epoch}/{c.epochs}", leave=False,
-               disable=not (c.progress and s.d.main), dynamic_ncols=True)
+    bar = tqdm(
+        total=s.steps_per_epoch,
+        desc=f"epoch {epoch}/{c.epochs}",
+        leave=False,
+        disable=not (c.progress and s.d.main),
+        dynamic_ncols=True,
+    )
     try:
         for i, (x, y) in enumerate(train_loader):
             if i >= s.steps_per_epoch:
                 break
-            lr = lr_at(s.global_step, lr=c.lr, total_steps=s.total_steps, warmup_steps=s.warmup_steps,
-                       schedule=c.schedule, steps_per_epoch=s.steps_per_epoch)
+            lr = lr_at(
+                s.global_step,
+                lr=c.lr,
+                total_steps=s.total_steps,
+                warmup_steps=s.warmup_steps,
+                schedule=c.schedule,
+                steps_per_epoch=s.steps_per_epoch,
+            )
             for g in s.optimizer.param_groups:
                 g["lr"] = lr
             x, y = _prepare(x, device, s.channels_last), y.to(device, non_blocking=True)
@@ -619,11 +707,13 @@ def _train_epoch(s: _Session, epoch: int) -> tuple[list[float], float, float]:
                 s.scaler.unscale_(s.optimizer)
             stats[i, 0] = loss.detach()
             gnorm = _grad_norm(s.params, c.grad_clip)
-            if s.scaler is not None:  # an overflowing float16 gradient is skipped and the scale lowered, not a divergence
+            if (
+                s.scaler is not None
+            ):  # an overflowing float16 gradient is skipped and the scale lowered, not a divergence
                 gnorm = torch.where(torch.isfinite(gnorm), gnorm, torch.zeros_like(gnorm))
             stats[i, 1] = gnorm
             if (i + 1 - checked) >= check_every or i + 1 == s.steps_per_epoch:
-                _check_finite(stats[checked:i + 1], checked + 1, epoch, s.d, note, limit)  # before the step
+                _check_finite(stats[checked : i + 1], checked + 1, epoch, s.d, note, limit)  # before the step
                 checked = i + 1
                 bar.set_postfix(loss=f"{float(stats[i, 0]):.4f}", lr=f"{lr:.3g}", refresh=False)
             if s.scaler is None:
@@ -654,15 +744,31 @@ def _epoch_row(s: _Session, epoch: int, t0: float) -> dict[str, Any]:
         # BatchNorm running statistics differ per rank after the last step: use rank 0's
         for buf in s.model.buffers():
             dist.broadcast(buf, 0)
-    row: dict[str, Any] = {"epoch": epoch, "step": s.global_step, "train_loss": sums[0] / sums[2],
-                           "train_acc": sums[1] / sums[2], "test_loss": None, "test_acc": None,
-                           "firing_rate": None, "firing_rates": None}
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "step": s.global_step,
+        "train_loss": sums[0] / sums[2],
+        "train_acc": sums[1] / sums[2],
+        "test_loss": None,
+        "test_acc": None,
+        "firing_rate": None,
+        "firing_rates": None,
+    }
     if epoch % c.eval_every == 0 or epoch == c.epochs:
-        row.update(evaluate(s.model, s.loader("test", epoch), device=s.device, amp=c.amp, cpu_amp=c.cpu_amp,
-                            channels_last=s.channels_last, max_steps=c.max_eval_steps, _dist=s.d,
-                            amp_dtype=c.amp_dtype))
-    _check_epoch_end(s.model, row, epoch, s.d, s.device, _divergence_note(s, epoch),
-                     _loss_limit(s.source.num_classes))
+        row.update(
+            evaluate(
+                s.model,
+                s.loader("test", epoch),
+                device=s.device,
+                amp=c.amp,
+                cpu_amp=c.cpu_amp,
+                channels_last=s.channels_last,
+                max_steps=c.max_eval_steps,
+                _dist=s.d,
+                amp_dtype=c.amp_dtype,
+            )
+        )
+    _check_epoch_end(s.model, row, epoch, s.d, s.device, _divergence_note(s, epoch), _loss_limit(s.source.num_classes))
     row["amplitudes"] = _amplitudes(s.model)
     row["lr"] = lr
     row["epoch_time_s"] = time.perf_counter() - t0
@@ -685,8 +791,13 @@ def _state(s: _Session, epoch: int, history: History) -> dict[str, Any]:
         "epoch": epoch,
         "model": s.model.state_dict(),
         "optimizer": s.optimizer.state_dict(),
-        "scheduler": {"schedule": s.config.schedule, "step": s.global_step, "steps_per_epoch": s.steps_per_epoch,
-                      "total_steps": s.total_steps, "warmup_steps": s.warmup_steps},
+        "scheduler": {
+            "schedule": s.config.schedule,
+            "step": s.global_step,
+            "steps_per_epoch": s.steps_per_epoch,
+            "total_steps": s.total_steps,
+            "warmup_steps": s.warmup_steps,
+        },
         "history": history.epochs,
         "rng": rng_state(),
         "config": s.config.to_dict(),
@@ -697,8 +808,11 @@ def _state(s: _Session, epoch: int, history: History) -> dict[str, Any]:
 
 def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, plan) -> History:
     ckpt = run.existing(config)
-    history = History(epochs=list(ckpt["history"]) if ckpt else [], config=config.to_dict(),
-                      run_dir=str(run.path) if run.path is not None else None)
+    history = History(
+        epochs=list(ckpt["history"]) if ckpt else [],
+        config=config.to_dict(),
+        run_dir=str(run.path) if run.path is not None else None,
+    )
     if ckpt is not None and ckpt["epoch"] >= config.epochs:
         run.rewrite_metrics(history.epochs)
         return history  # already complete
@@ -710,14 +824,25 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, pla
     source = _load_source(plan, config)
     if ckpt is not None:
         _check_same_data(ckpt, source, config)
-    check_memory(config, device, in_channels=source.in_channels, image_size=source.image_size,
-                 num_classes=source.num_classes, is_sequence=source.is_sequence)  # before the network is built
+    check_memory(
+        config,
+        device,
+        in_channels=source.in_channels,
+        image_size=source.image_size,
+        num_classes=source.num_classes,
+        is_sequence=source.is_sequence,
+    )  # before the network is built
     s = _build(config, d, device, run, source)
     _schedule(s)
     start_epoch = 1
     if ckpt is not None:
-        check_resumable(ckpt, s.model, s.optimizer, {"steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps,
-                                                    "warmup_steps": s.warmup_steps}, run.checkpoint)
+        check_resumable(
+            ckpt,
+            s.model,
+            s.optimizer,
+            {"steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps, "warmup_steps": s.warmup_steps},
+            run.checkpoint,
+        )
         s.model.load_state_dict(ckpt["model"])
         s.optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, s.global_step = ckpt["epoch"] + 1, ckpt["scheduler"]["step"]
@@ -750,8 +875,10 @@ def model_from_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") ->
     state = ckpt["model"]
     shapes = [state.get(k) for k in ("classifier.weight", "stem.conv.weight")]
     if not all(isinstance(t, torch.Tensor) and t.dim() >= 2 for t in shapes):
-        raise CheckpointError(f"checkpoint {str(path)!r} holds no classifier.weight and stem.conv.weight of arch "
-                              f"{config.arch!r}: not this library's network")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds no classifier.weight and stem.conv.weight of arch "
+            f"{config.arch!r}: not this library's network"
+        )
     model = config.build_model(num_classes=shapes[0].shape[0], in_channels=shapes[1].shape[1])
     check_model_state(state, model, Path(path))
     model.load_state_dict(state)

@@ -12,6 +12,7 @@ Every panel is an ``ipywidgets.VBox`` with three extra attributes:
   plotly's JupyterLab mimetype (``application/vnd.plotly.v1+json``), so the figure renders
   without ``go.FigureWidget`` (which needs anywidget with plotly >= 6).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,9 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -62,8 +64,11 @@ def _bundle(fig: go.Figure) -> dict:
     """One ``display_data`` output holding ``fig`` as plotly's mimetype (what JupyterLab renders)."""
     data = json.loads(pio.to_json(fig, validate=False))
     title = fig.layout.title.text or "plotly figure"
-    return {"output_type": "display_data", "metadata": {},
-            "data": {PLOTLY_MIMETYPE: data, "text/plain": f"<plotly figure: {title}>"}}
+    return {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {PLOTLY_MIMETYPE: data, "text/plain": f"<plotly figure: {title}>"},
+    }
 
 
 def figure_output(fig: go.Figure | None = None):
@@ -79,8 +84,9 @@ def figure_output(fig: go.Figure | None = None):
     return out
 
 
-def panel(controls: Mapping[str, Any], render: Callable[..., go.Figure], *, columns: int = 3,
-          description: str | None = None):
+def panel(
+    controls: Mapping[str, Any], render: Callable[..., go.Figure], *, columns: int = 3, description: str | None = None
+):
     """Controls above a figure that ``render(**values)`` redraws whenever a control's value changes.
 
     Args:
@@ -94,7 +100,7 @@ def panel(controls: Mapping[str, Any], render: Callable[..., go.Figure], *, colu
     controls = dict(controls)
     out = figure_output()
     items = list(controls.values())
-    rows = [w.HBox(items[i:i + columns]) for i in range(0, len(items), columns)]
+    rows = [w.HBox(items[i : i + columns]) for i in range(0, len(items), columns)]
     head = [w.HTML(description)] if description else []
     box = w.VBox(head + rows + [out])
     box.controls = controls
@@ -123,19 +129,40 @@ def _layout():
 
 
 def _float(description, value, lo, hi, step):
-    return _ipw().FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
-                              continuous_update=False, style=_style(), layout=_layout())
+    return _ipw().FloatSlider(
+        value=value,
+        min=lo,
+        max=hi,
+        step=step,
+        description=description,
+        continuous_update=False,
+        style=_style(),
+        layout=_layout(),
+    )
 
 
 def _int(description, value, lo, hi, step=1):
-    return _ipw().IntSlider(value=value, min=lo, max=hi, step=step, description=description,
-                            continuous_update=False, style=_style(), layout=_layout())
+    return _ipw().IntSlider(
+        value=value,
+        min=lo,
+        max=hi,
+        step=step,
+        description=description,
+        continuous_update=False,
+        style=_style(),
+        layout=_layout(),
+    )
 
 
 def _dropdown(description, options, value=None):
     options = list(options)
-    return _ipw().Dropdown(options=options, value=options[0] if value is None else value,
-                           description=description, style=_style(), layout=_layout())
+    return _ipw().Dropdown(
+        options=options,
+        value=options[0] if value is None else value,
+        description=description,
+        style=_style(),
+        layout=_layout(),
+    )
 
 
 # --------------------------------------------------------------------------- 01
@@ -189,14 +216,16 @@ def teaser_panel(recording: Mapping[str, dict] | None = None):
         entry = recording[layer]
         a = entry["amplitude"]
         a = float(a.mean()) if hasattr(a, "mean") else float(a)
-        return viz.plot_teaser(entry["mem"], threshold=entry.get("threshold", 0.5), a=a,
-                               step=step, sample=sample, channel=channel)
+        return viz.plot_teaser(
+            entry["mem"], threshold=entry.get("threshold", 0.5), a=a, step=step, sample=sample, channel=channel
+        )
 
     return panel(controls, render, columns=4)
 
 
-def raster_panel(recordings: Mapping[str, Mapping[str, dict]] | None = None, *, images: int = 4,
-                 max_neurons: int = 256):
+def raster_panel(
+    recordings: Mapping[str, Mapping[str, dict]] | None = None, *, images: int = 4, max_neurons: int = 256
+):
     """Pick a layer, the images and a channel of recorded spikes -> ``viz.plot_raster``, one panel per recording.
 
     Args:
@@ -219,22 +248,24 @@ def raster_panel(recordings: Mapping[str, Mapping[str, dict]] | None = None, *, 
     num_samples = min(e["spikes"].shape[1] for rec in recordings.values() for e in rec.values())
     images = max(1, min(int(images), num_samples))
     channels = [e["spikes"].shape[2] for e in first.values() if e["spikes"].dim() == 5]
-    controls = {"layer": _dropdown("layer", names),
-                "image": _int("first image", 0, 0, num_samples - images)}
+    controls = {"layer": _dropdown("layer", names), "image": _int("first image", 0, 0, num_samples - images)}
     if channels:
         controls["channel"] = _dropdown("channel", ["all", *range(min(channels))], value=0)
 
     def render(layer, image, channel="all"):
         chosen = {}
         for title, rec in recordings.items():
-            s = rec[layer]["spikes"][:, image:image + images]  # [T, images, ...]
+            s = rec[layer]["spikes"][:, image : image + images]  # [T, images, ...]
             if channel != "all" and s.dim() == 5:
                 s = s[:, :, channel]
             chosen[title] = s
         where = "" if channel == "all" or first[layer]["spikes"].dim() != 5 else f", channel {channel}"
-        return viz.plot_raster(chosen, max_neurons=max_neurons,
-                               sample_labels=[f"image {i}" for i in range(image, image + images)],
-                               title=f"Spikes of {layer}{where}, test images {image}-{image + images - 1}")
+        return viz.plot_raster(
+            chosen,
+            max_neurons=max_neurons,
+            sample_labels=[f"image {i}" for i in range(image, image + images)],
+            title=f"Spikes of {layer}{where}, test images {image}-{image + images - 1}",
+        )
 
     return panel(controls, render)
 
@@ -279,8 +310,12 @@ def surrogate_panel():
     }
 
     def render(threshold, ste_width, triangle_width, atan_alpha, sigmoid_slope, kind):
-        sgs = {"ste": surrogate.STE(ste_width), "triangle": surrogate.Triangle(triangle_width),
-               "atan": surrogate.ATan(atan_alpha), "sigmoid": surrogate.Sigmoid(sigmoid_slope)}
+        sgs = {
+            "ste": surrogate.STE(ste_width),
+            "triangle": surrogate.Triangle(triangle_width),
+            "atan": surrogate.ATan(atan_alpha),
+            "sigmoid": surrogate.Sigmoid(sigmoid_slope),
+        }
         return viz.plot_surrogates(sgs, threshold=threshold, kind=kind)
 
     return panel(controls, render)
@@ -346,8 +381,10 @@ def epoch_panel(histories: Mapping[str, Any], consumers: Mapping[str, list[str]]
     """
     runs = {name: viz._epochs(h) for name, h in histories.items()}
     last = max((len(rows) for rows in runs.values()), default=1)
-    controls = {"epoch": _int("epoch", 1, 1, max(last, 1)),
-                "quantity": _dropdown("show", ("amplitudes", "firing rates"))}
+    controls = {
+        "epoch": _int("epoch", 1, 1, max(last, 1)),
+        "quantity": _dropdown("show", ("amplitudes", "firing rates")),
+    }
 
     def render(epoch, quantity):
         upto = {name: rows[:epoch] for name, rows in runs.items() if rows[:epoch]}
@@ -406,9 +443,10 @@ def train_live(configs: Mapping[str, Any], monitor=None, *, poll_s: float = 0.2,
                 rows = read_jsonl(metrics) if metrics.exists() else []
                 if len(rows) != seen:
                     seen = len(rows)
-                    monitor.update({**histories, name: rows},
-                                   f"training <b>{name}</b>: epoch {seen}/{cfg.epochs}, "
-                                   f"{time.perf_counter() - t0:.1f} s")
+                    monitor.update(
+                        {**histories, name: rows},
+                        f"training <b>{name}</b>: epoch {seen}/{cfg.epochs}, {time.perf_counter() - t0:.1f} s",
+                    )
             if "error" in result:
                 raise result["error"]
             history = result["history"]

@@ -128,7 +128,9 @@ def _check_name(name: str, archive: str) -> PurePosixPath:
 def _check_target(rel: PurePosixPath, dest: str, name: str, archive: str) -> None:
     target = os.path.realpath(os.path.join(dest, *rel.parts))
     if not _inside(target, dest):
-        raise DataIntegrityError(f"archive {archive!r} member {name!r} would be written outside {dest!r}; refusing to extract")
+        raise DataIntegrityError(
+            f"archive {archive!r} member {name!r} would be written outside {dest!r}; refusing to extract"
+        )
 
 
 def _check_link(link: str, base: str, dest: str, name: str, archive: str) -> None:
@@ -197,11 +199,14 @@ def _check_links(members: list[tuple[PurePosixPath, str, str | None, bool]], arc
     for rel, name, target, symbolic in members:
         for parent in rel.parents:
             if str(parent) in links:
-                raise DataIntegrityError(f"archive {archive!r} member {name!r} lies under the link {links[str(parent)]!r}; "
-                                         f"refusing to extract (a link chain)")
+                raise DataIntegrityError(
+                    f"archive {archive!r} member {name!r} lies under the link {links[str(parent)]!r}; "
+                    f"refusing to extract (a link chain)"
+                )
         if str(rel) in links and seen[str(rel)] > 1:
-            raise DataIntegrityError(f"archive {archive!r} has the link {name!r} and another member of the same name; "
-                                     f"refusing to extract")
+            raise DataIntegrityError(
+                f"archive {archive!r} has the link {name!r} and another member of the same name; refusing to extract"
+            )
         if target is None:
             continue
         stack = list(rel.parent.parts) if symbolic else []  # a hard link's target is relative to the root
@@ -210,14 +215,18 @@ def _check_links(members: list[tuple[PurePosixPath, str, str | None, bool]], arc
                 continue
             if part == "..":
                 if not stack:
-                    raise DataIntegrityError(f"archive {archive!r} member {name!r} is a link to {target!r}, outside the "
-                                             f"destination; refusing to extract")
+                    raise DataIntegrityError(
+                        f"archive {archive!r} member {name!r} is a link to {target!r}, outside the "
+                        f"destination; refusing to extract"
+                    )
                 stack.pop()
                 continue
             stack.append(part)
             if "/".join(stack) in links:
-                raise DataIntegrityError(f"archive {archive!r} member {name!r} is a link to {target!r}, through the "
-                                         f"link {links['/'.join(stack)]!r}; refusing to extract (a link chain)")
+                raise DataIntegrityError(
+                    f"archive {archive!r} member {name!r} is a link to {target!r}, through the "
+                    f"link {links['/'.join(stack)]!r}; refusing to extract (a link chain)"
+                )
 
 
 def _safe_extract(archive: str, root: str) -> None:
@@ -301,8 +310,9 @@ def extract_atomically(archive_path: str | os.PathLike, dest: str | os.PathLike,
     return final
 
 
-def iter_files(source: str | os.PathLike, accept: Callable[[str], bool] | None = None,
-               max_bytes: int | None = None) -> Iterator[tuple[str, bytes]]:
+def iter_files(
+    source: str | os.PathLike, accept: Callable[[str], bool] | None = None, max_bytes: int | None = None
+) -> Iterator[tuple[str, bytes]]:
     """Yield ``(relative posix path, bytes)`` for each regular file of a folder, tar or zip archive.
 
     Archives are read member by member without extracting anything; links, devices
@@ -362,8 +372,10 @@ def _iter_names(src: str) -> Iterator[str]:
 
 
 def _too_large(where: str, size: int, max_bytes: int) -> DataIntegrityError:
-    return DataIntegrityError(f"file {where!r} holds {size} bytes, more than the {max_bytes} allowed for one file "
-                              f"(max_bytes); refusing to read it")
+    return DataIntegrityError(
+        f"file {where!r} holds {size} bytes, more than the {max_bytes} allowed for one file "
+        f"(max_bytes); refusing to read it"
+    )
 
 
 def _iter_folder(src: str, accept, max_bytes) -> Iterator[tuple[str, bytes]]:

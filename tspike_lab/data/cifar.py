@@ -28,8 +28,17 @@ from . import sources
 from .archive import archive_kind, check_md5, extract_atomically, first_names, md5_file
 from .sources import DataSource, cache_dir, checksum_fingerprint
 
-__all__ = ["CIFAR", "CIFAR10_MD5", "CIFAR100_MD5", "FILE_MD5", "CifarSpec", "layout", "load_cifar10",
-           "load_cifar100", "read_batch"]
+__all__ = [
+    "CIFAR",
+    "CIFAR10_MD5",
+    "CIFAR100_MD5",
+    "FILE_MD5",
+    "CifarSpec",
+    "layout",
+    "load_cifar10",
+    "load_cifar100",
+    "read_batch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +234,10 @@ def _batch_arrays(batch: Any, path: Path, spec: CifarSpec) -> tuple[np.ndarray, 
 
 def _class_names(meta: Any, path: Path, spec: CifarSpec) -> list[str]:
     names = meta.get(spec.names_key) if isinstance(meta, dict) else None
-    if not isinstance(names, list) or len(names) != spec.num_classes or not all(
-        isinstance(n, (bytes, str)) for n in names
+    if (
+        not isinstance(names, list)
+        or len(names) != spec.num_classes
+        or not all(isinstance(n, (bytes, str)) for n in names)
     ):
         raise DataIntegrityError(
             f"CIFAR file {str(path)!r} does not hold {spec.num_classes} class names under {spec.names_key!r}"
@@ -256,13 +267,21 @@ def _read_record(folder: Path) -> dict[str, str] | None:
 
 
 def _write_record(folder: Path, sums: dict[str, str], archive: Path, archive_md5: str) -> None:
-    record = {"folder": os.path.realpath(folder), "archive": os.path.realpath(archive), "archive_md5": archive_md5,
-              "files": sums}
+    record = {
+        "folder": os.path.realpath(folder),
+        "archive": os.path.realpath(archive),
+        "archive_md5": archive_md5,
+        "files": sums,
+    }
     try:
         atomic_write(_record_path(folder), json.dumps(record, indent=1) + "\n")
     except OSError as exc:
-        logger.warning("could not record the checksums of %s (%s); later loads of that folder alone will refuse "
-                       "its non-canonical files", folder, exc)
+        logger.warning(
+            "could not record the checksums of %s (%s); later loads of that folder alone will refuse "
+            "its non-canonical files",
+            folder,
+            exc,
+        )
 
 
 def _verify(folder: Path, spec: CifarSpec, vouched: tuple[Path, str] | None) -> dict[str, str]:
@@ -327,8 +346,12 @@ def _locate(spec: CifarSpec, root: str | os.PathLike | None, download: bool, md5
     if root is not None and archive_kind(root) is not None:
         archive = Path(root).expanduser()
         if archive.exists() and not archive.is_file():
-            raise ConfigError(f"root {os.fspath(root)!r} is not a regular file; give the path of {spec.filename}",
-                              field="root", value=os.fspath(root), allowed="an archive file or a folder")
+            raise ConfigError(
+                f"root {os.fspath(root)!r} is not a regular file; give the path of {spec.filename}",
+                field="root",
+                value=os.fspath(root),
+                allowed="an archive file or a folder",
+            )
         if not archive.is_file():
             raise DataUnavailableError(
                 f"root {os.fspath(root)!r} names an archive that does not exist; give the path of "
@@ -345,7 +368,9 @@ def _locate(spec: CifarSpec, root: str | os.PathLike | None, download: bool, md5
         raise ConfigError(
             f"root {str(base)!r} is a file, not an archive tspike_lab can read (.tar.gz, .tgz, .tar, .tar.xz, .zip); "
             f"give the folder that holds {spec.folder}/ or {spec.filename}, or the archive itself",
-            field="root", value=os.fspath(base), allowed="a folder or a CIFAR archive",
+            field="root",
+            value=os.fspath(base),
+            allowed="a folder or a CIFAR archive",
         )
     for candidate in (base, base / spec.folder):
         if _is_cifar_folder(candidate, spec):
@@ -376,8 +401,12 @@ def layout(name: str, root: str | os.PathLike) -> str:
     spec = CIFAR[name]
     root = Path(root).expanduser()
     if root.is_dir():
-        if root.name == spec.folder or (root / spec.folder).is_dir() or (root / spec.filename).is_file() \
-                or (root / spec.train[0]).is_file():
+        if (
+            root.name == spec.folder
+            or (root / spec.folder).is_dir()
+            or (root / spec.filename).is_file()
+            or (root / spec.train[0]).is_file()
+        ):
             return "cifar"
         if (root / "train").is_dir() and (root / "test").is_dir():
             return "imagefolder"
@@ -393,7 +422,9 @@ def layout(name: str, root: str | os.PathLike) -> str:
     raise ConfigError(
         f"data_dir {str(root)!r} is neither a CIFAR layout ({spec.folder}/, {spec.filename}) nor an image folder "
         f"(train/<class>/<image> and test/<class>/<image>, as a folder or an archive)",
-        field="data_dir", value=str(root), allowed=f"{spec.folder}/, {spec.filename} or an image folder",
+        field="data_dir",
+        value=str(root),
+        allowed=f"{spec.folder}/, {spec.filename} or an image folder",
     )
 
 
@@ -405,16 +436,19 @@ def _load(name: str, root: str | os.PathLike | None, download: bool, md5: str | 
     if md5 is None:
         md5 = CIFAR10_MD5 if name == "cifar10" else CIFAR100_MD5
     elif not (isinstance(md5, str) and len(md5) == 32 and all(c in "0123456789abcdefABCDEF" for c in md5)):
-        raise ConfigError(f"md5 must be a 32-digit hex string, got {md5!r}", field="md5", value=md5,
-                          allowed="a 32-digit hex string")
+        raise ConfigError(
+            f"md5 must be a 32-digit hex string, got {md5!r}", field="md5", value=md5, allowed="a 32-digit hex string"
+        )
     folder, vouched = _locate(spec, root, download, md5)
     sums = _verify(folder, spec, vouched)
     classes = _class_names(read_batch(folder / spec.meta), folder / spec.meta, spec)
 
     def read(files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         arrays = [_batch_arrays(read_batch(folder / f), folder / f, spec) for f in files]
-        return (torch.from_numpy(np.concatenate([x for x, _ in arrays])),
-                torch.from_numpy(np.concatenate([y for _, y in arrays])))
+        return (
+            torch.from_numpy(np.concatenate([x for x, _ in arrays])),
+            torch.from_numpy(np.concatenate([y for _, y in arrays])),
+        )
 
     train_x, train_y = read(spec.train)
     test_x, test_y = read(spec.test)
@@ -442,4 +476,3 @@ def load_cifar10(root: str | os.PathLike | None, download: bool, md5: str | None
 def load_cifar100(root: str | os.PathLike | None, download: bool, md5: str | None = None) -> DataSource:
     """CIFAR-100 (fine labels) from the canonical python archive (``md5``: the archive's)."""
     return _load("cifar100", root, download, md5)
-

@@ -26,7 +26,9 @@ def load_digits(root: str | os.PathLike | None, download: bool) -> DataSource:
         raise ConfigError(
             f"data set 'digits' is embedded in tspike_lab and takes no data_dir/root, got {os.fspath(root)!r}; "
             f"leave it unset",
-            field="data_dir", value=os.fspath(root), allowed="None for 'digits'",
+            field="data_dir",
+            value=os.fspath(root),
+            allowed="None for 'digits'",
         )
     # digits.csv.gz is copied unchanged from scikit-learn (BSD-3-Clause),
     # sklearn/datasets/data/digits.csv.gz: the test set of the UCI "Optical Recognition of

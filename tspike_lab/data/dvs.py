@@ -43,9 +43,7 @@ def dvs_split(labels: torch.Tensor, train_fraction: float = 0.9, seed: int = 0) 
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
-def load_cifar10_dvs(
-    root: str | os.PathLike | None, download: bool, num_steps: int = 10, size: int = 48
-) -> DataSource:
+def load_cifar10_dvs(root: str | os.PathLike | None, download: bool, num_steps: int = 10, size: int = 48) -> DataSource:
     """CIFAR10-DVS through tonic: ``num_steps`` event frames per sample, resized to ``size``x``size``.
 
     Args:
@@ -60,20 +58,26 @@ def load_cifar10_dvs(
         raise ConfigError.bad("", "size", size, "a positive int")
     base = cache_dir(root) if root is not None else cache_dir() / "cifar10-dvs"
     if base.exists() and not base.is_dir():
-        raise ConfigError(f"root {str(base)!r} is a file; cifar10-dvs needs a folder (tonic's download and the "
-                          f"frame cache); give its folder", field="root", value=str(base), allowed="a folder")
+        raise ConfigError(
+            f"root {str(base)!r} is a file; cifar10-dvs needs a folder (tonic's download and the "
+            f"frame cache); give its folder",
+            field="root",
+            value=str(base),
+            allowed="a folder",
+        )
     cache_file = base / f"frames-T{num_steps}-{size}px.pt"
     data = read_cache(cache_file, ("frames", "labels"))
     if data is None:
         try:
             import tonic
         except ImportError:
-            raise MissingPackageError(f"dataset 'cifar10-dvs' needs the optional package tonic, which is not "
-                                      f"installed (and there is no frame cache {str(cache_file)!r}): "
-                                      f"pip install tspike_lab[dvs]") from None
+            raise MissingPackageError(
+                f"dataset 'cifar10-dvs' needs the optional package tonic, which is not "
+                f"installed (and there is no frame cache {str(cache_file)!r}): "
+                f"pip install tspike_lab[dvs]"
+            ) from None
         frames, labels = _build_dvs_frames(tonic, base, download, num_steps, size)
-        data = {"frames": frames, "labels": labels,
-                "fingerprint": tensor_fingerprint(CIFAR10_CLASSES, frames, labels)}
+        data = {"frames": frames, "labels": labels, "fingerprint": tensor_fingerprint(CIFAR10_CLASSES, frames, labels)}
         if write_cache(data, cache_file):
             logger.info("cached CIFAR10-DVS frames in %s", cache_file)
     frames, labels = data["frames"], data["labels"]

@@ -91,7 +91,8 @@ def _decode_chunk(items: list[tuple[str, bytes]], channels: int) -> np.ndarray:
             raise DataIntegrityError(
                 f"image file {name!r} is above the decoded-size limit of {MAX_IMAGE_PIXELS} pixels "
                 f"(tspike_lab.data.imagefolder.MAX_IMAGE_PIXELS; Pillow: {exc}); refusing to decode it (a "
-                f"decompression bomb?)") from None
+                f"decompression bomb?)"
+            ) from None
         except DataIntegrityError:
             raise
         except Exception as exc:  # any parse failure of untrusted bytes: OSError, SyntaxError, struct.error, ...
@@ -217,9 +218,11 @@ def _decode_image_folder(src: Path, channels: int, workers: int) -> dict:
         arrays.append(a)
         total = sum(x.nbytes for x in arrays)
         if budget is not None and total > budget[0]:
-            raise ResourceError(f"image folder {str(src)!r} decodes to more than {total / 2**30:.1f} GiB after "
-                                f"{sum(x.shape[0] for x in arrays)} images of {a.shape[2]}x{a.shape[1]}, more than "
-                                f"the {budget[0] / 2**30:.1f} GiB available ({budget[1]}); use smaller images")
+            raise ResourceError(
+                f"image folder {str(src)!r} decodes to more than {total / 2**30:.1f} GiB after "
+                f"{sum(x.shape[0] for x in arrays)} images of {a.shape[2]}x{a.shape[1]}, more than "
+                f"the {budget[0] / 2**30:.1f} GiB available ({budget[1]}); use smaller images"
+            )
 
     if pool is None:
         for c in itertools.chain(head, chunks):
@@ -288,7 +291,9 @@ def load_imagefolder(
         raise ConfigError(
             "root is required for imagefolder: a folder or .zip/.tar/.tar.gz/.tgz/.tar.xz archive "
             "holding train/<class>/<image> and test/<class>/<image>; got None",
-            field="root", value=None, allowed="a folder or archive",
+            field="root",
+            value=None,
+            allowed="a folder or archive",
         )
     if channels not in (1, 3):
         raise ConfigError.bad("", "channels", channels, "1 or 3")
@@ -298,18 +303,28 @@ def load_imagefolder(
         raise ConfigError.bad("", "workers", workers, "a positive int")
     src = Path(root).expanduser()
     if not src.exists():
-        raise ConfigError(f"root {os.fspath(root)!r} does not exist; give the folder or archive holding "
-                          f"train/<class>/<image> and test/<class>/<image>",
-                          field="root", value=os.fspath(root), allowed="an existing folder or archive")
+        raise ConfigError(
+            f"root {os.fspath(root)!r} does not exist; give the folder or archive holding "
+            f"train/<class>/<image> and test/<class>/<image>",
+            field="root",
+            value=os.fspath(root),
+            allowed="an existing folder or archive",
+        )
     if src.is_file() and archive_kind(src) is None:
         raise ConfigError(
             f"root {os.fspath(root)!r} is a file, not an archive tspike_lab can read "
             f"(.zip/.tar/.tar.gz/.tgz/.tar.bz2/.tar.xz); give that archive or the folder holding train/ and test/",
-            field="root", value=os.fspath(root), allowed="a folder or archive",
+            field="root",
+            value=os.fspath(root),
+            allowed="a folder or archive",
         )
     if not (src.is_dir() or src.is_file()):  # a FIFO, socket or device would block or never end
-        raise ConfigError(f"root {os.fspath(root)!r} is neither a folder nor a regular file",
-                          field="root", value=os.fspath(root), allowed="a folder or archive")
+        raise ConfigError(
+            f"root {os.fspath(root)!r} is neither a folder nor a regular file",
+            field="root",
+            value=os.fspath(root),
+            allowed="a folder or archive",
+        )
     data = None
     if cache:
         try:
@@ -347,11 +362,15 @@ def _checked(data: dict | None, path: Path) -> dict | None:
     try:
         classes = data["classes"]
         tensors = [data[k] for k in ("train_x", "train_y", "test_x", "test_y")]
-        ok = (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
-              and all(isinstance(t, torch.Tensor) for t in tensors)
-              and tensors[0].dtype == tensors[2].dtype == torch.uint8 and tensors[0].dim() == tensors[2].dim() == 4
-              and tensors[1].dtype == tensors[3].dtype == torch.int64
-              and data["fingerprint"] == tensor_fingerprint(classes, *tensors))
+        ok = (
+            isinstance(classes, list)
+            and all(isinstance(c, str) for c in classes)
+            and all(isinstance(t, torch.Tensor) for t in tensors)
+            and tensors[0].dtype == tensors[2].dtype == torch.uint8
+            and tensors[0].dim() == tensors[2].dim() == 4
+            and tensors[1].dtype == tensors[3].dtype == torch.int64
+            and data["fingerprint"] == tensor_fingerprint(classes, *tensors)
+        )
     except (TypeError, ValueError, RuntimeError, AttributeError):
         ok = False
     if not ok:

@@ -1,4 +1,4 @@
-"""ImageNet: ``train/<wnid>/*`` and ``val/<wnid>/*`` read lazily with PIL and the standard transforms (no torchvision)."""
+"""ImageNet: ``train/<wnid>/*`` and ``val/<wnid>/*`` read lazily with PIL, the standard transforms, no torchvision."""
 
 from __future__ import annotations
 
@@ -18,8 +18,15 @@ from ..results import open_regular
 from .imagefolder import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, check_image_size
 from .sources import FINGERPRINT_CHARS, DataSource
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderDataset", "load_imagenet", "eval_transform",
-           "train_transform", "random_resized_crop_box"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageFolderDataset",
+    "load_imagenet",
+    "eval_transform",
+    "train_transform",
+    "random_resized_crop_box",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -129,8 +136,12 @@ class ImageFolderDataset(Dataset):
             raise ConfigError.bad("", "resize", resize, f"an int >= crop ({crop})")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ConfigError(f"root {os.fspath(root)!r} is not a folder; give the folder holding <class>/<image>",
-                              field="root", value=os.fspath(root), allowed="a folder")
+            raise ConfigError(
+                f"root {os.fspath(root)!r} is not a folder; give the folder holding <class>/<image>",
+                field="root",
+                value=os.fspath(root),
+                allowed="a folder",
+            )
         found = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
         self.classes = list(classes) if classes is not None else found
         index = {c: i for i, c in enumerate(self.classes)}
@@ -213,7 +224,9 @@ def load_imagenet(root: str | os.PathLike | None, download: bool, crop: int = 22
     if root is None:
         raise ConfigError(
             "root is required for imagenet: a folder holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG; got None",
-            field="root", value=None, allowed="a folder with train/ and val/",
+            field="root",
+            value=None,
+            allowed="a folder with train/ and val/",
         )
     base = Path(root).expanduser()
     for sub in ("train", "val"):

@@ -260,7 +260,8 @@ def make_loader(
         (``tspike_lab.train.evaluate`` does not); None in one process.
 
     Shape:
-        x: float32 ``[B, C, H, W]`` (normalized) or ``[B, T, C, H, W]`` for sequences (not normalized); y: int64 ``[B]``.
+        x: float32 ``[B, C, H, W]`` (normalized) or ``[B, T, C, H, W]`` for sequences (not normalized);
+        y: int64 ``[B]``.
     """
     if not isinstance(source, DataSource):
         raise ValueError(f"source must be a DataSource from tspike_lab.data.load, got {type(source).__name__}")

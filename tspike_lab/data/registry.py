@@ -67,8 +67,9 @@ class DatasetSpec:
 
 
 def _augment(crop_padding: int, flip: bool, autoaugment: bool, cutout: int, roll: int) -> Mapping[str, Any]:
-    return MappingProxyType(dict(crop_padding=crop_padding, flip=flip, autoaugment=autoaugment, cutout=cutout,
-                                 roll=roll))
+    return MappingProxyType(
+        dict(crop_padding=crop_padding, flip=flip, autoaugment=autoaugment, cutout=cutout, roll=roll)
+    )
 
 
 # CIFAR follows the authors' CIFAR recipe (crop 4 + flip + AutoAugment + Cutout 16; an assumption,
@@ -77,36 +78,90 @@ def _augment(crop_padding: int, flip: bool, autoaugment: bool, cutout: int, roll
 # of test accuracy after 10 epochs). ImageNet's Dataset does its own transforms.
 _CIFAR_AUGMENT = _augment(crop_padding=4, flip=True, autoaugment=True, cutout=16, roll=0)
 
-DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
-    spec.name: spec
-    for spec in (
-        DatasetSpec("digits", "digits (embedded UCI 8x8)", load_digits,
-                    _augment(crop_padding=0, flip=False, autoaugment=False, cutout=0, roll=0),
-                    image_size=(8, 8), in_channels=1, num_classes=10, split_sizes=(1437, 360), data_dir="none"),
-        DatasetSpec("cifar10", cifar.CIFAR["cifar10"].label, load_cifar10, _CIFAR_AUGMENT,
-                    image_size=(32, 32), in_channels=3, num_classes=10, split_sizes=(50000, 10000),
-                    data_dir="optional"),
-        DatasetSpec("cifar100", cifar.CIFAR["cifar100"].label, load_cifar100, _CIFAR_AUGMENT,
-                    image_size=(32, 32), in_channels=3, num_classes=100, split_sizes=(50000, 10000),
-                    data_dir="optional"),
-        DatasetSpec("imagefolder", "image folder", load_imagefolder,
-                    _augment(crop_padding=4, flip=True, autoaugment=False, cutout=0, roll=0),
-                    image_size=None, in_channels=None, num_classes=None, split_sizes=None, data_dir="required"),
-        DatasetSpec("cifar10-dvs", "CIFAR10-DVS", load_cifar10_dvs,
-                    _augment(crop_padding=0, flip=True, autoaugment=False, cutout=0, roll=5),
-                    image_size=(48, 48), in_channels=2, num_classes=10, split_sizes=(9000, 1000),
-                    data_dir="optional", is_sequence=True),
-        DatasetSpec("imagenet", "ImageNet (ILSVRC-2012)", load_imagenet, None,
-                    image_size=(224, 224), in_channels=3, num_classes=1000, split_sizes=(1281167, 50000),
-                    data_dir="required"),
-    )
-})
+DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            DatasetSpec(
+                "digits",
+                "digits (embedded UCI 8x8)",
+                load_digits,
+                _augment(crop_padding=0, flip=False, autoaugment=False, cutout=0, roll=0),
+                image_size=(8, 8),
+                in_channels=1,
+                num_classes=10,
+                split_sizes=(1437, 360),
+                data_dir="none",
+            ),
+            DatasetSpec(
+                "cifar10",
+                cifar.CIFAR["cifar10"].label,
+                load_cifar10,
+                _CIFAR_AUGMENT,
+                image_size=(32, 32),
+                in_channels=3,
+                num_classes=10,
+                split_sizes=(50000, 10000),
+                data_dir="optional",
+            ),
+            DatasetSpec(
+                "cifar100",
+                cifar.CIFAR["cifar100"].label,
+                load_cifar100,
+                _CIFAR_AUGMENT,
+                image_size=(32, 32),
+                in_channels=3,
+                num_classes=100,
+                split_sizes=(50000, 10000),
+                data_dir="optional",
+            ),
+            DatasetSpec(
+                "imagefolder",
+                "image folder",
+                load_imagefolder,
+                _augment(crop_padding=4, flip=True, autoaugment=False, cutout=0, roll=0),
+                image_size=None,
+                in_channels=None,
+                num_classes=None,
+                split_sizes=None,
+                data_dir="required",
+            ),
+            DatasetSpec(
+                "cifar10-dvs",
+                "CIFAR10-DVS",
+                load_cifar10_dvs,
+                _augment(crop_padding=0, flip=True, autoaugment=False, cutout=0, roll=5),
+                image_size=(48, 48),
+                in_channels=2,
+                num_classes=10,
+                split_sizes=(9000, 1000),
+                data_dir="optional",
+                is_sequence=True,
+            ),
+            DatasetSpec(
+                "imagenet",
+                "ImageNet (ILSVRC-2012)",
+                load_imagenet,
+                None,
+                image_size=(224, 224),
+                in_channels=3,
+                num_classes=1000,
+                split_sizes=(1281167, 50000),
+                data_dir="required",
+            ),
+        )
+    }
+)
 
 
 def _spec(name: str, field: str = "name") -> DatasetSpec:
     if not isinstance(name, str) or name not in DATASETS:
-        raise ConfigError(f"{field} must be one of {list(DATASETS)}, got {name!r}", field=field, value=name,
-                          allowed=f"one of {list(DATASETS)}")
+        raise ConfigError(
+            f"{field} must be one of {list(DATASETS)}, got {name!r}",
+            field=field,
+            value=name,
+            allowed=f"one of {list(DATASETS)}",
+        )
     return DATASETS[name]
 
 
@@ -135,8 +190,12 @@ def load(
     allowed = list(spec.options)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for data set {name!r}; allowed: {allowed}",
-                          field=unknown[0], value=options[unknown[0]], allowed=f"one of {allowed}")
+        raise ConfigError(
+            f"unknown option(s) {unknown} for data set {name!r}; allowed: {allowed}",
+            field=unknown[0],
+            value=options[unknown[0]],
+            allowed=f"one of {allowed}",
+        )
     return spec.load(root, bool(download), **options)
 
 
@@ -190,13 +249,20 @@ def describe(dataset: str, data_dir: str | os.PathLike | None) -> DataPlan:
         if data_dir is not None:
             raise ConfigError(
                 f"data set {dataset!r} is embedded in tspike_lab and takes no data_dir, got {os.fspath(data_dir)!r}; "
-                f"leave data_dir unset", field="data_dir", value=os.fspath(data_dir), allowed=f"None for {dataset!r}",
+                f"leave data_dir unset",
+                field="data_dir",
+                value=os.fspath(data_dir),
+                allowed=f"None for {dataset!r}",
             )
         return DataPlan(dataset, dataset, None, spec.label, empty)
     if data_dir is None:
         if spec.data_dir == "required":
-            raise ConfigError(f"data_dir is required for {dataset!r} ({spec.label}): the folder holding its images",
-                              field="data_dir", value=None, allowed="an existing folder or archive")
+            raise ConfigError(
+                f"data_dir is required for {dataset!r} ({spec.label}): the folder holding its images",
+                field="data_dir",
+                value=None,
+                allowed="an existing folder or archive",
+            )
         return DataPlan(dataset, dataset, None, spec.label, empty)
     root = os.fspath(data_dir)
     path = Path(root).expanduser()
@@ -204,18 +270,25 @@ def describe(dataset: str, data_dir: str | os.PathLike | None) -> DataPlan:
         raise ConfigError(
             f"data_dir {root!r} does not exist; give an existing folder or archive holding {spec.label}"
             + (", or leave data_dir unset to use the default data folder" if spec.data_dir == "optional" else ""),
-            field="data_dir", value=root, allowed="an existing folder or archive",
+            field="data_dir",
+            value=root,
+            allowed="an existing folder or archive",
         )
     if not (path.is_dir() or path.is_file()):  # a FIFO, socket or device: reading it would block or never end
         raise ConfigError(
             f"data_dir {root!r} is neither a folder nor a regular file; give the folder that holds {spec.label}, "
-            f"or its archive", field="data_dir", value=root, allowed="a folder or a regular (archive) file, not a special file",
+            f"or its archive",
+            field="data_dir",
+            value=root,
+            allowed="a folder or a regular (archive) file, not a special file",
         )
     if path.is_file() and archive_kind(path) is None:
         raise ConfigError(
             f"data_dir {root!r} is a file, not an archive tspike_lab can read (.tar.gz, .tgz, .tar, .tar.xz, .zip); "
             f"give the folder that holds {spec.label}, or the archive itself",
-            field="data_dir", value=root, allowed="a folder or an archive",
+            field="data_dir",
+            value=root,
+            allowed="a folder or an archive",
         )
     if dataset in cifar.CIFAR and cifar.layout(dataset, path) == "imagefolder":
         jpeg = any(n.lower().endswith((".jpg", ".jpeg")) for n in first_names(path, 8))

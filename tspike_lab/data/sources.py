@@ -67,8 +67,9 @@ def checksum_fingerprint(kind: str, checksums: dict[str, str]) -> str:
 def check_split_name(split: str) -> None:
     """Raise ConfigError unless ``split`` is "train" or "test"."""
     if split not in ("train", "test"):
-        raise ConfigError(f"split must be 'train' or 'test', got {split!r}", field="split", value=split,
-                          allowed="'train' or 'test'")
+        raise ConfigError(
+            f"split must be 'train' or 'test', got {split!r}", field="split", value=split, allowed="'train' or 'test'"
+        )
 
 
 @dataclass(eq=False)
@@ -213,9 +214,13 @@ def cache_dir(root: str | os.PathLike | None = None) -> Path:
         except OSError:
             return path  # missing: created when first written
         if not stat.S_ISDIR(mode):
-            raise ConfigError(f"environment variable TSPIKE_DATA is {env!r}, a {file_kind(mode)}, not a folder; point "
-                              f"it at the data folder (created if missing) or unset it",
-                              field="TSPIKE_DATA", value=env, allowed="a folder")
+            raise ConfigError(
+                f"environment variable TSPIKE_DATA is {env!r}, a {file_kind(mode)}, not a folder; point "
+                f"it at the data folder (created if missing) or unset it",
+                field="TSPIKE_DATA",
+                value=env,
+                allowed="a folder",
+            )
         return path
     return Path.home() / ".cache" / "tspike_lab"
 

@@ -30,6 +30,7 @@ Every path returns spikes equal to the oracle's and gradients equal to float rou
 :func:`lif_seq` resolves its options into a :class:`LIFSpec` at every call; a layer builds its
 spec once (:func:`make_spec`, :func:`check_backend`) and calls :func:`lif_seq_spec`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,17 @@ from ..errors import ConfigError
 from . import cpu, eager, triton_lif
 from .spec import LIFSpec, amplitude_reason, make_spec
 
-__all__ = ["BACKENDS", "lif_seq", "lif_seq_spec", "check_backend", "select_backend", "backend_report", "make_spec",
-           "LIFSpec", "broadcast_amplitude"]
+__all__ = [
+    "BACKENDS",
+    "lif_seq",
+    "lif_seq_spec",
+    "check_backend",
+    "select_backend",
+    "backend_report",
+    "make_spec",
+    "LIFSpec",
+    "broadcast_amplitude",
+]
 
 BACKENDS = ("auto", "torch", "fused", "fused_torch", "triton")
 
@@ -55,8 +65,10 @@ def _why_not(backend: str, x: torch.Tensor, spec: LIFSpec) -> str | None:
         return cpu.supports(x, spec)
     if backend == "fused_torch":
         if not isinstance(spec.spike_grad, surrogate.Surrogate):
-            return (f"fused_torch needs a tspike_lab.surrogate.Surrogate, got spike_grad={spec.spike_grad!r} "
-                    f"(an arbitrary callable runs on backend='torch')")
+            return (
+                f"fused_torch needs a tspike_lab.surrogate.Surrogate, got spike_grad={spec.spike_grad!r} "
+                f"(an arbitrary callable runs on backend='torch')"
+            )
         return None
     if backend == "triton":
         return triton_lif.supports(x, spec)
@@ -70,11 +82,14 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_fallback(reason: str, chosen: str) -> None:
     # Once per reason and process: "auto" asks at every forward.
-    warnings.warn(f"backend='auto' does not use the Triton kernels: {reason}; running backend={chosen!r} instead",
-                  RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"backend='auto' does not use the Triton kernels: {reason}; running backend={chosen!r} instead",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def select_backend(x_seq: torch.Tensor, spec: LIFSpec, backend: str = "auto") -> str:
@@ -143,12 +158,24 @@ def lif_seq(
         backend = "torch"  # a tensor beta / threshold (maybe trained) is the oracle's business
     _check_amplitude(x_seq, amplitude)
     if backend == "torch" and any(isinstance(v, torch.Tensor) for v in (beta, threshold)):
-        b_seq, mem_seq = functional.oracle_lif_seq(x_seq, beta=beta, threshold=threshold, kind=kind,
-                                                   reset_mechanism=reset_mechanism, spike_grad=spike_grad,
-                                                   detach_reset=detach_reset)
+        b_seq, mem_seq = functional.oracle_lif_seq(
+            x_seq,
+            beta=beta,
+            threshold=threshold,
+            kind=kind,
+            reset_mechanism=reset_mechanism,
+            spike_grad=spike_grad,
+            detach_reset=detach_reset,
+        )
         return _scale(b_seq, amplitude), (mem_seq if return_mem else None)
-    spec = make_spec(beta=beta, threshold=threshold, kind=kind, reset_mechanism=reset_mechanism,
-                     spike_grad=spike_grad, detach_reset=detach_reset)
+    spec = make_spec(
+        beta=beta,
+        threshold=threshold,
+        kind=kind,
+        reset_mechanism=reset_mechanism,
+        spike_grad=spike_grad,
+        detach_reset=detach_reset,
+    )
     return _run(x_seq, spec, backend, return_mem, amplitude)
 
 
@@ -180,11 +207,12 @@ def _check_amplitude(x_seq: torch.Tensor, amplitude) -> None:
     if not isinstance(amplitude, torch.Tensor):
         raise ValueError(f"amplitude must be a tensor or None, got {type(amplitude).__name__}")
     if amplitude.dim() == 1 and (x_seq.dim() < 3 or x_seq.shape[2] != amplitude.shape[0]):
-        raise ValueError(f"amplitude of shape {tuple(amplitude.shape)} needs x_seq [T, B, "
-                         f"{amplitude.shape[0]}, ...], got {tuple(x_seq.shape)}")
+        raise ValueError(
+            f"amplitude of shape {tuple(amplitude.shape)} needs x_seq [T, B, "
+            f"{amplitude.shape[0]}, ...], got {tuple(x_seq.shape)}"
+        )
     if amplitude.dim() > 1:
-        raise ValueError(f"amplitude must be a scalar or one value per channel, got shape "
-                         f"{tuple(amplitude.shape)}")
+        raise ValueError(f"amplitude must be a scalar or one value per channel, got shape {tuple(amplitude.shape)}")
 
 
 def _scale(b_seq: torch.Tensor, amplitude: torch.Tensor | None) -> torch.Tensor:
@@ -193,14 +221,24 @@ def _scale(b_seq: torch.Tensor, amplitude: torch.Tensor | None) -> torch.Tensor:
 
 def _run(x_seq, spec: LIFSpec, backend: str, return_mem: bool, amplitude):
     chosen = select_backend(x_seq, spec, backend)
-    if (chosen in ("fused", "triton") and amplitude is not None and not return_mem
-            and amplitude_reason(x_seq, amplitude) is None):
+    if (
+        chosen in ("fused", "triton")
+        and amplitude is not None
+        and not return_mem
+        and amplitude_reason(x_seq, amplitude) is None
+    ):
         scaled = cpu.scaled_lif_seq_cpu if chosen == "fused" else triton_lif.scaled_lif_seq_triton
         return scaled(x_seq, amplitude, spec), None
     if chosen == "torch":
-        b_seq, mem_seq = functional.run_oracle(x_seq, spec.spike, beta=spec.beta, threshold=spec.threshold,
-                                               reset_mechanism=spec.reset_mechanism, spike_grad=spec.spike_grad,
-                                               detach_reset=spec.detach_reset)
+        b_seq, mem_seq = functional.run_oracle(
+            x_seq,
+            spec.spike,
+            beta=spec.beta,
+            threshold=spec.threshold,
+            reset_mechanism=spec.reset_mechanism,
+            spike_grad=spec.spike_grad,
+            detach_reset=spec.detach_reset,
+        )
         mem_seq = mem_seq if return_mem else None
     else:
         fused = {"fused": cpu.lif_seq_cpu, "triton": triton_lif.lif_seq_triton, "fused_torch": eager.lif_seq_eager}

@@ -20,6 +20,7 @@ computes it; a number over a tensor (``reciprocal``, the sigmoid's ``1 / (1 + e)
 ``tl.math.div_rn``, IEEE round to nearest. ``tl.exp`` (the sigmoid) stays approximate there,
 so the sigmoid's gradients equal the oracle's to a tolerance, not bit for bit.
 """
+
 from __future__ import annotations
 
 import triton
@@ -72,11 +73,29 @@ def _amplitude(a_ptr, offs, m, a_div, a_mod, AMP: tl.constexpr):
 
 @triton.jit
 def lif_fwd_kernel(
-    x_ptr, b_ptr, code_ptr, u_ptr, a_ptr,
-    T, N, x_stride, u_rows, a_div, a_mod,
-    beta, th, th_sub, lim,
-    TERNARY: tl.constexpr, SUBTRACT: tl.constexpr, STE: tl.constexpr,
-    SAVE_CODE: tl.constexpr, SAVE_U: tl.constexpr, AMP: tl.constexpr, LOWP: tl.constexpr, BLOCK: tl.constexpr,
+    x_ptr,
+    b_ptr,
+    code_ptr,
+    u_ptr,
+    a_ptr,
+    T,
+    N,
+    x_stride,
+    u_rows,
+    a_div,
+    a_mod,
+    beta,
+    th,
+    th_sub,
+    lim,
+    TERNARY: tl.constexpr,
+    SUBTRACT: tl.constexpr,
+    STE: tl.constexpr,
+    SAVE_CODE: tl.constexpr,
+    SAVE_U: tl.constexpr,
+    AMP: tl.constexpr,
+    LOWP: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -124,11 +143,32 @@ def lif_fwd_kernel(
 
 @triton.jit
 def lif_bwd_kernel(
-    g_ptr, code_ptr, u_ptr, gx_ptr, a_ptr, ga_ptr,
-    T, N, u_rows, a_div, a_mod,
-    beta, th, th_sub, p, inv_p, k, half_alpha,
-    TERNARY: tl.constexpr, SUBTRACT: tl.constexpr, DETACH: tl.constexpr, SG: tl.constexpr,
-    AMP: tl.constexpr, GRAD_A: tl.constexpr, LOWP: tl.constexpr, BLOCK: tl.constexpr,
+    g_ptr,
+    code_ptr,
+    u_ptr,
+    gx_ptr,
+    a_ptr,
+    ga_ptr,
+    T,
+    N,
+    u_rows,
+    a_div,
+    a_mod,
+    beta,
+    th,
+    th_sub,
+    p,
+    inv_p,
+    k,
+    half_alpha,
+    TERNARY: tl.constexpr,
+    SUBTRACT: tl.constexpr,
+    DETACH: tl.constexpr,
+    SG: tl.constexpr,
+    AMP: tl.constexpr,
+    GRAD_A: tl.constexpr,
+    LOWP: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

@@ -13,6 +13,7 @@ else is rebuilt over. Where no folder is usable, the library is built in a fresh
 (``tempfile.mkdtemp``), loaded, and the folder removed. Only the folder itself is checked, not its
 parents: a cache under a parent that others can rename is not protected.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -27,8 +28,17 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["KernelUnavailable", "cache_folders", "folder_problem", "library_problem", "cpu_id", "find_compiler",
-           "library_key", "compile_library", "load_library"]
+__all__ = [
+    "KernelUnavailable",
+    "cache_folders",
+    "folder_problem",
+    "library_problem",
+    "cpu_id",
+    "find_compiler",
+    "library_key",
+    "compile_library",
+    "load_library",
+]
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +174,9 @@ def compile_library(cc: str, flags: Sequence[str], sources: Mapping[str, bytes],
             (Path(tmp) / name).write_bytes(text)
         so = Path(tmp) / out.name
         main = Path(tmp) / next(iter(sources))
-        proc = subprocess.run([cc, *flags, str(main), "-o", str(so), "-lm"], capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [cc, *flags, str(main), "-o", str(so), "-lm"], capture_output=True, text=True, timeout=300
+        )
         if proc.returncode != 0:
             raise KernelUnavailable(f"{cc} failed ({' '.join(flags)}): {proc.stderr.strip()[-2000:]}")
         so.chmod(0o755)  # whatever the umask: a group-writable library would be refused

@@ -28,27 +28,49 @@ the flags, the compiler and the CPU. Loading checks that the library's ``CHUNK``
 ``lif_args`` layout are those of this module. Where no compiler works, :func:`available` is False
 and ``backend="auto"`` uses the PyTorch fused path instead.
 """
+
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from dataclasses import dataclass
 from importlib import resources
 
 import torch
 
+from ..errors import ConfigError
 from . import build
 from .build import KernelUnavailable
 from .layout import as_steps, empty_steps, match_steps
-from ..errors import ConfigError
 from .recycle import Recycler, env_int
-from .spec import (LIFSpec, amplitude_index, amplitude_reason, compute_amplitude, plain_function, run_fused,
-                   run_scaled, scaled_function)
+from .spec import (
+    LIFSpec,
+    amplitude_index,
+    amplitude_reason,
+    compute_amplitude,
+    plain_function,
+    run_fused,
+    run_scaled,
+    scaled_function,
+)
 
-__all__ = ["available", "unavailable_reason", "supports", "lif_seq_cpu", "scaled_lif_seq_cpu", "amplitude_reason",
-           "LIFSeqCPU", "ScaledLIFSeqCPU", "library", "CPUKernel", "default_kernel", "Recycler", "KernelUnavailable",
-           "CHUNK", "SOURCES"]
+__all__ = [
+    "available",
+    "unavailable_reason",
+    "supports",
+    "lif_seq_cpu",
+    "scaled_lif_seq_cpu",
+    "amplitude_reason",
+    "LIFSeqCPU",
+    "ScaledLIFSeqCPU",
+    "library",
+    "CPUKernel",
+    "default_kernel",
+    "Recycler",
+    "KernelUnavailable",
+    "CHUNK",
+    "SOURCES",
+]
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
@@ -57,19 +79,39 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 STREAM_BYTES = env_int("TSPIKE_STREAM_BYTES", 32 * 2**20, strict=False)  # a bad value: refused by default_kernel()
 CHUNK = 4096  # neurons per block: compiled in with -DCHUNK, checked when the library loads
 SOURCES = ("lif_cpu.c", "lif_cpu_template.h")  # the translation unit first; shipped as package data
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared",
-          "-std=gnu11", f"-DCHUNK={CHUNK}"]
+_FLAGS = [
+    "-O3",
+    "-march=native",
+    "-ffp-contract=off",
+    "-fno-fast-math",
+    "-fopenmp",
+    "-fPIC",
+    "-shared",
+    "-std=gnu11",
+    f"-DCHUNK={CHUNK}",
+]
 
 
 class _Args(ctypes.Structure):
     """``lif_args`` of lif_cpu.c, field for field (checked against the library when it loads)."""
 
     _fields_ = [
-        ("T", ctypes.c_int64), ("N", ctypes.c_int64), ("x_stride", ctypes.c_int64), ("u_rows", ctypes.c_int64),
-        ("a_div", ctypes.c_int64), ("a_mod", ctypes.c_int64),
-        ("beta", ctypes.c_double), ("threshold", ctypes.c_double), ("sg_param", ctypes.c_double),
-        ("ternary", ctypes.c_int32), ("subtract", ctypes.c_int32), ("detach", ctypes.c_int32),
-        ("sg", ctypes.c_int32), ("threads", ctypes.c_int32), ("stream", ctypes.c_int32), ("simd", ctypes.c_int32),
+        ("T", ctypes.c_int64),
+        ("N", ctypes.c_int64),
+        ("x_stride", ctypes.c_int64),
+        ("u_rows", ctypes.c_int64),
+        ("a_div", ctypes.c_int64),
+        ("a_mod", ctypes.c_int64),
+        ("beta", ctypes.c_double),
+        ("threshold", ctypes.c_double),
+        ("sg_param", ctypes.c_double),
+        ("ternary", ctypes.c_int32),
+        ("subtract", ctypes.c_int32),
+        ("detach", ctypes.c_int32),
+        ("sg", ctypes.c_int32),
+        ("threads", ctypes.c_int32),
+        ("stream", ctypes.c_int32),
+        ("simd", ctypes.c_int32),
     ]
 
 
@@ -77,9 +119,16 @@ class _StepArgs(ctypes.Structure):
     """``lif_step_args`` of lif_cpu.c, field for field (checked against the library when it loads)."""
 
     _fields_ = [
-        ("N", ctypes.c_int64), ("beta", ctypes.c_double), ("threshold", ctypes.c_double),
-        ("sg_param", ctypes.c_double), ("sub", ctypes.c_double), ("zer", ctypes.c_double),
-        ("ternary", ctypes.c_int32), ("detach", ctypes.c_int32), ("sg", ctypes.c_int32), ("threads", ctypes.c_int32),
+        ("N", ctypes.c_int64),
+        ("beta", ctypes.c_double),
+        ("threshold", ctypes.c_double),
+        ("sg_param", ctypes.c_double),
+        ("sub", ctypes.c_double),
+        ("zer", ctypes.c_double),
+        ("ternary", ctypes.c_int32),
+        ("detach", ctypes.c_int32),
+        ("sg", ctypes.c_int32),
+        ("threads", ctypes.c_int32),
     ]
 
 
@@ -90,20 +139,28 @@ def _sources() -> dict[str, bytes]:
 
 def _flag_sets() -> list[list[str]]:
     # -march=native is a speed-up only; retry without it, then without OpenMP.
-    return [_FLAGS, [f for f in _FLAGS if f != "-march=native"],
-            [f for f in _FLAGS if f not in ("-march=native", "-fopenmp")]]
+    return [
+        _FLAGS,
+        [f for f in _FLAGS if f != "-march=native"],
+        [f for f in _FLAGS if f not in ("-march=native", "-fopenmp")],
+    ]
 
 
-def check_abi(lib: ctypes.CDLL, args: type[ctypes.Structure] | None = None, chunk: int | None = None,
-              step_args: type[ctypes.Structure] | None = None) -> None:
+def check_abi(
+    lib: ctypes.CDLL,
+    args: type[ctypes.Structure] | None = None,
+    chunk: int | None = None,
+    step_args: type[ctypes.Structure] | None = None,
+) -> None:
     """Raise :class:`KernelUnavailable` unless ``lib`` was compiled with ``chunk`` (default :data:`CHUNK`)
     neurons per block and its ``lif_args`` and ``lif_step_args`` have the size and field offsets of
     ``args`` and ``step_args`` (default ``_Args`` and ``_StepArgs``)."""
     chunk = CHUNK if chunk is None else chunk
     lib.lif_chunk.restype, lib.lif_chunk.argtypes = ctypes.c_int64, []
     if lib.lif_chunk() != chunk:
-        raise KernelUnavailable(f"the C kernel was compiled with CHUNK={lib.lif_chunk()}, cpu.py sizes its "
-                                f"partial sums by CHUNK={chunk}")
+        raise KernelUnavailable(
+            f"the C kernel was compiled with CHUNK={lib.lif_chunk()}, cpu.py sizes its partial sums by CHUNK={chunk}"
+        )
     _check_layout(lib, "lif_args", _Args if args is None else args)
     _check_layout(lib, "lif_step_args", _StepArgs if step_args is None else step_args)
 
@@ -113,11 +170,13 @@ def _check_layout(lib: ctypes.CDLL, struct: str, args: type[ctypes.Structure]) -
     layout.restype, layout.argtypes = ctypes.c_int64, [ctypes.POINTER(ctypes.c_int64), ctypes.c_int64]
     buf = (ctypes.c_int64 * 64)()
     count = layout(buf, len(buf))
-    in_c = list(buf[:min(count, len(buf))])
+    in_c = list(buf[: min(count, len(buf))])
     in_python = [ctypes.sizeof(args)] + [getattr(args, name).offset for name, _ in args._fields_]
     if in_c != in_python:
-        raise KernelUnavailable(f"{struct} in lif_cpu.c and its ctypes mirror {args.__name__} disagree: "
-                                f"size and field offsets {in_c} in C, {in_python} in Python (edit both together)")
+        raise KernelUnavailable(
+            f"{struct} in lif_cpu.c and its ctypes mirror {args.__name__} disagree: "
+            f"size and field offsets {in_c} in C, {in_python} in Python (edit both together)"
+        )
 
 
 def library() -> ctypes.CDLL:
@@ -128,7 +187,7 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
     # Memoised, failure included: a machine without a compiler tries once per process.
     try:
@@ -190,12 +249,38 @@ def _threads(numel: int) -> int:
     return 1 if numel < (1 << 16) else max(1, torch.get_num_threads())
 
 
-def _args(spec: LIFSpec, T: int, N: int, x_stride: int, u_rows: int, numel: int, itemsize: int,
-          amp_index: tuple[int, int] = (1 << 62, 1), *, simd: bool = True, stream_bytes: int = STREAM_BYTES) -> _Args:
+def _args(
+    spec: LIFSpec,
+    T: int,
+    N: int,
+    x_stride: int,
+    u_rows: int,
+    numel: int,
+    itemsize: int,
+    amp_index: tuple[int, int] = (1 << 62, 1),
+    *,
+    simd: bool = True,
+    stream_bytes: int = STREAM_BYTES,
+) -> _Args:
     """One call's ``lif_args`` (benchmarks/bench_neuron.py calls the library with it directly)."""
-    return _Args(T, N, x_stride, u_rows, amp_index[0], amp_index[1], spec.beta, spec.threshold, spec.sg_param,
-                 int(spec.ternary), int(not spec.zero_reset), int(spec.detach_reset), spec.sg_code,
-                 _threads(numel), int(numel * itemsize >= stream_bytes), int(simd))
+    return _Args(
+        T,
+        N,
+        x_stride,
+        u_rows,
+        amp_index[0],
+        amp_index[1],
+        spec.beta,
+        spec.threshold,
+        spec.sg_param,
+        int(spec.ternary),
+        int(not spec.zero_reset),
+        int(spec.detach_reset),
+        spec.sg_code,
+        _threads(numel),
+        int(numel * itemsize >= stream_bytes),
+        int(simd),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,11 +316,13 @@ class CPUKernel:
         return self.recycler.empty_strided(size, stride, dtype)
 
     def _args(self, spec: LIFSpec, T, N, x_stride, u_rows, numel, itemsize, amp_index) -> _Args:
-        return _args(spec, T, N, x_stride, u_rows, numel, itemsize, amp_index, simd=self.simd,
-                     stream_bytes=self.stream_bytes)
+        return _args(
+            spec, T, N, x_stride, u_rows, numel, itemsize, amp_index, simd=self.simd, stream_bytes=self.stream_bytes
+        )
 
-    def forward(self, x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool,
-                amp: torch.Tensor | None = None):
+    def forward(
+        self, x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool, amp: torch.Tensor | None = None
+    ):
         """``(out, code, u, mem)`` (see :class:`.spec.Passes`) by one call of the forward kernel."""
         lib = library()
         x, x_stride = as_steps(x_seq)
@@ -247,8 +334,9 @@ class CPUKernel:
         u = mem if return_mem else (empty_steps(x, rows, empty=empty) if rows else None)
         code = empty((T, N), (N, 1), torch.uint8) if save else None
         amp = compute_amplitude(amp, x.dtype)
-        a = self._args(spec, T, N, x_stride, T if return_mem else rows, T * N, x.element_size(),
-                       amplitude_index(b, amp))
+        a = self._args(
+            spec, T, N, x_stride, T if return_mem else rows, T * N, x.element_size(), amplitude_index(b, amp)
+        )
         fwd = getattr(lib, f"lif_fwd_{_SUFFIX[x.dtype]}")
         if T * N:
             fwd(_ptr(x), _ptr(b), _ptr(code), _ptr(u), _ptr(amp), ctypes.byref(a))
@@ -284,9 +372,10 @@ class CPUKernel:
         return run_scaled(ScaledLIFSeqCPU, self, x_seq, amplitude, spec)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_kernel() -> CPUKernel:
-    """The kernel ``backend="fused"`` runs: SIMD as ``$TSPIKE_SIMD`` says (on), streaming from ``$TSPIKE_STREAM_BYTES`` (32 MiB), and
+    """The kernel ``backend="fused"`` runs: SIMD as ``$TSPIKE_SIMD`` says (on), streaming from
+    ``$TSPIKE_STREAM_BYTES`` (32 MiB), and
     the process's recycler, created here at first use and capped by ``$TSPIKE_RECYCLE_MB``.
 
     ``default_kernel().close()`` unmaps the blocks it holds; later outputs are plain allocations.
@@ -300,22 +389,34 @@ def simd_from_env() -> bool:
     (what a CPU without AVX-512 runs; the portability matrix sets it). ConfigError naming another value."""
     value = env_int("TSPIKE_SIMD", 1)
     if value > 1:
-        raise ConfigError(f"environment variable TSPIKE_SIMD must be 0 or 1, got {value!r}; fix or unset it",
-                          field="TSPIKE_SIMD", value=value, allowed="0 or 1")
+        raise ConfigError(
+            f"environment variable TSPIKE_SIMD must be 0 or 1, got {value!r}; fix or unset it",
+            field="TSPIKE_SIMD",
+            value=value,
+            allowed="0 or 1",
+        )
     return bool(value)
 
 
-LIFSeqCPU = plain_function("LIFSeqCPU", __name__, """
+LIFSeqCPU = plain_function(
+    "LIFSeqCPU",
+    __name__,
+    """
     ``b_seq`` (and ``mem_seq``, no grad) from ``x_seq``; backward by the C kernel.
-    """)
+    """,
+)
 
-ScaledLIFSeqCPU = scaled_function("ScaledLIFSeqCPU", __name__, """
+ScaledLIFSeqCPU = scaled_function(
+    "ScaledLIFSeqCPU",
+    __name__,
+    """
     ``a * b_seq`` from ``x_seq`` and the amplitude ``a`` in one pass; backward gives dL/dx and dL/da.
 
     ``out = b * a`` is rounded as the oracle's multiply; dL/db = dL/dout * a (the same product
     autograd forms), and dL/da = sum(dL/dout * b) over the broadcast dims, summed per
     4096-neuron block in double (the oracle's float sum may differ by rounding).
-    """)
+    """,
+)
 
 
 def lif_seq_cpu(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False, kernel: CPUKernel | None = None):
@@ -323,7 +424,8 @@ def lif_seq_cpu(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False, ke
     return (kernel or default_kernel()).lif_seq(x_seq, spec, return_mem)
 
 
-def scaled_lif_seq_cpu(x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec,
-                       kernel: CPUKernel | None = None) -> torch.Tensor:
+def scaled_lif_seq_cpu(
+    x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec, kernel: CPUKernel | None = None
+) -> torch.Tensor:
     """``amplitude * b_seq`` by the C kernel (``amplitude``: see :func:`.spec.amplitude_reason`)."""
     return (kernel or default_kernel()).scaled_lif_seq(x_seq, amplitude, spec)

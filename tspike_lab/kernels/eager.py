@@ -7,9 +7,11 @@ kernel applies: no C compiler, bf16/fp16 on the CPU, CUDA without Triton, or a u
 own ``Surrogate`` subclass (whose ``binary_grad`` / ``ternary_grad`` it calls, on the
 saved membrane, exactly as the oracle does).
 """
+
 from __future__ import annotations
 
 import torch
+
 from .spec import FunctionPasses, LIFSpec, code_bits, plain_function, run_fused
 
 __all__ = ["LIFSeqEager", "PASSES", "lif_seq_eager"]
@@ -78,9 +80,13 @@ def _backward(ctx, grad_b, amp, want_ga):
 
 
 PASSES = FunctionPasses(_forward, _backward)
-LIFSeqEager = plain_function("LIFSeqEager", __name__, """
+LIFSeqEager = plain_function(
+    "LIFSeqEager",
+    __name__,
+    """
     ``b_seq`` (and ``mem_seq``, no grad) from ``x_seq``; backward of :mod:`.spec` in torch ops.
-    """)
+    """,
+)
 
 
 def lif_seq_eager(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):

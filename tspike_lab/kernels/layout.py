@@ -6,6 +6,7 @@ A kernel sees a sequence as ``T`` steps of ``N`` elements: step ``t`` starts
 tensor and 0 for a static input expanded over time (the direct-encoding stem), which
 the kernels then read without materialising T copies.
 """
+
 from __future__ import annotations
 
 import torch

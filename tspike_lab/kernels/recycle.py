@@ -5,6 +5,7 @@ glibc maps every block above 32 MiB afresh, and the first touch of fresh pages c
 :class:`Recycler` keeps the blocks of dead outputs, up to a cap, and hands them to the next
 output of the same size.
 """
+
 from __future__ import annotations
 
 import mmap
@@ -41,8 +42,12 @@ def env_int(name: str, default: int, *, unit: str = "", strict: bool = True) -> 
         if not strict:
             return default
         what = f"a whole number of {unit}" if unit else "a whole number"
-        raise ConfigError(f"environment variable {name} must be {what}, got {text!r} (0 or more); fix or unset it",
-                          field=name, value=text, allowed=f"{what} >= 0")
+        raise ConfigError(
+            f"environment variable {name} must be {what}, got {text!r} (0 or more); fix or unset it",
+            field=name,
+            value=text,
+            allowed=f"{what} >= 0",
+        )
     return value
 
 

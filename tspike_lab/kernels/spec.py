@@ -27,6 +27,7 @@ What the backward needs, per element and step:
   steps) or (b) the non-detached zero reset (``beta * u_t`` at t = 0 .. T-2; the last
   step has no successor). Everything else needs no float state at all.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -39,8 +40,19 @@ from torch.autograd.function import once_differentiable
 from .. import functional, surrogate
 from ..errors import ConfigError
 
-__all__ = ["LIFSpec", "SURROGATE_CODES", "make_spec", "code_bits", "save_forward", "Passes", "FunctionPasses",
-           "plain_function", "scaled_function", "run_fused", "run_scaled"]
+__all__ = [
+    "LIFSpec",
+    "SURROGATE_CODES",
+    "make_spec",
+    "code_bits",
+    "save_forward",
+    "Passes",
+    "FunctionPasses",
+    "plain_function",
+    "scaled_function",
+    "run_fused",
+    "run_scaled",
+]
 
 # Surrogate classes the compiled kernels implement, with their parameter's name. Exact
 # types only: a subclass may override grad(), which a kernel cannot see.
@@ -103,8 +115,13 @@ def make_spec(*, beta, threshold, kind, reset_mechanism, spike_grad, detach_rese
     for name, value in (("beta", beta), ("threshold", threshold)):
         if isinstance(value, torch.Tensor):
             if value.numel() != 1 or value.requires_grad:
-                raise ConfigError.bad("", name, value, "a python float for the fast paths (a tensor that "
-                                      "needs no gradient and holds one value is read as one)")
+                raise ConfigError.bad(
+                    "",
+                    name,
+                    value,
+                    "a python float for the fast paths (a tensor that "
+                    "needs no gradient and holds one value is read as one)",
+                )
             value = float(value)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError.bad("", name, value, "a float")
@@ -196,8 +213,11 @@ class FunctionPasses:
 
 
 def _function(name: str, module: str, doc: str, fwd, bwd):
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(fwd), "backward": staticmethod(bwd),
-                                                   "__doc__": doc, "__module__": module})
+    return type(
+        name,
+        (torch.autograd.Function,),
+        {"forward": staticmethod(fwd), "backward": staticmethod(bwd), "__doc__": doc, "__module__": module},
+    )
 
 
 def plain_function(name: str, module: str, doc: str):
@@ -251,8 +271,7 @@ def run_fused(function, passes: Passes, x_seq: torch.Tensor, spec: LIFSpec, retu
     return b, mem
 
 
-def run_scaled(function, passes: Passes, x_seq: torch.Tensor, amplitude: torch.Tensor,
-               spec: LIFSpec) -> torch.Tensor:
+def run_scaled(function, passes: Passes, x_seq: torch.Tensor, amplitude: torch.Tensor, spec: LIFSpec) -> torch.Tensor:
     """``a * b_seq`` of a fused path: its scaled autograd ``function`` (:func:`scaled_function`) where a
     gradient is wanted, else ``passes.forward``, which saves nothing."""
     if torch.is_grad_enabled() and (x_seq.requires_grad or amplitude.requires_grad):

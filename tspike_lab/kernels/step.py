@@ -20,6 +20,7 @@ The amplitude ``a`` is applied by the neuron, outside (an ordinary multiply, tra
 A subclass of the neurons that overrides a method the fused step replaces keeps the general
 path (``_PaperLeaky._FUSED_REPLACES``).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -42,13 +43,17 @@ _is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.i
 
 def _transforming() -> bool:
     """True under a tracer or transform a ctypes call cannot go through."""
-    return (_is_compiling() or torch._C._get_tracing_state() is not None
-            or torch._C._are_functorch_transforms_active()
-            or torch.autograd.forward_ad._current_level >= 0)
+    return (
+        _is_compiling()
+        or torch._C._get_tracing_state() is not None
+        or torch._C._are_functorch_transforms_active()
+        or torch.autograd.forward_ad._current_level >= 0
+    )
 
 
-def step_reason(x: torch.Tensor, mem: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor,
-                spike_grad) -> str | None:
+def step_reason(
+    x: torch.Tensor, mem: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, spike_grad
+) -> str | None:
     """None if :func:`lif_step` runs this step, else why not (then the neuron's general path does).
 
     The neuron's own options (inhibition, state_quant, reset_delay) are its to check.
@@ -66,17 +71,30 @@ def step_reason(x: torch.Tensor, mem: torch.Tensor, beta: torch.Tensor, threshol
     if x.device.type != "cpu" or mem.device.type != "cpu":
         return f"the fused step runs on the CPU, got device {x.device}"
     if x.dtype not in STEP_DTYPES or mem.dtype != x.dtype:
-        return f"the fused step runs float32 or float64 with a membrane of the input's dtype, got {x.dtype}, {mem.dtype}"
+        return (
+            f"the fused step runs float32 or float64 with a membrane of the input's dtype, got {x.dtype}, {mem.dtype}"
+        )
     return cpu.unavailable_reason()
 
 
-def step_args(numel: int, *, beta: float, threshold: float, reset: int, ternary: bool, detach: bool,
-              spike_grad) -> ctypes.Structure:
+def step_args(
+    numel: int, *, beta: float, threshold: float, reset: int, ternary: bool, detach: bool, spike_grad
+) -> ctypes.Structure:
     """The kernel's arguments: ``reset`` is ``reset_mechanism_val`` (0 subtract, 1 zero, 2 none)."""
     code, attr = SURROGATE_CODES[type(spike_grad)]
     sub, zer = _RESET_MASKS.get(reset, (0.0, 0.0))  # as the general path's masks: neither
-    return cpu._StepArgs(numel, beta, threshold, float(getattr(spike_grad, attr)), sub, zer, int(ternary),
-                         int(detach), code, cpu._threads(numel))
+    return cpu._StepArgs(
+        numel,
+        beta,
+        threshold,
+        float(getattr(spike_grad, attr)),
+        sub,
+        zer,
+        int(ternary),
+        int(detach),
+        code,
+        cpu._threads(numel),
+    )
 
 
 class LIFStepCPU(torch.autograd.Function):
@@ -88,8 +106,9 @@ class LIFStepCPU(torch.autograd.Function):
         lib = cpu.library()
         b, u = torch.empty_like(x), torch.empty_like(x)
         code = torch.empty(x.shape, dtype=torch.uint8)
-        getattr(lib, f"lif_step_fwd_{sfx}")(x.data_ptr(), mem.data_ptr(), b.data_ptr(), u.data_ptr(),
-                                            code.data_ptr(), ctypes.byref(args))
+        getattr(lib, f"lif_step_fwd_{sfx}")(
+            x.data_ptr(), mem.data_ptr(), b.data_ptr(), u.data_ptr(), code.data_ptr(), ctypes.byref(args)
+        )
         smooth = args.sg != _STE
         ctx.args, ctx.sfx = args, sfx
         ctx.save_for_backward(code, mem if (smooth or not args.detach) else None, u if smooth else None)
@@ -105,8 +124,8 @@ class LIFStepCPU(torch.autograd.Function):
         gm = torch.empty_like(gx) if want_m else None
         g, m_grad = (None if t is None else t.contiguous() for t in (grad_b, grad_u))
         getattr(cpu.library(), f"lif_step_bwd_{ctx.sfx}")(
-            _ptr(g), _ptr(m_grad), code.data_ptr(), _ptr(mem), _ptr(u), gx.data_ptr(), _ptr(gm),
-            ctypes.byref(ctx.args))
+            _ptr(g), _ptr(m_grad), code.data_ptr(), _ptr(mem), _ptr(u), gx.data_ptr(), _ptr(gm), ctypes.byref(ctx.args)
+        )
         return (gx if ctx.needs_input_grad[0] else None), gm, None
 
 
@@ -127,5 +146,6 @@ def lif_step(x: torch.Tensor, mem: torch.Tensor, args: ctypes.Structure) -> tupl
         return LIFStepCPU.apply(x, mem, args)
     b, u = torch.empty_like(x), torch.empty_like(x)
     getattr(cpu.library(), f"lif_step_fwd_{STEP_DTYPES[x.dtype]}")(
-        x.data_ptr(), mem.data_ptr(), b.data_ptr(), u.data_ptr(), None, ctypes.byref(args))
+        x.data_ptr(), mem.data_ptr(), b.data_ptr(), u.data_ptr(), None, ctypes.byref(args)
+    )
     return b, u

@@ -9,6 +9,7 @@ a writable cache: :func:`unavailable_reason` therefore launches both kernels onc
 tensor per device (cached), and ``backend="auto"`` moves on to the next backend where that fails.
 Every launch runs on the tensor's own device, whichever device is current.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,18 +20,36 @@ from types import SimpleNamespace
 import torch
 
 from .layout import as_steps, empty_steps, match_steps
-from .spec import (FunctionPasses, LIFSpec, amplitude_index, compute_amplitude, make_spec, plain_function, run_fused,
-                   run_scaled, scaled_function)
+from .spec import (
+    FunctionPasses,
+    LIFSpec,
+    amplitude_index,
+    compute_amplitude,
+    make_spec,
+    plain_function,
+    run_fused,
+    run_scaled,
+    scaled_function,
+)
 
-__all__ = ["available", "unavailable_reason", "input_reason", "supports", "lif_seq_triton", "scaled_lif_seq_triton",
-           "LIFSeqTriton", "ScaledLIFSeqTriton", "PASSES"]
+__all__ = [
+    "available",
+    "unavailable_reason",
+    "input_reason",
+    "supports",
+    "lif_seq_triton",
+    "scaled_lif_seq_triton",
+    "LIFSeqTriton",
+    "ScaledLIFSeqTriton",
+    "PASSES",
+]
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _LOWP = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 BLOCK = 1024
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _impl():
     return importlib.import_module(f"{__package__}._triton_impl")
 
@@ -53,7 +72,7 @@ def _device_index(device: torch.device | int | None) -> int:
     return torch.cuda.current_device() if index is None else index
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe_reason(index: int) -> str | None:
     # Once per device and process: Triton's first launch compiles, and a failure there would
     # otherwise come out of the model's forward.
@@ -66,8 +85,9 @@ def _probe_reason(index: int) -> str | None:
 
 def _probe(device: torch.device) -> None:
     """Run the forward and the backward kernel once on a tiny tensor (both compile at first launch)."""
-    spec = make_spec(beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None,
-                     detach_reset=False)
+    spec = make_spec(
+        beta=0.25, threshold=0.5, kind="ternary", reset_mechanism="zero", spike_grad=None, detach_reset=False
+    )
     x = torch.full((2, 1, 4), 0.75, device=device)
     b, code, u, _ = _forward(x, spec, save=True, return_mem=False)
     ctx = SimpleNamespace(saved_tensors=(code, u), spec=spec, geometry=(b.shape, b.stride(), b.dtype))
@@ -143,13 +163,30 @@ def _forward(x_seq: torch.Tensor, spec: LIFSpec, save: bool, return_mem: bool, a
     if T * N:
         with _on(x.device):
             impl.lif_fwd_kernel[_grid(N)](
-                x, b, code if save else _dummy(b).to(torch.uint8), u if u is not None else _dummy(b),
+                x,
+                b,
+                code if save else _dummy(b).to(torch.uint8),
+                u if u is not None else _dummy(b),
                 amp if amp is not None else _dummy(b),
-                T, N, x_stride, T if return_mem else rows, div, mod,
-                c["beta"], c["th"], c["th_sub"], c["lim"],
-                TERNARY=spec.ternary, SUBTRACT=not spec.zero_reset, STE=spec.ste,
-                SAVE_CODE=save, SAVE_U=u is not None, AMP=_amp_mode(amp, (div, mod)), LOWP=_LOWP[x.dtype],
-                BLOCK=BLOCK, enable_fp_fusion=False,
+                T,
+                N,
+                x_stride,
+                T if return_mem else rows,
+                div,
+                mod,
+                c["beta"],
+                c["th"],
+                c["th_sub"],
+                c["lim"],
+                TERNARY=spec.ternary,
+                SUBTRACT=not spec.zero_reset,
+                STE=spec.ste,
+                SAVE_CODE=save,
+                SAVE_U=u is not None,
+                AMP=_amp_mode(amp, (div, mod)),
+                LOWP=_LOWP[x.dtype],
+                BLOCK=BLOCK,
+                enable_fp_fusion=False,
             )
     saved_u = u[:rows] if (u is not None and rows) else None
     return b, code, saved_u, mem
@@ -170,37 +207,65 @@ def _backward(ctx, grad_out, amp: torch.Tensor | None, want_ga: bool):
     if T * N:
         with _on(gx.device):
             _impl().lif_bwd_kernel[_grid(N)](
-                g, code, u if u is not None else _dummy(gx), gx,
-                amp if amp is not None else _dummy(gx), ga_elem if want_ga else _dummy(gx).float(),
-                T, N, 0 if u is None else u.shape[0], div, mod,
-                c["beta"], c["th"], c["th_sub"], spec.sg_param, c["inv_p"],
+                g,
+                code,
+                u if u is not None else _dummy(gx),
+                gx,
+                amp if amp is not None else _dummy(gx),
+                ga_elem if want_ga else _dummy(gx).float(),
+                T,
+                N,
+                0 if u is None else u.shape[0],
+                div,
+                mod,
+                c["beta"],
+                c["th"],
+                c["th_sub"],
+                spec.sg_param,
+                c["inv_p"],
                 float(torch.tensor(1.5707963267948966 * spec.sg_param, dtype=torch.float32)),
                 float(torch.tensor(spec.sg_param / 2, dtype=torch.float32)),
-                TERNARY=spec.ternary, SUBTRACT=not spec.zero_reset, DETACH=spec.detach_reset,
-                SG=spec.sg_code, AMP=_amp_mode(amp, (div, mod)), GRAD_A=want_ga, LOWP=_LOWP[dtype], BLOCK=BLOCK,
+                TERNARY=spec.ternary,
+                SUBTRACT=not spec.zero_reset,
+                DETACH=spec.detach_reset,
+                SG=spec.sg_code,
+                AMP=_amp_mode(amp, (div, mod)),
+                GRAD_A=want_ga,
+                LOWP=_LOWP[dtype],
+                BLOCK=BLOCK,
                 enable_fp_fusion=False,
             )
     ga = None
     if want_ga:
         # per neuron sums grouped by channel: offset n = (q * mod + c) * div + r (a dense step)
-        ga = ga_elem.view(-1, mod, div).sum((0, 2), dtype=torch.float64) if mod > 1 else ga_elem.sum(dtype=torch.float64)
+        ga = (
+            ga_elem.view(-1, mod, div).sum((0, 2), dtype=torch.float64) if mod > 1 else ga_elem.sum(dtype=torch.float64)
+        )
         ga = ga.to(ctx.amp_dtype).reshape(ctx.amp_shape)
     return gx, ga
 
 
 PASSES = FunctionPasses(_forward, _backward)
 
-LIFSeqTriton = plain_function("LIFSeqTriton", __name__, """
+LIFSeqTriton = plain_function(
+    "LIFSeqTriton",
+    __name__,
+    """
     ``b_seq`` (and ``mem_seq``, no grad) from ``x_seq``; backward by the Triton kernel.
-    """)
+    """,
+)
 
-ScaledLIFSeqTriton = scaled_function("ScaledLIFSeqTriton", __name__, """
+ScaledLIFSeqTriton = scaled_function(
+    "ScaledLIFSeqTriton",
+    __name__,
+    """
     ``a * b_seq`` from ``x_seq`` and the amplitude ``a`` in one pass; backward gives dL/dx and dL/da.
 
     ``out = b * a`` rounded as the oracle's multiply; dL/db = dL/dout * a (autograd's product);
     dL/da = sum(dL/dout * b): per neuron over T in the kernel (float32), then per channel (or
     over all) in float64.
-    """)
+    """,
+)
 
 
 def lif_seq_triton(x_seq: torch.Tensor, spec: LIFSpec, return_mem: bool = False):

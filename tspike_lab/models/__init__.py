@@ -1,10 +1,11 @@
 """The paper's networks and a registry: ``build_model(arch, neuron=..., ...)``."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
-from typing import Callable
 
 from torch import nn
 
@@ -12,10 +13,22 @@ from ..errors import ConfigError
 from ..neurons import SpikingLayer
 from . import resnet, vgg
 from .init import INITS, released_init
-from .layers import AMPLITUDES, NEURONS, ConvBN, NeuronKind, ScaledIdentity, SpikingNet, TimeFold
+from .layers import AMPLITUDES, NEURONS, ConvBN, NeuronKind, ScaledIdentity, SpikingNet
 
-__all__ = ["ARCHS", "ArchSpec", "NEURONS", "NeuronKind", "INITS", "build_model", "released_init", "spiking_layers",
-           "SpikingNet", "ConvBN", "ScaledIdentity"]
+__all__ = [
+    "ARCHS",
+    "ArchSpec",
+    "NEURONS",
+    "NeuronKind",
+    "INITS",
+    "build_model",
+    "released_init",
+    "spiking_layers",
+    "SpikingNet",
+    "ConvBN",
+    "ScaledIdentity",
+]
+
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -30,18 +43,22 @@ class ArchSpec:
         return self.build(**kwargs)
 
 
-ARCHS = MappingProxyType({a.name: a for a in (
-    ArchSpec("resnet19", resnet.resnet19, 1, "ResNet19"),
-    ArchSpec("resnet20", resnet.resnet20, 2, "ResNet20"),  # AvgPool2d(2) after the stem
-    ArchSpec("resnet20_wide", resnet.resnet20_wide, 1, "ResNet20 (wide, released resnet20_cifar)"),
-    ArchSpec("vgg16", vgg.vgg16, 32, "VGG16"),  # five AvgPool2d(2)
-    ArchSpec("resnet18", resnet.resnet18, 1, "ResNet18"),
-    ArchSpec("resnet34", resnet.resnet34, 1, "ResNet34"),
-    ArchSpec("small", resnet.small, 1, "small"),
-)})
+ARCHS = MappingProxyType(
+    {
+        a.name: a
+        for a in (
+            ArchSpec("resnet19", resnet.resnet19, 1, "ResNet19"),
+            ArchSpec("resnet20", resnet.resnet20, 2, "ResNet20"),  # AvgPool2d(2) after the stem
+            ArchSpec("resnet20_wide", resnet.resnet20_wide, 1, "ResNet20 (wide, released resnet20_cifar)"),
+            ArchSpec("vgg16", vgg.vgg16, 32, "VGG16"),  # five AvgPool2d(2)
+            ArchSpec("resnet18", resnet.resnet18, 1, "ResNet18"),
+            ArchSpec("resnet34", resnet.resnet34, 1, "ResNet34"),
+            ArchSpec("small", resnet.small, 1, "small"),
+        )
+    }
+)
 
-_LIF_KWARGS = ("beta", "threshold", "spike_grad", "reset_mechanism", "detach_reset", "backend",
-               "graded_spikes_factor")
+_LIF_KWARGS = ("beta", "threshold", "spike_grad", "reset_mechanism", "detach_reset", "backend", "graded_spikes_factor")
 
 
 def build_model(
@@ -85,21 +102,33 @@ def build_model(
         raise bad("", "init", init, f"one of {INITS}")
     if not isinstance(step_bn, bool):
         raise bad("", "step_bn", step_bn, "True or False")
-    for name, value, low in (("num_classes", num_classes, 2), ("num_steps", num_steps, 1),
-                             ("in_channels", in_channels, 1)):
+    for name, value, low in (
+        ("num_classes", num_classes, 2),
+        ("num_steps", num_steps, 1),
+        ("in_channels", in_channels, 1),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise bad("", name, value, f"an int >= {low}")
     lif_kwargs = {k: kwargs.pop(k) for k in _LIF_KWARGS if k in kwargs}
     if kwargs and arch != "small":
-        raise ConfigError(f"unknown options for arch {arch!r}: {sorted(kwargs)}", field=sorted(kwargs)[0],
-                          value=kwargs[sorted(kwargs)[0]], allowed=f"no such option for arch {arch!r}")
+        raise ConfigError(
+            f"unknown options for arch {arch!r}: {sorted(kwargs)}",
+            field=sorted(kwargs)[0],
+            value=kwargs[sorted(kwargs)[0]],
+            allowed=f"no such option for arch {arch!r}",
+        )
     if set(kwargs) - {"width"}:
         unknown = sorted(set(kwargs) - {"width"})
-        raise ConfigError(f"unknown options for arch 'small': {unknown}; allowed: ['width']", field=unknown[0],
-                          value=kwargs[unknown[0]], allowed="no such option for arch 'small' (it takes width)")
+        raise ConfigError(
+            f"unknown options for arch 'small': {unknown}; allowed: ['width']",
+            field=unknown[0],
+            value=kwargs[unknown[0]],
+            allowed="no such option for arch 'small' (it takes width)",
+        )
     factory = partial(NEURONS[neuron], amplitude=amplitude, **lif_kwargs)
-    model = ARCHS[arch](neuron=factory, num_classes=num_classes, num_steps=num_steps,
-                        in_channels=in_channels, step_bn=step_bn, **kwargs)
+    model = ARCHS[arch](
+        neuron=factory, num_classes=num_classes, num_steps=num_steps, in_channels=in_channels, step_bn=step_bn, **kwargs
+    )
     if init == "released":
         released_init(model)
     model.arch, model.neuron = arch, neuron

@@ -17,6 +17,7 @@ initialise before the spiking conversion, which keeps the conv and linear weight
 The spiking conversion then replaces every BN inside a residual block by a fresh
 ``BatchNorm3d`` (weight 1, bias 0): every BN starts at weight 1 and bias 0.
 """
+
 from __future__ import annotations
 
 import math

@@ -13,6 +13,7 @@ as in the released code:
 
 In eval mode both give the same function of the running statistics.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,12 +57,17 @@ class NeuronKind:
 
 # The registry of neurons, in the order tables show them: the paper's three columns
 # (binary, ternary, trainable ternary), then our extra control.
-NEURONS = MappingProxyType({n.name: n for n in (
-    NeuronKind("binary", "binary", False, "binary", "#1f77b4"),
-    NeuronKind("ternary", "ternary", False, "ternary", "#d62728"),
-    NeuronKind("trainable_ternary", "ternary", True, "trainable ternary", "#2ca02c"),
-    NeuronKind("trainable_binary", "binary", True, "trainable binary", "#9467bd"),
-)})
+NEURONS = MappingProxyType(
+    {
+        n.name: n
+        for n in (
+            NeuronKind("binary", "binary", False, "binary", "#1f77b4"),
+            NeuronKind("ternary", "ternary", False, "ternary", "#d62728"),
+            NeuronKind("trainable_ternary", "ternary", True, "trainable ternary", "#2ca02c"),
+            NeuronKind("trainable_binary", "binary", True, "trainable binary", "#9467bd"),
+        )
+    }
+)
 
 
 class TimeFold(nn.Module):
@@ -154,17 +160,27 @@ class SpikingNet(nn.Module):
         if x.dim() not in (4, 5):
             raise ConfigError(
                 f"input must be [B, C, H, W] (static image) or [T, B, C, H, W] (event frames), "
-                f"got shape {tuple(x.shape)}", field="input", value=tuple(x.shape),
-                allowed="[B, C, H, W] or [T, B, C, H, W]")
+                f"got shape {tuple(x.shape)}",
+                field="input",
+                value=tuple(x.shape),
+                allowed="[B, C, H, W] or [T, B, C, H, W]",
+            )
         if x.shape[-3] != self.in_channels:
             raise ConfigError(
                 f"input has {x.shape[-3]} channels at dim -3, the model expects in_channels={self.in_channels}",
-                field="in_channels", value=x.shape[-3], allowed=str(self.in_channels))
+                field="in_channels",
+                value=x.shape[-3],
+                allowed=str(self.in_channels),
+            )
         if x.dim() == 5 and x.shape[0] != self.num_steps:
             raise ConfigError(
                 f"input [T, B, C, H, W] of shape {tuple(x.shape)} has T={x.shape[0]} steps at dim 0, the model was "
                 f"built for num_steps={self.num_steps}; build it with num_steps={x.shape[0]} or give "
-                f"{self.num_steps} frames", field="num_steps", value=x.shape[0], allowed=str(self.num_steps))
+                f"{self.num_steps} frames",
+                field="num_steps",
+                value=x.shape[0],
+                allowed=str(self.num_steps),
+            )
         if x.dim() == 4:
             # Direct encoding: the image repeats over T, so the stem conv + BN is computed
             # once and expanded (identical per step; the paper's code computes it T times).

@@ -28,9 +28,8 @@ In a block the shortcut is added to the BN output, before the block's output neu
 (see :mod:`tspike_lab.models.layers`); the blocks' BNs are always over T*B, as the released
 ``myBatchNorm3d``. The released weight initialisation is :func:`tspike_lab.models.init.released_init`.
 """
-from __future__ import annotations
 
-from functools import partial
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -160,8 +159,9 @@ def resnet19(**kw):
 
 def resnet20(**kw):
     """The released ``resnet20_cifar_modified`` (see the module docstring for why it is "ResNet20")."""
-    return SpikingResNet([2, 2, 2, 2], [64, 128, 256, 512], [1, 2, 2, 2], stem_convs=3, stem_pool=2,
-                         shortcut="avgdown", **kw)
+    return SpikingResNet(
+        [2, 2, 2, 2], [64, 128, 256, 512], [1, 2, 2, 2], stem_convs=3, stem_pool=2, shortcut="avgdown", **kw
+    )
 
 
 def resnet20_wide(**kw):

@@ -4,6 +4,7 @@ cfg D with conv bias, BN and a spiking neuron after every conv, average pooling 
 of max pooling, adaptive average pool to 1x1, one Linear 512 -> classes. The released spiking
 conversion runs every one of these BatchNorms per time step (``SpikeConv``): ``step_bn=True``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ CFG_D = (64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512
 
 
 class SpikingVGG(SpikingNet):
-    def __init__(self, cfg=CFG_D, *, neuron, num_classes: int, num_steps: int, in_channels: int = 3,
-                 step_bn: bool = False):
+    def __init__(
+        self, cfg=CFG_D, *, neuron, num_classes: int, num_steps: int, in_channels: int = 3, step_bn: bool = False
+    ):
         super().__init__()
         self.num_steps = num_steps
         self.in_channels = in_channels

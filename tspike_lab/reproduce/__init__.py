@@ -14,6 +14,7 @@ Modules: :mod:`.paper` (the paper's Tables 1-5 and Figure 2, cell by cell), :mod
 :func:`estimate`), :mod:`.records` (``metrics.json``, :func:`aggregate`, :func:`paper_table`).
 Figures are drawn by :func:`tspike_lab.viz.plot_table`.
 """
+
 import json
 
 import torch
@@ -21,17 +22,89 @@ import torch
 from .. import data
 from ..frontend import make_parser, run_guarded
 from .paper import BASELINES, CITATION, ENERGY, ENERGY_CONSTANTS, FIGURE2, TABLES, paper_cell, paper_numbers
-from .plan import (PARAM_FIELDS, PARAM_HELP, PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, PlannedRun, default_out_dir,
-                   params_from, plan, repository_root, run_key, shipped_results, validate_params)
-from .records import (COMPARED, METRICS_SCHEMA, STD_CONVENTION, ROW_SCHEMA, RUN_SCHEMA, aggregate, describe_setup, find_runs, fmt_duration, fmt_mean_std, fmt_per_class,
-                      load_run, paper_markdown, paper_table, validate_metrics)
+from .plan import (
+    PARAM_FIELDS,
+    PARAM_HELP,
+    PARAMS,
+    PLUMBING_DATASET,
+    PROFILES,
+    RECIPES,
+    PlannedRun,
+    default_out_dir,
+    params_from,
+    plan,
+    repository_root,
+    run_key,
+    shipped_results,
+    validate_params,
+)
+from .records import (
+    COMPARED,
+    METRICS_SCHEMA,
+    ROW_SCHEMA,
+    RUN_SCHEMA,
+    STD_CONVENTION,
+    aggregate,
+    describe_setup,
+    find_runs,
+    fmt_duration,
+    fmt_mean_std,
+    fmt_per_class,
+    load_run,
+    paper_markdown,
+    paper_table,
+    validate_metrics,
+)
 from .released import step_bn_effect
 from .run import check_cost, estimate, estimate_from_flops, probe_data, run_table, test_batch
 
-__all__ = ["TABLES", "PROFILES", "RECIPES", "PARAMS", "PARAM_FIELDS", "PARAM_HELP", "PlannedRun", "PLUMBING_DATASET", "CITATION", "ENERGY", "ENERGY_CONSTANTS",
-           "FIGURE2", "BASELINES", "COMPARED", "STD_CONVENTION", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "paper_numbers", "paper_cell",
-           "plan", "validate_params", "params_from", "run_key", "default_out_dir", "shipped_results", "repository_root", "run_table", "probe_data", "estimate", "check_cost", "estimate_from_flops", "test_batch", "load_run",
-           "validate_metrics", "find_runs", "aggregate", "paper_table", "paper_markdown", "fmt_mean_std", "fmt_duration", "fmt_per_class", "describe_setup", "step_bn_effect", "main"]
+__all__ = [
+    "TABLES",
+    "PROFILES",
+    "RECIPES",
+    "PARAMS",
+    "PARAM_FIELDS",
+    "PARAM_HELP",
+    "PlannedRun",
+    "PLUMBING_DATASET",
+    "CITATION",
+    "ENERGY",
+    "ENERGY_CONSTANTS",
+    "FIGURE2",
+    "BASELINES",
+    "COMPARED",
+    "STD_CONVENTION",
+    "METRICS_SCHEMA",
+    "RUN_SCHEMA",
+    "ROW_SCHEMA",
+    "paper_numbers",
+    "paper_cell",
+    "plan",
+    "validate_params",
+    "params_from",
+    "run_key",
+    "default_out_dir",
+    "shipped_results",
+    "repository_root",
+    "run_table",
+    "probe_data",
+    "estimate",
+    "check_cost",
+    "estimate_from_flops",
+    "test_batch",
+    "load_run",
+    "validate_metrics",
+    "find_runs",
+    "aggregate",
+    "paper_table",
+    "paper_markdown",
+    "fmt_mean_std",
+    "fmt_duration",
+    "fmt_per_class",
+    "describe_setup",
+    "step_bn_effect",
+    "main",
+]
 
 
 def main(argv=None) -> int:
@@ -42,7 +115,9 @@ def main(argv=None) -> int:
     agg = sub.add_parser("aggregate", help="print the tables of every run under the given folders")
     agg.add_argument("folders", nargs="+", help="out_dir folders or table run folders")
     agg.add_argument("--json", action="store_true", help="print the rows as JSON instead")
-    eff = sub.add_parser("step-bn", help="per-step vs folded BatchNorm at initialisation, on class-balanced test images")
+    eff = sub.add_parser(
+        "step-bn", help="per-step vs folded BatchNorm at initialisation, on class-balanced test images"
+    )
     eff.add_argument("--dataset", default="cifar10")
     eff.add_argument("--data-dir", default=None, help="folder or archive (None: the data default)")
     eff.add_argument("--per-class", type=int, default=8, help="test images per class")
@@ -60,13 +135,15 @@ def _aggregate(ns) -> int:
 
 def _step_bn(ns) -> int:
     source = data.probe(data.describe(ns.dataset, ns.data_dir))
-    idx = torch.cat([torch.nonzero(source.test_y == k).flatten()[:ns.per_class] for k in range(source.num_classes)])
+    idx = torch.cat([torch.nonzero(source.test_y == k).flatten()[: ns.per_class] for k in range(source.num_classes)])
     x = source.test_x[idx].float() / 255
     x = (x - torch.tensor(source.mean).view(1, -1, 1, 1)) / torch.tensor(source.std).view(1, -1, 1, 1)
     print("| arch | T | images | max abs logit diff | logit std | spikes differing |\n|---|---|---|---|---|---|")
     for case in ns.cases.split(","):
         arch, t = case.split(":")
         r = step_bn_effect(x, arch, int(t))
-        print(f"| {arch} | {t} | {r['images']} | {r['max_logit_diff']:.4f} | {r['logit_std']:.4f} | "
-              f"{100 * r['spikes_differing']:.2f}% of {r['spikes'] / 1e6:.1f} M |")
+        print(
+            f"| {arch} | {t} | {r['images']} | {r['max_logit_diff']:.4f} | {r['logit_std']:.4f} | "
+            f"{100 * r['spikes_differing']:.2f}% of {r['spikes'] / 1e6:.1f} M |"
+        )
     return 0

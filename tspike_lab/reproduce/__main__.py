@@ -1,4 +1,5 @@
 """``python -m tspike_lab.reproduce aggregate results/``."""
+
 import sys
 
 from . import main

@@ -9,19 +9,32 @@ where it prints none (Table 1).
 Each table is described once here. ``extra`` names the variants we add where the paper has
 no column (our binary control): results show them, labelled as ours, with no paper number.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from ..energy import TABLE5_PJ
 
-__all__ = ["CITATION", "Row", "Table", "TABLES", "ENERGY", "ENERGY_CONSTANTS", "FIGURE2", "BASELINES",
-           "paper_numbers", "paper_cell"]
+__all__ = [
+    "CITATION",
+    "Row",
+    "Table",
+    "TABLES",
+    "ENERGY",
+    "ENERGY_CONSTANTS",
+    "FIGURE2",
+    "BASELINES",
+    "paper_numbers",
+    "paper_cell",
+]
 
-CITATION = ("Guo et al., \"Ternary Spike: Learning Ternary Spikes for Spiking Neural Networks\", "
-            "AAAI 2024 (arXiv 2312.06372)")
+CITATION = (
+    'Guo et al., "Ternary Spike: Learning Ternary Spikes for Spiking Neural Networks", AAAI 2024 (arXiv 2312.06372)'
+)
 
 
 @dataclass(frozen=True)
@@ -105,24 +118,65 @@ _T4 = [  # Table 4, "Comparison with SoTA methods on CIFAR10-DVS"
 
 
 def _table(name: str, title: str, rows: list[tuple], variants: tuple[str, ...], **kw) -> Table:
-    return Table(name, title, tuple(Row(d, a, t) for d, a, t, *_ in rows), variants,
-                 cells=MappingProxyType(_cells(rows, variants)), **kw)
+    return Table(
+        name,
+        title,
+        tuple(Row(d, a, t) for d, a, t, *_ in rows),
+        variants,
+        cells=MappingProxyType(_cells(rows, variants)),
+        **kw,
+    )
 
 
-TABLES: Mapping[str, Table] = MappingProxyType({t.name: t for t in (
-    _table("table1", "Table 1: Ablation study for the ternary spike on ImageNet", _T1, _T1_VARIANTS, ddp=True,
-           note="The paper's ablation: binary vs ternary vs trainable ternary spikes, same network and recipe."),
-    _table("table2", "Table 2: Comparison with SoTA methods on CIFAR-10(100)", _T2, _OURS, extra=("binary",),
-           note="The paper prints ternary and trainable ternary rows; binary is our control."),
-    _table("table3", "Table 3: Comparison with SoTA methods on ImageNet", _T3, _OURS, extra=("binary",), ddp=True,
-           note="Table 1 prints binary ImageNet numbers at T=4 too (ResNet18 61.07, ResNet34 63.82)."),
-    _table("table4", "Table 4: Comparison with SoTA methods on CIFAR10-DVS", _T4, _OURS, extra=("binary",),
-           note="CIFAR10-DVS event frames resized to 48x48 (the released loader); T=10."),
-    # Not in the paper: the width sweep of `make demo`, which makes capacity visible on a CPU.
-    Table("capacity", "Our experiment (not in the paper): capacity sweep over network width on the embedded digits",
-          (Row("digits", "small", 1), Row("digits", "small", 2)), ("binary", "ternary", "trainable_ternary"),
-          paper=False, note="Not a table of the paper: narrow networks, where capacity binds, on the 8x8 digits."),
-)})
+TABLES: Mapping[str, Table] = MappingProxyType(
+    {
+        t.name: t
+        for t in (
+            _table(
+                "table1",
+                "Table 1: Ablation study for the ternary spike on ImageNet",
+                _T1,
+                _T1_VARIANTS,
+                ddp=True,
+                note="The paper's ablation: binary vs ternary vs trainable ternary spikes, same network and recipe.",
+            ),
+            _table(
+                "table2",
+                "Table 2: Comparison with SoTA methods on CIFAR-10(100)",
+                _T2,
+                _OURS,
+                extra=("binary",),
+                note="The paper prints ternary and trainable ternary rows; binary is our control.",
+            ),
+            _table(
+                "table3",
+                "Table 3: Comparison with SoTA methods on ImageNet",
+                _T3,
+                _OURS,
+                extra=("binary",),
+                ddp=True,
+                note="Table 1 prints binary ImageNet numbers at T=4 too (ResNet18 61.07, ResNet34 63.82).",
+            ),
+            _table(
+                "table4",
+                "Table 4: Comparison with SoTA methods on CIFAR10-DVS",
+                _T4,
+                _OURS,
+                extra=("binary",),
+                note="CIFAR10-DVS event frames resized to 48x48 (the released loader); T=10.",
+            ),
+            # Not in the paper: the width sweep of `make demo`, which makes capacity visible on a CPU.
+            Table(
+                "capacity",
+                "Our experiment (not in the paper): capacity sweep over network width on the embedded digits",
+                (Row("digits", "small", 1), Row("digits", "small", 2)),
+                ("binary", "ternary", "trainable_ternary"),
+                paper=False,
+                note="Not a table of the paper: narrow networks, where capacity binds, on the 8x8 digits.",
+            ),
+        )
+    }
+)
 
 # Table 5, "Energy estimation" (the table names neither the network nor the data set):
 # #Flops and #Sops in millions of operations, #Sign in millions, energy in µJ.
@@ -133,19 +187,28 @@ ENERGY = (
 
 # The paper prints no energy constants; tspike_lab.energy.TABLE5_PJ holds the three that reproduce
 # both rows of Table 5 to the printed 0.01 µJ (derived there, with the reasoning).
-ENERGY_CONSTANTS = MappingProxyType({
-    **TABLE5_PJ,
-    "source": ("derived: round constants that reproduce both rows of Guo et al. 2024, Table 5 (the paper prints "
-               "none); 3.7 pJ is a 32-bit float multiply at 45 nm (Horowitz 2014)"),
-})
+ENERGY_CONSTANTS = MappingProxyType(
+    {
+        **TABLE5_PJ,
+        "source": (
+            "derived: round constants that reproduce both rows of Guo et al. 2024, Table 5 (the paper prints "
+            "none); 3.7 pJ is a 32-bit float multiply at 45 nm (Horowitz 2014)"
+        ),
+    }
+)
 
 # Figure 2: "The distributions of potential membranes along layers for spiking ResNet20 on CIFAR-10".
-FIGURE2 = MappingProxyType({
-    "arch": "resnet20", "dataset": "cifar10", "layers": (1, 2, 3, 4), "num_steps": (1, 2),
-    "panels": "(a)-(d) layers 1-4 at 1 time step, (e)-(h) layers 1-4 at 2 time steps",
-    "shape": "layer 1 narrow and peaked, layers 2 and 4 wide and bell-shaped, layer 3 bimodal",
-    "source": "Guo et al. 2024, Figure 2",
-})
+FIGURE2 = MappingProxyType(
+    {
+        "arch": "resnet20",
+        "dataset": "cifar10",
+        "layers": (1, 2, 3, 4),
+        "num_steps": (1, 2),
+        "panels": "(a)-(d) layers 1-4 at 1 time step, (e)-(h) layers 1-4 at 2 time steps",
+        "shape": "layer 1 narrow and peaked, layers 2 and 4 wide and bell-shaped, layer 3 bimodal",
+        "source": "Guo et al. 2024, Figure 2",
+    }
+)
 
 # Baselines the paper prints beside its rows (Table 2, CIFAR): method, dataset, arch, T, top-1 %.
 BASELINES = (
@@ -182,13 +245,32 @@ def paper_numbers() -> list[dict[str, Any]]:
         for row in table.rows:
             for neuron in table.variants:
                 top1, std = table.cells[(row.dataset, row.arch, row.num_steps, neuron)]
-                out.append({"table": table.name, "dataset": row.dataset, "arch": row.arch,
-                            "num_steps": row.num_steps, "neuron": neuron, "top1": top1, "std": std,
-                            "source": table.source})
+                out.append(
+                    {
+                        "table": table.name,
+                        "dataset": row.dataset,
+                        "arch": row.arch,
+                        "num_steps": row.num_steps,
+                        "neuron": neuron,
+                        "top1": top1,
+                        "std": std,
+                        "source": table.source,
+                    }
+                )
     for e in ENERGY:
-        out.append({"table": "table5", "dataset": None, "arch": None, "num_steps": None, "neuron": e["neuron"],
-                    "top1": None, "std": None, "source": "Guo et al. 2024, Table 5",
-                    **{k: e[k] for k in ("flops", "sops", "sign", "energy_uj")}})
+        out.append(
+            {
+                "table": "table5",
+                "dataset": None,
+                "arch": None,
+                "num_steps": None,
+                "neuron": e["neuron"],
+                "top1": None,
+                "std": None,
+                "source": "Guo et al. 2024, Table 5",
+                **{k: e[k] for k in ("flops", "sops", "sign", "energy_uj")},
+            }
+        )
     return out
 
 

@@ -19,16 +19,18 @@ Profiles:
 - ``smoke``: seconds on a CPU, plumbing only: the embedded digits unless a data set is named.
 - ``cpu`` (Table 2 and our capacity experiment): real data on 2 CPU cores (Table 2: 5 seeds, about an hour).
 """
+
 from __future__ import annotations
 
 import ast
 import dataclasses
 import difflib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .. import data
 from ..config import TrainConfig
@@ -36,133 +38,272 @@ from ..errors import ConfigError
 from ..hardware import resolve_device
 from .paper import TABLES, Row
 
-__all__ = ["PROFILES", "RECIPES", "RELEASED_NETWORK", "TABLE_RECIPE", "LATER_PARAMS", "CPU_MAX_HOURS", "PARAMS",
-           "PARAM_FIELDS", "PARAM_HELP", "PLUMBING_DATASET", "PlannedRun", "plan", "validate_params", "run_key",
-           "params_from", "repository_root", "default_out_dir", "shipped_results"]
+__all__ = [
+    "PROFILES",
+    "RECIPES",
+    "RELEASED_NETWORK",
+    "TABLE_RECIPE",
+    "LATER_PARAMS",
+    "CPU_MAX_HOURS",
+    "PARAMS",
+    "PARAM_FIELDS",
+    "PARAM_HELP",
+    "PLUMBING_DATASET",
+    "PlannedRun",
+    "plan",
+    "validate_params",
+    "run_key",
+    "params_from",
+    "repository_root",
+    "default_out_dir",
+    "shipped_results",
+]
 
 PLUMBING_DATASET = "digits"
 
 # Every parameter of a table notebook (its `parameters` cell), in that order.
-PARAMS = ("profile", "dataset", "data_dir", "archs", "widths", "neurons", "num_steps", "seeds", "epochs",
-          "batch_size", "lr", "out_dir", "device", "max_steps_per_epoch", "max_eval_steps", "train_options",
-          "workers", "max_hours")
+PARAMS = (
+    "profile",
+    "dataset",
+    "data_dir",
+    "archs",
+    "widths",
+    "neurons",
+    "num_steps",
+    "seeds",
+    "epochs",
+    "batch_size",
+    "lr",
+    "out_dir",
+    "device",
+    "max_steps_per_epoch",
+    "max_eval_steps",
+    "train_options",
+    "workers",
+    "max_hours",
+)
 # Parameters added after runs were first recorded: a metrics.json may lack them (they then take their None)
 LATER_PARAMS = ("max_hours",)
 # The longest a table may train on a CPU when max_hours is None (on a GPU: no limit)
 CPU_MAX_HOURS = 24.0
 # TrainConfig fields a table's parameters set; train_options may set the others.
-_OWNED_FIELDS = ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "epochs", "batch_size",
-                 "lr", "device", "out_dir", "resume", "max_steps_per_epoch", "max_eval_steps", "progress")
+_OWNED_FIELDS = (
+    "dataset",
+    "data_dir",
+    "arch",
+    "width",
+    "neuron",
+    "num_steps",
+    "seed",
+    "epochs",
+    "batch_size",
+    "lr",
+    "device",
+    "out_dir",
+    "resume",
+    "max_steps_per_epoch",
+    "max_eval_steps",
+    "progress",
+)
 # The TrainConfig field each table parameter sets; a list parameter trains one run per value.
-PARAM_FIELDS = MappingProxyType({
-    "dataset": "dataset", "data_dir": "data_dir", "archs": "arch", "widths": "width", "neurons": "neuron",
-    "num_steps": "num_steps", "seeds": "seed", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-    "device": "device", "max_steps_per_epoch": "max_steps_per_epoch", "max_eval_steps": "max_eval_steps"})
+PARAM_FIELDS = MappingProxyType(
+    {
+        "dataset": "dataset",
+        "data_dir": "data_dir",
+        "archs": "arch",
+        "widths": "width",
+        "neurons": "neuron",
+        "num_steps": "num_steps",
+        "seeds": "seed",
+        "epochs": "epochs",
+        "batch_size": "batch_size",
+        "lr": "lr",
+        "device": "device",
+        "max_steps_per_epoch": "max_steps_per_epoch",
+        "max_eval_steps": "max_eval_steps",
+    }
+)
 _LIST_PARAMS = ("archs", "widths", "neurons", "num_steps", "seeds")
 _PARAM_OF = {field: name for name, field in PARAM_FIELDS.items()}
 _FIELD_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
 # What each table parameter means: the TrainConfig field's own help where it sets one, else the pipeline's.
-PARAM_HELP: Mapping[str, str] = MappingProxyType({
-    "profile": "how to train and which rows: one of the table's PROFILES (paper, quick, smoke, cpu)",
-    **{name: ("a list, one training run per value: " if name in _LIST_PARAMS else "") + _FIELD_HELP[field]
-       + " (None: the profile's)" for name, field in PARAM_FIELDS.items()},
-    "out_dir": "each table run makes a new folder under it (None: runs/<table> of this checkout)",
-    "train_options": "other TrainConfig fields, over the profile's (a dict)",
-    "workers": "training runs side by side on a CPU, one thread each (None: the profile's)",
-    "max_hours": f"refuse to train when the estimate exceeds it (None: {CPU_MAX_HOURS:g} h on a CPU, no limit on "
-                 f"a GPU)",
-})
+PARAM_HELP: Mapping[str, str] = MappingProxyType(
+    {
+        "profile": "how to train and which rows: one of the table's PROFILES (paper, quick, smoke, cpu)",
+        **{
+            name: ("a list, one training run per value: " if name in _LIST_PARAMS else "")
+            + _FIELD_HELP[field]
+            + " (None: the profile's)"
+            for name, field in PARAM_FIELDS.items()
+        },
+        "out_dir": "each table run makes a new folder under it (None: runs/<table> of this checkout)",
+        "train_options": "other TrainConfig fields, over the profile's (a dict)",
+        "workers": "training runs side by side on a CPU, one thread each (None: the profile's)",
+        "max_hours": f"refuse to train when the estimate exceeds it (None: {CPU_MAX_HOURS:g} h on a CPU, no limit on "
+        f"a GPU)",
+    }
+)
 
 # The released networks (every paper profile): BatchNorm per time step outside the residual blocks and the
 # released initialisation (yfguo91/Ternary-Spike models/spike_model.py, resnet.py, vggcifar.py).
 RELEASED_NETWORK = MappingProxyType({"step_bn": True, "init": "released"})
 
-RECIPES = MappingProxyType({
-    "cifar": ("The paper does not spell out its CIFAR recipe; the same authors' released CIFAR script "
-              "(yfguo91/MPBN main_train.py; that it is the paper's recipe is an assumption): SGD lr 0.1, momentum "
-              "0.9, weight decay 1e-4 (BatchNorm and biases exempt), CosineAnnealingLR(T_max=400) stepped per "
-              "epoch, 400 epochs, batch 128, fp32, RandomCrop(32, 4) + flip + AutoAugment (CIFAR10Policy) + "
-              "Cutout (1 hole, 16 px, before Normalize), Normalize mean (0.4914, 0.4822, 0.4465) std (0.2023, "
-              "0.1994, 0.2010), cross-entropy on T-averaged logits; the released networks (per-step BN outside "
-              "residual blocks, released init). Best-epoch test accuracy, as the script's best_acc. "
-              "Ours, not the script's: 3 seeds (it fixes seed 3407)."),
-    "imagenet": ("The released Train.py: SGD lr 0.1, momentum 0.9, weight decay 1e-4 on conv/linear weights only, "
-                 "CosineAnnealingLR(T_max=320) stepped per epoch, 320 epochs, batch 40 per GPU x 8 GPUs, fp16 "
-                 "autocast + GradScaler, SyncBN, seed 1000, T=4, the released networks; RandomResizedCrop(224) + "
-                 "flip; test Resize(256) + CenterCrop(224); best-epoch accuracy (best_acc). Ours, not the "
-                 "script's: a new shuffle every epoch (the script calls set_epoch with a constant)."),
-    "cifar10-dvs": ("The released CIFAR10-DVS loader: 48x48 frames, flip + random roll of up to 5 pixels, T=10. "
-                    "No DVS training script was released: optimizer, schedule, fp32 and the best-epoch convention as "
-                    "the authors' CIFAR script (SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine per epoch; "
-                    "assumptions); 300 epochs, batch 64 and 3 seeds are ours."),
-    "digits": ("Plumbing stand-in: the embedded 8x8 UCI digits (1437 train / 360 test), no augmentation, the "
-               "CIFAR optimizer recipe (SGD, momentum 0.9, weight decay 1e-4, cosine). Static images repeated "
-               "T times stand in for ImageNet or DVS inputs. Not a paper number."),
-    "cpu": ("Not the paper's protocol: a narrow network (arch 'small') where capacity binds, a few epochs on "
+RECIPES = MappingProxyType(
+    {
+        "cifar": (
+            "The paper does not spell out its CIFAR recipe; the same authors' released CIFAR script "
+            "(yfguo91/MPBN main_train.py; that it is the paper's recipe is an assumption): SGD lr 0.1, momentum "
+            "0.9, weight decay 1e-4 (BatchNorm and biases exempt), CosineAnnealingLR(T_max=400) stepped per "
+            "epoch, 400 epochs, batch 128, fp32, RandomCrop(32, 4) + flip + AutoAugment (CIFAR10Policy) + "
+            "Cutout (1 hole, 16 px, before Normalize), Normalize mean (0.4914, 0.4822, 0.4465) std (0.2023, "
+            "0.1994, 0.2010), cross-entropy on T-averaged logits; the released networks (per-step BN outside "
+            "residual blocks, released init). Best-epoch test accuracy, as the script's best_acc. "
+            "Ours, not the script's: 3 seeds (it fixes seed 3407)."
+        ),
+        "imagenet": (
+            "The released Train.py: SGD lr 0.1, momentum 0.9, weight decay 1e-4 on conv/linear weights only, "
+            "CosineAnnealingLR(T_max=320) stepped per epoch, 320 epochs, batch 40 per GPU x 8 GPUs, fp16 "
+            "autocast + GradScaler, SyncBN, seed 1000, T=4, the released networks; RandomResizedCrop(224) + "
+            "flip; test Resize(256) + CenterCrop(224); best-epoch accuracy (best_acc). Ours, not the "
+            "script's: a new shuffle every epoch (the script calls set_epoch with a constant)."
+        ),
+        "cifar10-dvs": (
+            "The released CIFAR10-DVS loader: 48x48 frames, flip + random roll of up to 5 pixels, T=10. "
+            "No DVS training script was released: optimizer, schedule, fp32 and the best-epoch convention as "
+            "the authors' CIFAR script (SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine per epoch; "
+            "assumptions); 300 epochs, batch 64 and 3 seeds are ours."
+        ),
+        "digits": (
+            "Plumbing stand-in: the embedded 8x8 UCI digits (1437 train / 360 test), no augmentation, the "
+            "CIFAR optimizer recipe (SGD, momentum 0.9, weight decay 1e-4, cosine). Static images repeated "
+            "T times stand in for ImageNet or DVS inputs. Not a paper number."
+        ),
+        "cpu": (
+            "Not the paper's protocol: a narrow network (arch 'small') where capacity binds, a few epochs on "
             "2 CPU cores, crop + flip only (no AutoAugment, no Cutout: they slow a short schedule down), "
             "PyTorch's default initialisation, BatchNorm over T*B, cosine per step (a 3-epoch schedule stepped "
             "per epoch would be a staircase). Optimizer and normalisation as the authors' CIFAR script (SGD lr "
-            "0.1, momentum 0.9, weight decay 1e-4)."),
-})
+            "0.1, momentum 0.9, weight decay 1e-4)."
+        ),
+    }
+)
 
 # The recipe each table trains with (its data set's), by key of RECIPES; the digits stand-in has its own.
-TABLE_RECIPE = MappingProxyType({"table1": "imagenet", "table2": "cifar", "table3": "imagenet",
-                                 "table4": "cifar10-dvs", "capacity": "digits"})
+TABLE_RECIPE = MappingProxyType(
+    {"table1": "imagenet", "table2": "cifar", "table3": "imagenet", "table4": "cifar10-dvs", "capacity": "digits"}
+)
 
 # smoke runs the paper profiles' code paths (released networks, per-epoch cosine) in seconds
-_SMOKE = dict(epochs=1, seeds=(0,), max_steps_per_epoch=3, max_eval_steps=2, batch_size=32, lr=0.1,
-              train_options={**RELEASED_NETWORK, "schedule": "cosine_epoch"})
+_SMOKE = dict(
+    epochs=1,
+    seeds=(0,),
+    max_steps_per_epoch=3,
+    max_eval_steps=2,
+    batch_size=32,
+    lr=0.1,
+    train_options={**RELEASED_NETWORK, "schedule": "cosine_epoch"},
+)
 # the released Train.py; Table 1 prints no std (one seed, the script's), Table 3 prints ± (three seeds)
-_IMAGENET_OPTIONS = {**RELEASED_NETWORK, "schedule": "cosine_epoch", "sync_bn": True, "amp": True,
-                     "amp_dtype": "float16", "num_workers": 8}
+_IMAGENET_OPTIONS = {
+    **RELEASED_NETWORK,
+    "schedule": "cosine_epoch",
+    "sync_bn": True,
+    "amp": True,
+    "amp_dtype": "float16",
+    "num_workers": 8,
+}
 _IMAGENET = dict(seeds=(1000,), epochs=320, batch_size=40, lr=0.1, train_options=_IMAGENET_OPTIONS)
 # the released CIFAR script (yfguo91/MPBN main_train.py): fp32, per-epoch cosine, 400 epochs
 _CIFAR_OPTIONS = {**RELEASED_NETWORK, "schedule": "cosine_epoch", "amp": False}
 
 # Per table and profile: the value of every parameter left None. "rows" picks the table's rows
 # (None: all of them); on the digits stand-in the paper's networks become arch "small".
-PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType({
-    "table1": {
-        "paper": dict(_IMAGENET),
-        # ImageNet cannot show an ordering in 10 minutes: one truncated epoch per variant.
-        "quick": dict(rows=(Row("imagenet", "resnet18", 2),), seeds=(1000,), epochs=1, batch_size=64, lr=0.1,
-                      max_steps_per_epoch=300, max_eval_steps=50, train_options=_IMAGENET_OPTIONS),
-        "smoke": dict(_SMOKE, rows=(Row("imagenet", "resnet18", 2),), widths=(8,)),
-    },
-    "table2": {
-        "paper": dict(seeds=(0, 1, 2), epochs=400, batch_size=128, lr=0.1, train_options=_CIFAR_OPTIONS),
-        # one GPU, ~10 minutes: CIFAR-10 ResNet19 T=2, the three variants, one seed, a short schedule
-        "quick": dict(rows=(Row("cifar10", "resnet19", 2),), seeds=(0,), epochs=4, batch_size=128, lr=0.1,
-                      train_options=_CIFAR_OPTIONS),
-        # ResNet19 on a CPU: 2 steps of 16 take ~10 s per run
-        "smoke": dict(_SMOKE, rows=(Row("cifar10", "resnet19", 2),), batch_size=16, max_steps_per_epoch=2),
-        # real CIFAR-10 on 2 CPU cores in about an hour: a narrow network where capacity binds, 5 seeds
-        "cpu": dict(rows=(Row("cifar10", "small", 1), Row("cifar10", "small", 2)), widths=(8,), seeds=(0, 1, 2, 3, 4),
-                    epochs=3, batch_size=64,
-                    lr=0.1, workers=2, recipe="cpu",
-                    train_options={"autoaugment": False, "cutout": 0, "num_workers": 0}),
-    },
-    "table3": {
-        "paper": dict(_IMAGENET, seeds=(1000, 1001, 1002)),
-        "quick": dict(rows=(Row("imagenet", "resnet18", 4),), seeds=(1000,), epochs=1, batch_size=64, lr=0.1,
-                      max_steps_per_epoch=300, max_eval_steps=50, train_options=_IMAGENET_OPTIONS),
-        "smoke": dict(_SMOKE, rows=(Row("imagenet", "resnet34", 4),), neurons=("trainable_ternary",)),
-    },
-    "table4": {
-        # no DVS script was released: seeds, epochs and batch are our assumptions, the rest the CIFAR script's
-        "paper": dict(seeds=(0, 1, 2), epochs=300, batch_size=64, lr=0.1, train_options=_CIFAR_OPTIONS),
-        "quick": dict(rows=(Row("cifar10-dvs", "resnet20", 10),), seeds=(0,), epochs=5, batch_size=64, lr=0.1,
-                      train_options=_CIFAR_OPTIONS),
-        # digits stand in for DVS sequences: static images repeated T times (plumbing only)
-        "smoke": dict(_SMOKE, rows=(Row("cifar10-dvs", "resnet19", 10),)),
-    },
-    "capacity": {
-        # make demo: capacity made visible by sweeping the width of arch "small" (2 cores, ~1 min)
-        "cpu": dict(widths=(1, 2, 4, 8, 16), seeds=(0, 1, 2), epochs=8, batch_size=64, lr=0.1, workers=2,
-                    train_options={"eval_every": 1000}),  # test after the last epoch only
-        "smoke": dict(_SMOKE, rows=(Row("digits", "small", 2),), widths=(8,), train_options={}),  # ours, as cpu
-    },
-})
+PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
+    {
+        "table1": {
+            "paper": dict(_IMAGENET),
+            # ImageNet cannot show an ordering in 10 minutes: one truncated epoch per variant.
+            "quick": dict(
+                rows=(Row("imagenet", "resnet18", 2),),
+                seeds=(1000,),
+                epochs=1,
+                batch_size=64,
+                lr=0.1,
+                max_steps_per_epoch=300,
+                max_eval_steps=50,
+                train_options=_IMAGENET_OPTIONS,
+            ),
+            "smoke": dict(_SMOKE, rows=(Row("imagenet", "resnet18", 2),), widths=(8,)),
+        },
+        "table2": {
+            "paper": dict(seeds=(0, 1, 2), epochs=400, batch_size=128, lr=0.1, train_options=_CIFAR_OPTIONS),
+            # one GPU, ~10 minutes: CIFAR-10 ResNet19 T=2, the three variants, one seed, a short schedule
+            "quick": dict(
+                rows=(Row("cifar10", "resnet19", 2),),
+                seeds=(0,),
+                epochs=4,
+                batch_size=128,
+                lr=0.1,
+                train_options=_CIFAR_OPTIONS,
+            ),
+            # ResNet19 on a CPU: 2 steps of 16 take ~10 s per run
+            "smoke": dict(_SMOKE, rows=(Row("cifar10", "resnet19", 2),), batch_size=16, max_steps_per_epoch=2),
+            # real CIFAR-10 on 2 CPU cores in about an hour: a narrow network where capacity binds, 5 seeds
+            "cpu": dict(
+                rows=(Row("cifar10", "small", 1), Row("cifar10", "small", 2)),
+                widths=(8,),
+                seeds=(0, 1, 2, 3, 4),
+                epochs=3,
+                batch_size=64,
+                lr=0.1,
+                workers=2,
+                recipe="cpu",
+                train_options={"autoaugment": False, "cutout": 0, "num_workers": 0},
+            ),
+        },
+        "table3": {
+            "paper": dict(_IMAGENET, seeds=(1000, 1001, 1002)),
+            "quick": dict(
+                rows=(Row("imagenet", "resnet18", 4),),
+                seeds=(1000,),
+                epochs=1,
+                batch_size=64,
+                lr=0.1,
+                max_steps_per_epoch=300,
+                max_eval_steps=50,
+                train_options=_IMAGENET_OPTIONS,
+            ),
+            "smoke": dict(_SMOKE, rows=(Row("imagenet", "resnet34", 4),), neurons=("trainable_ternary",)),
+        },
+        "table4": {
+            # no DVS script was released: seeds, epochs and batch are our assumptions, the rest the CIFAR script's
+            "paper": dict(seeds=(0, 1, 2), epochs=300, batch_size=64, lr=0.1, train_options=_CIFAR_OPTIONS),
+            "quick": dict(
+                rows=(Row("cifar10-dvs", "resnet20", 10),),
+                seeds=(0,),
+                epochs=5,
+                batch_size=64,
+                lr=0.1,
+                train_options=_CIFAR_OPTIONS,
+            ),
+            # digits stand in for DVS sequences: static images repeated T times (plumbing only)
+            "smoke": dict(_SMOKE, rows=(Row("cifar10-dvs", "resnet19", 10),)),
+        },
+        "capacity": {
+            # make demo: capacity made visible by sweeping the width of arch "small" (2 cores, ~1 min)
+            "cpu": dict(
+                widths=(1, 2, 4, 8, 16),
+                seeds=(0, 1, 2),
+                epochs=8,
+                batch_size=64,
+                lr=0.1,
+                workers=2,
+                train_options={"eval_every": 1000},
+            ),  # test after the last epoch only
+            "smoke": dict(_SMOKE, rows=(Row("digits", "small", 2),), widths=(8,), train_options={}),  # ours, as cpu
+        },
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -206,8 +347,9 @@ def run_key(run: PlannedRun | TrainConfig | Mapping[str, Any]) -> str:
 
 
 def _fail(table: str, name: str, value: Any, allowed: str):
-    raise ConfigError(f"{table}: parameter {name} must be {allowed}, got {value!r}", field=name, value=value,
-                      allowed=allowed)
+    raise ConfigError(
+        f"{table}: parameter {name} must be {allowed}, got {value!r}", field=name, value=value, allowed=allowed
+    )
 
 
 def _as_list(table: str, name: str, value: Any, kind: type) -> list | None:
@@ -244,8 +386,9 @@ def _as_list(table: str, name: str, value: Any, kind: type) -> list | None:
     return items
 
 
-def _rows(table: str, prof: Mapping[str, Any], dataset: str | None, archs: list | None,
-          num_steps: list | None) -> list[Row]:
+def _rows(
+    table: str, prof: Mapping[str, Any], dataset: str | None, archs: list | None, num_steps: list | None
+) -> list[Row]:
     """The rows a profile trains on ``dataset``, after the ``archs`` / ``num_steps`` overrides."""
     t = TABLES[table]
     rows = list(prof.get("rows") or t.rows)
@@ -262,9 +405,12 @@ def _rows(table: str, prof: Mapping[str, Any], dataset: str | None, archs: list 
     out = []
     for ds in datasets:
         mine = [r for r in rows if r.dataset == ds]
-        for arch in (archs or list(dict.fromkeys(r.arch for r in mine))):
-            steps = num_steps or [r.num_steps for r in mine if r.arch == arch] or \
-                list(dict.fromkeys(r.num_steps for r in mine))
+        for arch in archs or list(dict.fromkeys(r.arch for r in mine)):
+            steps = (
+                num_steps
+                or [r.num_steps for r in mine if r.arch == arch]
+                or list(dict.fromkeys(r.num_steps for r in mine))
+            )
             out.extend(Row(ds, arch, t_) for t_ in steps)
     return list(dict.fromkeys(out))
 
@@ -275,8 +421,12 @@ def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
     What a value of a TrainConfig field may be is left to TrainConfig (:func:`_runs`).
     """
     if table not in TABLES:
-        raise ConfigError(f"table must be one of {list(TABLES)}, got {table!r}", field="table", value=table,
-                          allowed=f"one of {list(TABLES)}")
+        raise ConfigError(
+            f"table must be one of {list(TABLES)}, got {table!r}",
+            field="table",
+            value=table,
+            allowed=f"one of {list(TABLES)}",
+        )
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
         raise ConfigError(f"{table}: unknown parameter(s) {unknown}; allowed: {list(PARAMS)}")
@@ -288,14 +438,19 @@ def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
     prof = profiles[profile]
     out: dict[str, Any] = {"profile": profile}
 
-    allowed_datasets = list(TABLES[table].datasets) + ([PLUMBING_DATASET] if PLUMBING_DATASET not in
-                                                        TABLES[table].datasets else [])
+    allowed_datasets = list(TABLES[table].datasets) + (
+        [PLUMBING_DATASET] if PLUMBING_DATASET not in TABLES[table].datasets else []
+    )
     dataset = params.get("dataset")
     if dataset is None and profile == "smoke":
         dataset = PLUMBING_DATASET
     if dataset is not None and dataset not in allowed_datasets:
-        _fail(table, "dataset", dataset, f"None or one of {allowed_datasets} ({PLUMBING_DATASET!r}: the embedded "
-                                         f"plumbing stand-in)")
+        _fail(
+            table,
+            "dataset",
+            dataset,
+            f"None or one of {allowed_datasets} ({PLUMBING_DATASET!r}: the embedded plumbing stand-in)",
+        )
     out["dataset"] = dataset
     data_dir = params.get("data_dir")
     out["data_dir"] = os.fspath(data_dir) if isinstance(data_dir, os.PathLike) else data_dir
@@ -316,13 +471,18 @@ def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
     workers = params.get("workers")
     workers = prof.get("workers", 1) if workers is None else workers
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        _fail(table, "workers", workers, "None (the profile's value) or an int >= 1 (training runs side by side "
-                                         "on the CPU)")
+        _fail(
+            table,
+            "workers",
+            workers,
+            "None (the profile's value) or an int >= 1 (training runs side by side on the CPU)",
+        )
     out["workers"] = workers
 
     max_hours = params.get("max_hours")
-    if max_hours is not None and (not isinstance(max_hours, (int, float)) or isinstance(max_hours, bool)
-                                  or not 0 < max_hours < float("inf")):
+    if max_hours is not None and (
+        not isinstance(max_hours, (int, float)) or isinstance(max_hours, bool) or not 0 < max_hours < float("inf")
+    ):
         _fail(table, "max_hours", max_hours, f"None ({CPU_MAX_HOURS:g} h on a CPU, no limit on a GPU) or a number > 0")
     out["max_hours"] = None if max_hours is None else float(max_hours)
 
@@ -345,8 +505,12 @@ def _resolve(table: str, params: Mapping[str, Any]) -> dict[str, Any]:
     free = sorted(set(_FIELD_HELP) - set(_OWNED_FIELDS))
     bad = sorted(set(options) - set(free))
     if bad:
-        _fail(table, "train_options", options, f"a dict of TrainConfig fields other than the table's own "
-                                               f"parameters; not allowed: {bad}; allowed: {free}")
+        _fail(
+            table,
+            "train_options",
+            options,
+            f"a dict of TrainConfig fields other than the table's own parameters; not allowed: {bad}; allowed: {free}",
+        )
     out["train_options"] = options
     return out
 
@@ -359,19 +523,24 @@ def _in_notebook_terms(table: str, exc: ConfigError, p: Mapping[str, Any]) -> Co
     if field not in _PARAM_OF:
         if field in p["train_options"]:
             name = f"train_options[{field!r}]"
-            return ConfigError(f"{table}: parameter {name} must be {allowed}, got {exc.value!r}", field=field,
-                               value=exc.value, allowed=allowed)
+            return ConfigError(
+                f"{table}: parameter {name} must be {allowed}, got {exc.value!r}",
+                field=field,
+                value=exc.value,
+                allowed=allowed,
+            )
         return ConfigError(f"{table}: {exc}", field=field, value=exc.value, allowed=allowed)
     name = _PARAM_OF[field]
     value = exc.value
     if name in _LIST_PARAMS:
         value = p[name] if p.get(name) is not None else [exc.value]
         if allowed.startswith("one of "):
-            allowed = f"a list drawn from {allowed[len('one of '):]} (unknown {field} {exc.value!r})"
+            allowed = f"a list drawn from {allowed[len('one of ') :]} (unknown {field} {exc.value!r})"
         elif allowed.startswith(("an int ", "None or an int ")):
             allowed = "None or a list of ints " + allowed.split("an int ", 1)[1]
-    return ConfigError(f"{table}: parameter {name} must be {allowed}, got {value!r}", field=name, value=value,
-                       allowed=allowed)
+    return ConfigError(
+        f"{table}: parameter {name} must be {allowed}, got {value!r}", field=name, value=value, allowed=allowed
+    )
 
 
 def _runs(table: str, p: Mapping[str, Any]) -> list[PlannedRun]:
@@ -385,11 +554,24 @@ def _runs(table: str, p: Mapping[str, Any]) -> list[PlannedRun]:
                 for neuron in p["neurons"]:
                     try:
                         config = TrainConfig(
-                            dataset=row.dataset, data_dir=p["data_dir"], arch=row.arch, width=width, neuron=neuron,
-                            num_steps=row.num_steps, seed=seed, epochs=p["epochs"], batch_size=p["batch_size"],
-                            lr=p["lr"], device=p["device"], out_dir=None, resume=True,
-                            max_steps_per_epoch=p["max_steps_per_epoch"], max_eval_steps=p["max_eval_steps"],
-                            progress=False, **p["train_options"])
+                            dataset=row.dataset,
+                            data_dir=p["data_dir"],
+                            arch=row.arch,
+                            width=width,
+                            neuron=neuron,
+                            num_steps=row.num_steps,
+                            seed=seed,
+                            epochs=p["epochs"],
+                            batch_size=p["batch_size"],
+                            lr=p["lr"],
+                            device=p["device"],
+                            out_dir=None,
+                            resume=True,
+                            max_steps_per_epoch=p["max_steps_per_epoch"],
+                            max_eval_steps=p["max_eval_steps"],
+                            progress=False,
+                            **p["train_options"],
+                        )
                     except ConfigError as exc:
                         raise _in_notebook_terms(table, exc, p) from None
                     runs.append(PlannedRun(table, p["profile"], config))
@@ -462,7 +644,7 @@ def validate_params(table: str, **params: Any) -> dict[str, Any]:
 
 
 def params_from(namespace: Mapping[str, Any], table: str) -> dict[str, Any]:
-    """The table parameters in a notebook's namespace (``globals()``), refusing a parameter papermill injected by mistake.
+    """The table parameters in a notebook's namespace (``globals()``), refusing one papermill injected by mistake.
 
     papermill injects ``-p name value`` as an assignment in a cell headed "# Parameters",
     whatever the name; a typo (``-p seed 5`` for ``seeds``) would be ignored and the profile's
@@ -475,12 +657,19 @@ def params_from(namespace: Mapping[str, Any], table: str) -> dict[str, Any]:
                 tree = ast.parse(source)
             except SyntaxError:
                 continue
-            injected += [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
-                         if isinstance(t, ast.Name)]
+            injected += [
+                t.id
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                for t in node.targets
+                if isinstance(t, ast.Name)
+            ]
     extra = sorted(set(injected) - set(PARAMS))
     if extra:
-        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, PARAMS, 1)) else repr(k)
-                 for k in extra]
+        hints = [
+            f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, PARAMS, 1)) else repr(k)
+            for k in extra
+        ]
         raise ConfigError(f"{table}: unknown parameter(s) {', '.join(hints)}; allowed: {list(PARAMS)}")
     return {k: namespace[k] for k in PARAMS if k in namespace}
 

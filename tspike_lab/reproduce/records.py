@@ -17,15 +17,17 @@ bounded, and checked for types, known names (neuron, arch, data set) and ranges 
 not read and why (:class:`tspike_lab.errors.RecordError`), follows no symlinked folder (so no
 loop), and reads a record reached twice only once.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import RecordError
 from ..models import ARCHS, NEURONS
@@ -33,10 +35,27 @@ from ..results import json_safe, mean_std, read_regular
 from .paper import ENERGY, TABLES, paper_cell
 from .plan import LATER_PARAMS, PARAMS
 
-__all__ = ["SCHEMA_VERSION", "METRICS_FILE", "METRICS_SCHEMA", "RUN_SCHEMA", "ROW_SCHEMA", "STATUSES", "COMPARED",
-           "STD_CONVENTION",
-           "validate_metrics", "load_run", "find_runs", "rows_from_record", "aggregate", "fmt_mean_std",
-           "paper_table", "paper_markdown", "describe_setup", "fmt_duration", "fmt_per_class"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "METRICS_FILE",
+    "METRICS_SCHEMA",
+    "RUN_SCHEMA",
+    "ROW_SCHEMA",
+    "STATUSES",
+    "COMPARED",
+    "STD_CONVENTION",
+    "validate_metrics",
+    "load_run",
+    "find_runs",
+    "rows_from_record",
+    "aggregate",
+    "fmt_mean_std",
+    "paper_table",
+    "paper_markdown",
+    "describe_setup",
+    "fmt_duration",
+    "fmt_per_class",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,40 +70,76 @@ STD_CONVENTION = "sample std (ddof=1) over seeds"
 _NUM = (int, float)
 _NONE = type(None)
 
-METRICS_SCHEMA = MappingProxyType({
-    "schema": str,
-    "table": str,
-    "title": str,
-    "status": str,  # one of STATUSES
-    "profile": str,
-    "params": dict,
-    "datasets": dict,  # paper's data set name -> {"label", "source", "root"}; label e.g. "CIFAR-10 (JPEG copy)"
-    "recipe": str,  # where the recipe comes from (an assumption where the paper is silent)
-    "train_config": dict,  # the TrainConfig fields every run shares, as used
-    "launcher": str,  # "in-process", "workers=N" or "torchrun --nproc_per_node N"
-    "environment": dict,
-    "hardware": str,
-    "started_at": str,  # ISO 8601, UTC
-    "wall_time_s": _NUM,
-    "planned": int,
-    "runs": list,
-    "aggregate": list,
-})
-RUN_SCHEMA = MappingProxyType({
-    "key": str, "dataset": str, "arch": str, "width": (int, _NONE), "neuron": str, "num_steps": int, "seed": int,
-    "run_dir": str, "status": str, "epochs": int, "top1": (*_NUM, _NONE), "best_top1": (*_NUM, _NONE),
-    "train_top1": (*_NUM, _NONE), "firing_rate": (*_NUM, _NONE), "amplitudes": (dict, _NONE),
-    "images_per_s": (*_NUM, _NONE), "wall_time_s": _NUM,
-})
-ROW_SCHEMA = MappingProxyType({
-    "table": str, "dataset": str, "dataset_label": str, "arch": str, "width": (int, _NONE), "neuron": str,
-    "num_steps": int, "n_seeds": int, "seeds": list, "mean": (*_NUM, _NONE), "std": (*_NUM, _NONE),
-    "best_mean": (*_NUM, _NONE), "firing_rate": (*_NUM, _NONE), "paper": (*_NUM, _NONE),
-    "paper_std": (*_NUM, _NONE), "paper_source": (str, _NONE), "diff": (*_NUM, _NONE),
-    "within_2std": (bool, _NONE), "ours": bool, "hardware": str, "profile": str, "epochs": int, "run": str,
-})
-_ENV_KEYS = ("python", "torch", "snntorch", "cuda_available", "cuda_version", "device_name", "git_commit",
-             "git_dirty")
+METRICS_SCHEMA = MappingProxyType(
+    {
+        "schema": str,
+        "table": str,
+        "title": str,
+        "status": str,  # one of STATUSES
+        "profile": str,
+        "params": dict,
+        "datasets": dict,  # paper's data set name -> {"label", "source", "root"}; label e.g. "CIFAR-10 (JPEG copy)"
+        "recipe": str,  # where the recipe comes from (an assumption where the paper is silent)
+        "train_config": dict,  # the TrainConfig fields every run shares, as used
+        "launcher": str,  # "in-process", "workers=N" or "torchrun --nproc_per_node N"
+        "environment": dict,
+        "hardware": str,
+        "started_at": str,  # ISO 8601, UTC
+        "wall_time_s": _NUM,
+        "planned": int,
+        "runs": list,
+        "aggregate": list,
+    }
+)
+RUN_SCHEMA = MappingProxyType(
+    {
+        "key": str,
+        "dataset": str,
+        "arch": str,
+        "width": (int, _NONE),
+        "neuron": str,
+        "num_steps": int,
+        "seed": int,
+        "run_dir": str,
+        "status": str,
+        "epochs": int,
+        "top1": (*_NUM, _NONE),
+        "best_top1": (*_NUM, _NONE),
+        "train_top1": (*_NUM, _NONE),
+        "firing_rate": (*_NUM, _NONE),
+        "amplitudes": (dict, _NONE),
+        "images_per_s": (*_NUM, _NONE),
+        "wall_time_s": _NUM,
+    }
+)
+ROW_SCHEMA = MappingProxyType(
+    {
+        "table": str,
+        "dataset": str,
+        "dataset_label": str,
+        "arch": str,
+        "width": (int, _NONE),
+        "neuron": str,
+        "num_steps": int,
+        "n_seeds": int,
+        "seeds": list,
+        "mean": (*_NUM, _NONE),
+        "std": (*_NUM, _NONE),
+        "best_mean": (*_NUM, _NONE),
+        "firing_rate": (*_NUM, _NONE),
+        "paper": (*_NUM, _NONE),
+        "paper_std": (*_NUM, _NONE),
+        "paper_source": (str, _NONE),
+        "diff": (*_NUM, _NONE),
+        "within_2std": (bool, _NONE),
+        "ours": bool,
+        "hardware": str,
+        "profile": str,
+        "epochs": int,
+        "run": str,
+    }
+)
+_ENV_KEYS = ("python", "torch", "snntorch", "cuda_available", "cuda_version", "device_name", "git_commit", "git_dirty")
 
 
 def _type_ok(value: Any, kinds) -> bool:
@@ -123,10 +178,13 @@ def _check_run_values(run: Mapping[str, Any], where: str, datasets: Mapping[str,
         problems.append(f"{where}['dataset'] {run['dataset']!r} is not among metrics['datasets'] {list(datasets)}")
     if run["status"] not in STATUSES:
         problems.append(f"{where}['status'] must be one of {list(STATUSES)}, got {run['status']!r}")
-    for key, ok, allowed in (("num_steps", run["num_steps"] >= 1, ">= 1"), ("seed", run["seed"] >= 0, ">= 0"),
-                             ("epochs", run["epochs"] >= 0, ">= 0"),
-                             ("width", run["width"] is None or run["width"] >= 1, "None or >= 1"),
-                             ("wall_time_s", _number(run["wall_time_s"], 0, math.inf), "a finite number >= 0")):
+    for key, ok, allowed in (
+        ("num_steps", run["num_steps"] >= 1, ">= 1"),
+        ("seed", run["seed"] >= 0, ">= 0"),
+        ("epochs", run["epochs"] >= 0, ">= 0"),
+        ("width", run["width"] is None or run["width"] >= 1, "None or >= 1"),
+        ("wall_time_s", _number(run["wall_time_s"], 0, math.inf), "a finite number >= 0"),
+    ):
         if not ok:
             problems.append(f"{where}[{key!r}] must be {allowed}, got {run[key]!r}")
     for key, lo, hi in (*((k, 0, 100) for k in _PERCENT), ("firing_rate", 0, 1), ("images_per_s", 0, math.inf)):
@@ -138,8 +196,9 @@ def _check_values(obj: Mapping[str, Any], problems: list[str]) -> None:
     """Names, ranges and duplicates of a record whose keys and types are right."""
     for name, info in obj["datasets"].items():
         if not isinstance(info, dict) or not isinstance(info.get("label"), str):
-            problems.append(f"metrics['datasets'][{name!r}] must be an object with a 'label' string, got "
-                            f"{type(info).__name__}")
+            problems.append(
+                f"metrics['datasets'][{name!r}] must be an object with a 'label' string, got {type(info).__name__}"
+            )
     for key, value in (("wall_time_s", obj["wall_time_s"]), ("planned", obj["planned"])):
         if not _number(value, 0, math.inf):
             problems.append(f"metrics[{key!r}] must be a finite number >= 0, got {value!r}")
@@ -153,8 +212,10 @@ def _check_values(obj: Mapping[str, Any], problems: list[str]) -> None:
         _check_run_values(run, where, obj["datasets"], problems)
         key = tuple(run[k] for k in ("dataset", "arch", "width", "num_steps", "neuron", "seed"))
         if key in seen:
-            problems.append(f"{where} repeats metrics['runs'][{seen[key]}] (dataset, arch, width, T, neuron, seed "
-                            f"{key}): a run counted twice")
+            problems.append(
+                f"{where} repeats metrics['runs'][{seen[key]}] (dataset, arch, width, T, neuron, seed "
+                f"{key}): a run counted twice"
+            )
         seen.setdefault(key, i)
 
 
@@ -180,16 +241,21 @@ def validate_metrics(obj: Any) -> dict:
         if obj["status"] not in STATUSES:
             problems.append(f"metrics['status'] must be one of {list(STATUSES)}, got {obj['status']!r}")
         problems += [f"metrics['environment'] lacks {k!r}" for k in _ENV_KEYS if k not in obj["environment"]]
-        problems += [f"metrics['params'] lacks {k!r}" for k in PARAMS
-                     if k not in obj["params"] and k not in LATER_PARAMS]
+        problems += [
+            f"metrics['params'] lacks {k!r}" for k in PARAMS if k not in obj["params"] and k not in LATER_PARAMS
+        ]
         _check_values(obj, problems)
         for i, row in enumerate(obj["aggregate"]):
             _check_keys(row, ROW_SCHEMA, f"metrics['aggregate'][{i}]", problems)
-        if obj["status"] == "complete" and (len(obj["runs"]) != obj["planned"]
-                                            or any(r.get("status") != "complete" for r in obj["runs"]
-                                                   if isinstance(r, dict))):
-            problems.append(f"status 'complete' but {sum(isinstance(r, dict) and r.get('status') == 'complete' for r in obj['runs'])} of "
-                            f"{obj['planned']} runs completed")
+        if obj["status"] == "complete" and (
+            len(obj["runs"]) != obj["planned"]
+            or any(r.get("status") != "complete" for r in obj["runs"] if isinstance(r, dict))
+        ):
+            problems.append(
+                f"status 'complete' but "
+                f"{sum(isinstance(r, dict) and r.get('status') == 'complete' for r in obj['runs'])} of "
+                f"{obj['planned']} runs completed"
+            )
     if problems:
         raise RecordError("metrics.json does not match METRICS_SCHEMA: " + "; ".join(problems))
     return obj
@@ -214,8 +280,11 @@ def _read_json(file: Path) -> Any:
 
 
 def _ours(obj: Any) -> bool:
-    return isinstance(obj, dict) and isinstance(obj.get("schema"), str) and \
-        obj["schema"].startswith("tspike_lab.reproduce/")
+    return (
+        isinstance(obj, dict)
+        and isinstance(obj.get("schema"), str)
+        and obj["schema"].startswith("tspike_lab.reproduce/")
+    )
 
 
 def load_run(path: str | os.PathLike) -> dict[str, Any]:
@@ -318,8 +387,10 @@ def _collect(source, problems: list[str]) -> list[tuple[Path, dict]]:
                 continue
             same = json.dumps([record["table"], record["started_at"], record["runs"]], sort_keys=True)
             if same in copies:
-                problems.append(f"{str(file)!r} is a copy of the table run in {str(copies[same])!r} (same start and "
-                                f"runs): its seeds would count twice; aggregate one of them")
+                problems.append(
+                    f"{str(file)!r} is a copy of the table run in {str(copies[same])!r} (same start and "
+                    f"runs): its seeds would count twice; aggregate one of them"
+                )
                 continue
             copies[same] = folder
             out.append((folder, record))
@@ -348,19 +419,40 @@ def rows_from_record(record: Mapping[str, Any], run_dir: Path | str) -> list[dic
             diff = best - paper["top1"]
             within = None if paper["std"] is None else bool(abs(diff) <= 2 * paper["std"])
         info = record["datasets"].get(dataset, {})
-        rows.append(json_safe({
-            "table": record["table"], "dataset": dataset, "dataset_label": info.get("label", dataset),
-            "arch": arch, "width": width, "neuron": neuron, "num_steps": t,
-            "n_seeds": len(ok), "seeds": [r["seed"] for r in ok],
-            "mean": mean, "std": std, "best_mean": best, "best_std": best_std, "compared": COMPARED,
-            "firing_rate": rate,
-            "paper": paper["top1"] if paper else None, "paper_std": paper["std"] if paper else None,
-            "paper_source": paper["source"] if paper else None, "diff": diff, "within_2std": within,
-            "ours": neuron in table.extra or not table.paper,
-            "hardware": record["hardware"], "profile": record["profile"], "epochs": record["params"]["epochs"],
-            "run": Path(run_dir).name, "run_dir": str(run_dir), "status": record["status"],
-            "failed": len(runs) - len(ok),
-        }))
+        rows.append(
+            json_safe(
+                {
+                    "table": record["table"],
+                    "dataset": dataset,
+                    "dataset_label": info.get("label", dataset),
+                    "arch": arch,
+                    "width": width,
+                    "neuron": neuron,
+                    "num_steps": t,
+                    "n_seeds": len(ok),
+                    "seeds": [r["seed"] for r in ok],
+                    "mean": mean,
+                    "std": std,
+                    "best_mean": best,
+                    "best_std": best_std,
+                    "compared": COMPARED,
+                    "firing_rate": rate,
+                    "paper": paper["top1"] if paper else None,
+                    "paper_std": paper["std"] if paper else None,
+                    "paper_source": paper["source"] if paper else None,
+                    "diff": diff,
+                    "within_2std": within,
+                    "ours": neuron in table.extra or not table.paper,
+                    "hardware": record["hardware"],
+                    "profile": record["profile"],
+                    "epochs": record["params"]["epochs"],
+                    "run": Path(run_dir).name,
+                    "run_dir": str(run_dir),
+                    "status": record["status"],
+                    "failed": len(runs) - len(ok),
+                }
+            )
+        )
     return rows
 
 
@@ -394,8 +486,17 @@ def aggregate(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[d
     if problems:
         raise RecordError(_summary(problems))
     order = {name: i for i, name in enumerate(TABLES)}
-    rows.sort(key=lambda r: (order.get(r["table"], 99), r["dataset"], r["run"], r["arch"], r["width"] or 0,
-                             r["num_steps"], _neuron_order(r["neuron"])))
+    rows.sort(
+        key=lambda r: (
+            order.get(r["table"], 99),
+            r["dataset"],
+            r["run"],
+            r["arch"],
+            r["width"] or 0,
+            r["num_steps"],
+            _neuron_order(r["neuron"]),
+        )
+    )
     return rows
 
 
@@ -411,18 +512,29 @@ def fmt_mean_std(mean: float | None, std: float | None, n: int | None = None, di
 def describe_setup(record: Mapping[str, Any]) -> str:
     """The training setup a table run actually used, in one line (epochs, batch, lr, augmentation, truncation)."""
     c, p = record["train_config"], record["params"]
-    aug = [name for name, on in (("crop %s" % c.get("crop_padding"), c.get("crop_padding")),
-                                 ("flip", c.get("flip")), ("AutoAugment", c.get("autoaugment")),
-                                 ("Cutout %s" % c.get("cutout"), c.get("cutout"))) if on]
+    aug = [
+        name
+        for name, on in (
+            (f"crop {c.get('crop_padding')}", c.get("crop_padding")),
+            ("flip", c.get("flip")),
+            ("AutoAugment", c.get("autoaugment")),
+            (f"Cutout {c.get('cutout')}", c.get("cutout")),
+        )
+        if on
+    ]
     if not c.get("augment", True):
         aug = ["none"]
-    parts = [f"{p['epochs']} epoch(s)"
-             + (f" of at most {p['max_steps_per_epoch']} steps" if p.get("max_steps_per_epoch") else ""),
-             f"batch {p['batch_size']}", f"{c.get('optimizer', 'sgd').upper()} lr {p['lr']:g}"
-             + (f", momentum {c['momentum']:g}" if c.get("optimizer") == "sgd" else ""),
-             f"weight decay {c.get('weight_decay', 0):g}", f"{c.get('schedule')} schedule",
-             "augmentation " + (" + ".join(aug) if aug else "the data set's recipe"),
-             f"{len(p['seeds'])} seed(s) {p['seeds']}"]
+    parts = [
+        f"{p['epochs']} epoch(s)"
+        + (f" of at most {p['max_steps_per_epoch']} steps" if p.get("max_steps_per_epoch") else ""),
+        f"batch {p['batch_size']}",
+        f"{c.get('optimizer', 'sgd').upper()} lr {p['lr']:g}"
+        + (f", momentum {c['momentum']:g}" if c.get("optimizer") == "sgd" else ""),
+        f"weight decay {c.get('weight_decay', 0):g}",
+        f"{c.get('schedule')} schedule",
+        "augmentation " + (" + ".join(aug) if aug else "the data set's recipe"),
+        f"{len(p['seeds'])} seed(s) {p['seeds']}",
+    ]
     if p.get("max_eval_steps"):
         parts.append(f"test on {p['max_eval_steps']} batches")
     return ", ".join(parts)
@@ -432,8 +544,9 @@ def _cell(r: Mapping[str, Any] | None) -> str:
     if r is None:
         return "—"
     best = r.get("best_mean")
-    ours = (f"best {fmt_mean_std(best, r.get('best_std'))} · final " if best is not None else "final ") + \
-        fmt_mean_std(r["mean"], r["std"], r["n_seeds"])
+    ours = (f"best {fmt_mean_std(best, r.get('best_std'))} · final " if best is not None else "final ") + fmt_mean_std(
+        r["mean"], r["std"], r["n_seeds"]
+    )
     if r["paper"] is None:
         return ours
     paper = fmt_mean_std(r["paper"], r["paper_std"])
@@ -467,12 +580,15 @@ def paper_table(rows: Sequence[Mapping[str, Any]]) -> str:
         elif r0["profile"] != "paper":
             label += " (not the paper's protocol)"
         title = table.title if table else r0["table"]
-        parts.append(f"**{title}** · {label} · {r0.get('epochs', '?')} epoch(s) · {r0['hardware']} · "
-                     f"run `{r0['run']}`{status}\n")
+        parts.append(
+            f"**{title}** · {label} · {r0.get('epochs', '?')} epoch(s) · {r0['hardware']} · run `{r0['run']}`{status}\n"
+        )
         neurons = sorted({r["neuron"] for r in rs}, key=_neuron_order)
-        head = ["arch", "T"] + [NEURONS[n].label + (" (ours)" if any(r["ours"] for r in rs if r["neuron"] == n)
-                                                    and (table is None or table.paper) else "")
-                                for n in neurons]
+        head = ["arch", "T"] + [
+            NEURONS[n].label
+            + (" (ours)" if any(r["ours"] for r in rs if r["neuron"] == n) and (table is None or table.paper) else "")
+            for n in neurons
+        ]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         keys = sorted({(r["arch"], r["width"], r["num_steps"]) for r in rs}, key=lambda k: (k[0], k[1] or 0, k[2]))
         for arch, width, t in keys:
@@ -483,11 +599,18 @@ def paper_table(rows: Sequence[Mapping[str, Any]]) -> str:
         for r in rs:
             if r["paper_source"] and r["paper_source"] not in notes:
                 notes.append(r["paper_source"])
-    footer = ["Ours: test top-1 %, mean ± sample std (ddof=1) over n seeds (n=1: spread unknown); \"best\": the "
-              "best epoch's accuracy (the released scripts' best_acc, the convention compared with the paper), "
-              "\"final\": the last epoch's.",
-              "Paper: " + (", ".join(notes) + "; its ± convention is not stated" if notes
-                           else "no cell of the paper matches these rows") + "."]
+    footer = [
+        'Ours: test top-1 %, mean ± sample std (ddof=1) over n seeds (n=1: spread unknown); "best": the '
+        "best epoch's accuracy (the released scripts' best_acc, the convention compared with the paper), "
+        '"final": the last epoch\'s.',
+        "Paper: "
+        + (
+            ", ".join(notes) + "; its ± convention is not stated"
+            if notes
+            else "no cell of the paper matches these rows"
+        )
+        + ".",
+    ]
     if notes:
         footer.append("In brackets: ours (best epoch) − paper; ✓ within 2 of the paper's std, ✗ outside.")
     parts.append("\n\n".join(footer))
@@ -498,8 +621,11 @@ def paper_markdown(table: str) -> str:
     """The paper's own table as markdown, in its layout: rows (data set, arch, T), one column per variant."""
     if table == "table5":
         lines = ["| method | #Flops | #Sops | #Sign | energy |", "|---|---|---|---|---|"]
-        lines += [f"| {NEURONS[e['neuron']].label} spike | {e['flops'] / 1e6:.2f}M | {e['sops'] / 1e6:.2f}M | "
-                  f"{e['sign'] / 1e6:.2f}M | {e['energy_uj']:.2f} µJ |" for e in ENERGY]
+        lines += [
+            f"| {NEURONS[e['neuron']].label} spike | {e['flops'] / 1e6:.2f}M | {e['sops'] / 1e6:.2f}M | "
+            f"{e['sign'] / 1e6:.2f}M | {e['energy_uj']:.2f} µJ |"
+            for e in ENERGY
+        ]
         return "\n".join(lines) + "\n\nSource: Guo et al. 2024, Table 5 (network and data set not named)."
     t = TABLES[table]
     if not t.paper:
@@ -509,7 +635,7 @@ def paper_markdown(table: str) -> str:
     for row in t.rows:
         cells = [fmt_mean_std(*t.cells[(row.dataset, row.arch, row.num_steps, n)]) for n in t.variants]
         lines.append("| " + " | ".join([row.dataset, row.arch, str(row.num_steps)] + cells) + " |")
-    return "\n".join(lines) + f"\n\nSource: {t.source} (\"{t.title.split(': ', 1)[-1]}\"). {t.note}"
+    return "\n".join(lines) + f'\n\nSource: {t.source} ("{t.title.split(": ", 1)[-1]}"). {t.note}'
 
 
 def fmt_per_class(counts) -> str:

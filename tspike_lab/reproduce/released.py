@@ -6,6 +6,7 @@ the same function of the running statistics; in training they differ wherever th
 inputs that change over time (spikes: ResNet20's second and third stem convolutions, every VGG
 BN after the first). This measures the difference at initialisation, on given images.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,13 +34,28 @@ def step_bn_effect(x: torch.Tensor, arch: str, num_steps: int, *, seed: int = 0)
     nets = []
     for step_bn in (True, False):
         torch.manual_seed(seed)
-        nets.append(build_model(arch, neuron="ternary", num_classes=10, num_steps=num_steps, in_channels=x.shape[1],
-                                step_bn=step_bn, init="released").train())
+        nets.append(
+            build_model(
+                arch,
+                neuron="ternary",
+                num_classes=10,
+                num_steps=num_steps,
+                in_channels=x.shape[1],
+                step_bn=step_bn,
+                init="released",
+            ).train()
+        )
     nets[1].load_state_dict(nets[0].state_dict())
     recs = [probes.record(net, x) for net in nets]
     logits = [net(x) for net in nets]
     spikes = sum(r["spikes"].numel() for r in recs[0].values())
     differ = sum(int((recs[0][k]["spikes"] != recs[1][k]["spikes"]).sum()) for k in recs[0])
-    return {"arch": arch, "num_steps": num_steps, "images": int(x.shape[0]),
-            "max_logit_diff": float((logits[0] - logits[1]).abs().max()), "logit_std": float(logits[0].std()),
-            "spikes": spikes, "spikes_differing": differ / spikes}
+    return {
+        "arch": arch,
+        "num_steps": num_steps,
+        "images": int(x.shape[0]),
+        "max_logit_diff": float((logits[0] - logits[1]).abs().max()),
+        "logit_std": float(logits[0].std()),
+        "spikes": spikes,
+        "spikes_differing": differ / spikes,
+    }

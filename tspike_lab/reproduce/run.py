@@ -5,6 +5,7 @@ trains every planned run into ``runs/<key>/`` and rewrites ``metrics.json`` atom
 each one, so a killed table keeps what it finished and ``run_table(table, resume=folder)``
 continues it. The folder is locked while a process trains in it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,9 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,8 +35,17 @@ from ..hardware import resolve_device
 from ..results import environment, json_safe, lock_folder, new_run_dir, write_json_atomic
 from ..train import param_groups, read_metrics, train
 from .paper import TABLES
-from .plan import (CPU_MAX_HOURS, PARAMS, PLUMBING_DATASET, PROFILES, RECIPES, TABLE_RECIPE, PlannedRun, plan,
-                   validate_params)
+from .plan import (
+    CPU_MAX_HOURS,
+    PARAMS,
+    PLUMBING_DATASET,
+    PROFILES,
+    RECIPES,
+    TABLE_RECIPE,
+    PlannedRun,
+    plan,
+    validate_params,
+)
 from .records import METRICS_FILE, SCHEMA_VERSION, fmt_duration, load_run, rows_from_record
 
 __all__ = ["run_table", "probe_data", "estimate", "check_cost", "estimate_from_flops", "test_batch"]
@@ -49,34 +60,60 @@ def _pct(x: Any) -> float | None:
 def _identity(run: PlannedRun) -> dict[str, Any]:
     """What a ``runs`` entry of metrics.json names its run by (the table's data set, not the source read)."""
     c = run.config
-    return {"key": run.key, "dataset": c.dataset, "arch": c.arch, "width": c.width, "neuron": c.neuron,
-            "num_steps": c.num_steps, "seed": c.seed}
+    return {
+        "key": run.key,
+        "dataset": c.dataset,
+        "arch": c.arch,
+        "width": c.width,
+        "neuron": c.neuron,
+        "num_steps": c.num_steps,
+        "seed": c.seed,
+    }
 
 
 def _run_record(run: PlannedRun, epochs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     final = epochs[-1] if epochs else {}
     tests = [(e["test_acc"], e["epoch"]) for e in epochs if e.get("test_acc") is not None]
     best = max(tests, key=lambda p: p[0]) if tests else (None, None)  # the first epoch to reach it, as best_acc
-    speeds = [e["images_per_s"] for e in epochs if e.get("images_per_s") is not None
-              and math.isfinite(e["images_per_s"])]
-    return json_safe({
-        **_identity(run), "run_dir": f"runs/{run.key}", "status": "complete", "epochs": len(epochs),
-        "top1": _pct(final.get("test_acc")),
-        "best_top1": _pct(best[0]), "best_epoch": best[1],
-        "train_top1": _pct(final.get("train_acc")),
-        "test_loss": final.get("test_loss"),
-        "firing_rate": final.get("firing_rate"),
-        "amplitudes": final.get("amplitudes"),
-        "images_per_s": sum(speeds) / len(speeds) if speeds else None,
-        "epoch_time_s": sum(e.get("epoch_time_s") or 0.0 for e in epochs),
-        "wall_time_s": float(wall),
-    })
+    speeds = [
+        e["images_per_s"] for e in epochs if e.get("images_per_s") is not None and math.isfinite(e["images_per_s"])
+    ]
+    return json_safe(
+        {
+            **_identity(run),
+            "run_dir": f"runs/{run.key}",
+            "status": "complete",
+            "epochs": len(epochs),
+            "top1": _pct(final.get("test_acc")),
+            "best_top1": _pct(best[0]),
+            "best_epoch": best[1],
+            "train_top1": _pct(final.get("train_acc")),
+            "test_loss": final.get("test_loss"),
+            "firing_rate": final.get("firing_rate"),
+            "amplitudes": final.get("amplitudes"),
+            "images_per_s": sum(speeds) / len(speeds) if speeds else None,
+            "epoch_time_s": sum(e.get("epoch_time_s") or 0.0 for e in epochs),
+            "wall_time_s": float(wall),
+        }
+    )
 
 
 def _failed_record(run: PlannedRun, status: str, error: str) -> dict[str, Any]:
-    return {**_identity(run), "run_dir": f"runs/{run.key}", "status": status, "epochs": 0, "top1": None, "best_top1": None, "best_epoch": None,
-            "train_top1": None, "firing_rate": None, "amplitudes": None, "images_per_s": None, "wall_time_s": 0.0,
-            "error": error}
+    return {
+        **_identity(run),
+        "run_dir": f"runs/{run.key}",
+        "status": status,
+        "epochs": 0,
+        "top1": None,
+        "best_top1": None,
+        "best_epoch": None,
+        "train_top1": None,
+        "firing_rate": None,
+        "amplitudes": None,
+        "images_per_s": None,
+        "wall_time_s": 0.0,
+        "error": error,
+    }
 
 
 def _train_in_process(config: TrainConfig) -> tuple[list[dict[str, Any]], float]:
@@ -99,14 +136,28 @@ def torchrun_command(config_file: str | os.PathLike, nproc: int) -> list[str]:
     ``config_file`` holds the run's ``TrainConfig.to_dict()`` as JSON: every process rebuilds the
     same config from it (:func:`tspike_lab.cli.config_from_args`).
     """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "tspike_lab", "train", "--config", os.fspath(config_file)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "tspike_lab",
+        "train",
+        "--config",
+        os.fspath(config_file),
+    ]
 
 
 def _train_torchrun(config: TrainConfig, nproc: int) -> tuple[list[dict[str, Any]], float]:
     """One training run under torchrun, the config passed as a JSON file (:func:`torchrun_command`)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     if resolve_device(config.device).type == "cpu":
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     with tempfile.TemporaryDirectory(prefix="tspike-torchrun-") as tmp:
@@ -151,8 +202,10 @@ def _lock(folder: Path):
     try:
         return lock_folder(folder)
     except BlockingIOError:
-        raise RunFolderError(f"another process is running table run {str(folder)!r}; refusing to touch it "
-                             f"(wait for it, or resume it later)") from None
+        raise RunFolderError(
+            f"another process is running table run {str(folder)!r}; refusing to touch it "
+            f"(wait for it, or resume it later)"
+        ) from None
 
 
 def _data_plans(runs: list[PlannedRun], data_dir: str | None) -> dict[str, Any]:
@@ -173,18 +226,32 @@ def _new_record(table: str, p: dict[str, Any], plans: dict, runs: list, device: 
     for name in ("dataset", "data_dir", "arch", "width", "neuron", "num_steps", "seed", "out_dir"):
         shared.pop(name)
     recipe = PROFILES[table][p["profile"]].get("recipe")
-    recipe_text = " ".join(dict.fromkeys(RECIPES[recipe or ("digits" if ds == PLUMBING_DATASET else TABLE_RECIPE[table])]
-                                         for ds in plans))
+    recipe_text = " ".join(
+        dict.fromkeys(RECIPES[recipe or ("digits" if ds == PLUMBING_DATASET else TABLE_RECIPE[table])] for ds in plans)
+    )
     workers = p["workers"]
     return {
-        "schema": SCHEMA_VERSION, "table": table, "title": TABLES[table].title, "status": "running",
-        "profile": p["profile"], "params": p,
-        "datasets": {ds: {"label": _label(table, dp), "source": dp.source, "root": dp.root} for ds, dp in plans.items()},
-        "recipe": recipe_text, "train_config": shared,
-        "launcher": (f"torchrun --nproc_per_node {nproc}" if nproc > 1
-                     else f"workers={workers}" if workers > 1 else "in-process"),
-        "environment": env, "hardware": _hardware(env, device, nproc, workers), "started_at": _now(),
-        "wall_time_s": 0.0, "planned": len(runs), "runs": [], "aggregate": [],
+        "schema": SCHEMA_VERSION,
+        "table": table,
+        "title": TABLES[table].title,
+        "status": "running",
+        "profile": p["profile"],
+        "params": p,
+        "datasets": {
+            ds: {"label": _label(table, dp), "source": dp.source, "root": dp.root} for ds, dp in plans.items()
+        },
+        "recipe": recipe_text,
+        "train_config": shared,
+        "launcher": (
+            f"torchrun --nproc_per_node {nproc}" if nproc > 1 else f"workers={workers}" if workers > 1 else "in-process"
+        ),
+        "environment": env,
+        "hardware": _hardware(env, device, nproc, workers),
+        "started_at": _now(),
+        "wall_time_s": 0.0,
+        "planned": len(runs),
+        "runs": [],
+        "aggregate": [],
     }
 
 
@@ -205,8 +272,10 @@ def _resume_params(table: str, resume, params: Mapping[str, Any]) -> tuple[dict,
         q = validate_params(table, **{**p, **given})
         differ = sorted(k for k in given if q[k] != p[k])
         if differ:
-            raise ConfigError(f"resume: parameter(s) {differ} differ from the stored run's "
-                              f"({', '.join(f'{k}={p[k]!r}' for k in differ)}); omit them to resume")
+            raise ConfigError(
+                f"resume: parameter(s) {differ} differ from the stored run's "
+                f"({', '.join(f'{k}={p[k]!r}' for k in differ)}); omit them to resume"
+            )
     return p, previous
 
 
@@ -289,8 +358,14 @@ def _train_all(table, record, run_dir: Path, runs, plans, done, workers: int, np
         else:
             results[key] = _run_record(run, *outcome)
         r = results[key]
-        logger.info("%s: %d/%d %s top-1 %s", table, len(results), len(runs), key,
-                    "-" if r["top1"] is None else f"{r['top1']:.2f}%")
+        logger.info(
+            "%s: %d/%d %s top-1 %s",
+            table,
+            len(results),
+            len(runs),
+            key,
+            "-" if r["top1"] is None else f"{r['top1']:.2f}%",
+        )
         save("running")
 
     todo = [r for r in runs if r.key not in done]
@@ -315,17 +390,23 @@ def _train_all(table, record, run_dir: Path, runs, plans, done, workers: int, np
     diverged = [r["key"] for r in record["runs"] if r["status"] == "diverged"]
     if diverged:
         save("diverged", f"{len(diverged)} of {len(runs)} training runs diverged: {diverged}")
-        raise TrainingDiverged(f"{table}: {len(diverged)} of {len(runs)} training runs diverged ({', '.join(diverged)}); "
-                               f"the table is saved with status 'diverged' in {run_dir}. Lower lr or set "
-                               f"train_options={{'grad_clip': ...}}")
+        raise TrainingDiverged(
+            f"{table}: {len(diverged)} of {len(runs)} training runs diverged ({', '.join(diverged)}); "
+            f"the table is saved with status 'diverged' in {run_dir}. Lower lr or set "
+            f"train_options={{'grad_clip': ...}}"
+        )
     save("complete")
     return run_dir
 
 
 def _train_side_by_side(todo, config, finish, workers: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads,),
+    ) as pool:
         futures = {pool.submit(_train_in_worker, config(run).to_dict()): run for run in todo}
         for fut in as_completed(futures):
             try:
@@ -357,8 +438,9 @@ def _probe(runs: list[dict[str, Any]], plans: Mapping[str, Any]) -> dict[str, An
         try:
             found[ds] = data.probe(dp, num_steps=next(r.config.num_steps for r in runs if r.config.dataset == ds))
         except data.DataUnavailableError as exc:
-            raise data.DataUnavailableError(f"{exc} In a table notebook that is the parameter data_dir "
-                                            f"(-p data_dir <folder or archive>).") from None
+            raise data.DataUnavailableError(
+                f"{exc} In a table notebook that is the parameter data_dir (-p data_dir <folder or archive>)."
+            ) from None
     return found
 
 
@@ -397,8 +479,7 @@ def _dense_macs(run: PlannedRun, shape: tuple, num_classes: int) -> float:
     return float(total[0])
 
 
-def _time_step(run: PlannedRun, shape: tuple, device, num_classes: int, left_s: float,
-               target_s: float) -> float:
+def _time_step(run: PlannedRun, shape: tuple, device, num_classes: int, left_s: float, target_s: float) -> float:
     """Seconds per image of one optimizer step of ``run``'s network on ``device``, within about ``left_s`` seconds.
 
     A warm-up step at 2 images and a second one, then up to three steps at a batch of at most
@@ -444,9 +525,9 @@ def estimate(table: str, *, budget_s: float = 20.0, **params: Any) -> dict[str, 
     cheapest first, until about ``budget_s`` seconds of timing are spent: one optimizer step on
     random input of the data's shape at 2 images (a warm-up: kernels, allocator, oneDNN
     primitives) and a second one, then up to three steps at a batch of at most
-    ``min(batch_size, 32)`` images chosen to take about a tenth of the budget; the fastest gives seconds per image, scaled linearly to
-    ``batch_size``; with ``workers`` runs side by side on a CPU, with the threads each will have. A
-    network left untimed is priced at the timed ones' (median) seconds per MAC.
+    ``min(batch_size, 32)`` images chosen to take about a tenth of the budget; the fastest gives seconds per
+    image, scaled linearly to ``batch_size``; with ``workers`` runs side by side on a CPU, with the threads each
+    will have. A network left untimed is priced at the timed ones' (median) seconds per MAC.
     An epoch costs ``steps_per_epoch`` steps plus a test pass at a third of a step per batch. Data
     loading is not timed: the wall time is a lower bound.
 
@@ -463,8 +544,7 @@ def estimate(table: str, *, budget_s: float = 20.0, **params: Any) -> dict[str, 
     workers = p["workers"] if device.type == "cpu" else 1
     first: dict[tuple, dict] = {}
     for run in runs:
-        first.setdefault(_network_key(run, _input_shape(data.DATASETS[run.config.dataset], run.config.num_steps)),
-                         run)
+        first.setdefault(_network_key(run, _input_shape(data.DATASETS[run.config.dataset], run.config.num_steps)), run)
     classes = {key: data.DATASETS[run.config.dataset].num_classes or 10 for key, run in first.items()}
     macs = {key: _dense_macs(run, key[3], classes[key]) for key, run in first.items()}
     per_image: dict[tuple, float] = {}
@@ -498,19 +578,27 @@ def estimate(table: str, *, budget_s: float = 20.0, **params: Any) -> dict[str, 
         if c.max_eval_steps:
             test_batches = min(test_batches, c.max_eval_steps)
         epoch = step * steps + step / 3 * test_batches
-        per_run.append({"key": run.key, "step_s": step, "epoch_s": epoch, "run_s": epoch * c.epochs,
-                        "timed": key in per_image})
+        per_run.append(
+            {"key": run.key, "step_s": step, "epoch_s": epoch, "run_s": epoch * c.epochs, "timed": key in per_image}
+        )
         images = (3 * steps + min(test_batches * c.batch_size, test_n) / c.batch_size) * c.batch_size
         flops += c.epochs * macs[key] * images * 2
     total = sum(r["run_s"] for r in per_run) / max(1, min(workers, len(runs)))
     untimed = len(first) - len(per_image)
-    return {"runs": len(runs), "epochs": sorted({r.config.epochs for r in runs}), "device": str(device),
-            "per_run": per_run, "total_s": total, "timing_s": timing_s,
-            "gpu_hours": flops / (_GPU_TFLOPS * 1e12) / 3600,
-            "gpu_note": f"from FLOPs at an assumed {_GPU_TFLOPS:g} TFLOP/s sustained",
-            "note": f"{len(per_image)} of {len(first)} networks timed on {device} in {timing_s:.0f} s"
-                    + (f", {untimed} priced per MAC" if untimed else "")
-                    + (f", {workers} runs side by side" if workers > 1 else "") + "; data loading not included"}
+    return {
+        "runs": len(runs),
+        "epochs": sorted({r.config.epochs for r in runs}),
+        "device": str(device),
+        "per_run": per_run,
+        "total_s": total,
+        "timing_s": timing_s,
+        "gpu_hours": flops / (_GPU_TFLOPS * 1e12) / 3600,
+        "gpu_note": f"from FLOPs at an assumed {_GPU_TFLOPS:g} TFLOP/s sustained",
+        "note": f"{len(per_image)} of {len(first)} networks timed on {device} in {timing_s:.0f} s"
+        + (f", {untimed} priced per MAC" if untimed else "")
+        + (f", {workers} runs side by side" if workers > 1 else "")
+        + "; data loading not included",
+    }
 
 
 def check_cost(table: str, cost: Mapping[str, Any], max_hours: float | None = None) -> None:
@@ -530,7 +618,10 @@ def check_cost(table: str, cost: Mapping[str, Any], max_hours: float | None = No
         f"{table}: max_hours is {limit:g} but these runs would take about {fmt_duration(cost['total_s'])} on "
         f"{cost['device']} ({cost['note']}) and about {cost['gpu_hours']:.3g} GPU-hours on one GPU "
         f"({cost['gpu_note']}); run them on a GPU, use -p profile {small} ({what}), or raise -p max_hours",
-        field="max_hours", value=limit, allowed=f"at least {cost['total_s'] / 3600:.3g} for these runs")
+        field="max_hours",
+        value=limit,
+        allowed=f"at least {cost['total_s'] / 3600:.3g} for these runs",
+    )
 
 
 def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_images: int | None = 500):
@@ -548,8 +639,12 @@ def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_i
         ``(x [N, C, H, W] float, y [N], label)``, label e.g. "CIFAR-10 (JPEG copy)".
     """
     if num_images is not None and (not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1):
-        raise ConfigError(f"num_images must be None (the whole test set) or an int >= 1, got {num_images!r}",
-                          field="num_images", value=num_images, allowed="None or an int >= 1")
+        raise ConfigError(
+            f"num_images must be None (the whole test set) or an int >= 1, got {num_images!r}",
+            field="num_images",
+            value=num_images,
+            allowed="None or an int >= 1",
+        )
     record = load_run(run_dir)
     dataset = record["runs"][0]["dataset"] if record["runs"] else next(iter(record["datasets"]))
     root = data_dir if data_dir is not None else record["datasets"][dataset].get("root")
@@ -558,19 +653,24 @@ def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_i
     dp = data.describe(dataset, root)
     source = data.probe(dp)
     if source.test_y is None:
-        raise ConfigError(f"test_batch needs a data set held in memory; {dp.label} is read from files",
-                          field="dataset", value=dataset)
+        raise ConfigError(
+            f"test_batch needs a data set held in memory; {dp.label} is read from files", field="dataset", value=dataset
+        )
     y_all = source.test_y
     if num_images is None:
         idx = torch.arange(y_all.numel())
     else:
         per = math.ceil(num_images / source.num_classes)
-        picks = [(rank, c, int(i)) for c in range(source.num_classes)
-                 for rank, i in enumerate(torch.nonzero(y_all == c).flatten()[:per])]
+        picks = [
+            (rank, c, int(i))
+            for c in range(source.num_classes)
+            for rank, i in enumerate(torch.nonzero(y_all == c).flatten()[:per])
+        ]
         idx = torch.tensor([i for _, _, i in sorted(picks)][:num_images])
     sample = dataclasses.replace(source, test_x=source.test_x[idx], test_y=y_all[idx], fingerprint=source.fingerprint)
-    x, y = next(iter(data.make_loader(sample, "test", batch_size=len(idx), device="cpu", shuffle=False,
-                                       drop_last=False)))
+    x, y = next(
+        iter(data.make_loader(sample, "test", batch_size=len(idx), device="cpu", shuffle=False, drop_last=False))
+    )
     return x, y, dp.label
 
 
@@ -606,7 +706,9 @@ def estimate_from_flops(table: str, profile: str | None = None, *, tflops: float
         if c.max_eval_steps:
             test_n = min(test_n, c.max_eval_steps * c.batch_size)
         total += c.epochs * macs[key] * (3 * train_n + test_n) * 2  # FLOPs
-    return {"runs": len(runs), "gpu_hours": total / (tflops * 1e12) / 3600,
-            "per_network": {f"{a}{'-w' + str(w) if w else ''}-T{t}": m for (a, w, t, _), m in macs.items()},
-            "assumption": f"{tflops:g} TFLOP/s sustained, 2 FLOPs per MAC, backward = 2x forward"}
-
+    return {
+        "runs": len(runs),
+        "gpu_hours": total / (tflops * 1e12) / 3600,
+        "per_network": {f"{a}{'-w' + str(w) if w else ''}-T{t}": m for (a, w, t, _), m in macs.items()},
+        "assumption": f"{tflops:g} TFLOP/s sustained, 2 FLOPs per MAC, backward = 2x forward",
+    }

@@ -7,19 +7,28 @@ their own data. Computation is delegated to the library (:mod:`.functional`, :mo
 generators of demo inputs (:func:`synthetic_membrane`, :func:`input_current`).
 
 Modules: ``style`` (colours, layout), ``inputs`` (demo inputs), ``information`` (notebooks 01-02),
-``raster`` (signed spike rasters, 02-03), ``training`` (03-04), ``results`` (05, and the reproduction: :func:`plot_table`, :func:`plot_figure2`).
+``raster`` (signed spike rasters, 02-03), ``training`` (03-04), ``results`` (05, and the reproduction:
+:func:`plot_table`, :func:`plot_figure2`).
 
 Colours: :data:`COLORS`, one per meaning across the whole series (figures, widgets, notebooks).
 """
+
 from __future__ import annotations
 
-from .inputs import _demo_model, _demo_recording, input_current, synthetic_membrane  # noqa: F401 (tests, widgets)
 from .information import plot_capacity, plot_neuron, plot_quantization, plot_reset, plot_surrogates, plot_teaser
+from .inputs import _demo_model, _demo_recording, input_current, synthetic_membrane  # noqa: F401 (tests, widgets)
 from .raster import plot_raster, population_current
 from .results import plot_energy, plot_figure2, plot_logits_match, plot_spike_values, plot_table
 from .style import _PALETTE, COLORS, CURRENTS, DISTRIBUTIONS, MEMBRANE_COLORSCALE  # noqa: F401
-from .training import (_epochs, plot_amplitudes, plot_bn_invariance, plot_firing_rates,  # noqa: F401
-                       plot_membrane_depth, plot_membrane_histogram, plot_training)
+from .training import (  # noqa: F401
+    _epochs,
+    plot_amplitudes,
+    plot_bn_invariance,
+    plot_firing_rates,
+    plot_membrane_depth,
+    plot_membrane_histogram,
+    plot_training,
+)
 
 __all__ = [
     "COLORS",

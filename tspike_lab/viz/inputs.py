@@ -1,4 +1,5 @@
 """Demo inputs: synthetic membranes, shaped input currents, an untrained network and its recording."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,9 @@ from ..models import build_model
 from .style import CURRENTS, DISTRIBUTIONS
 
 
-def synthetic_membrane(dist: str = "gaussian", *, loc: float = 0.0, scale: float = 0.5,
-                       n: int = 20000, seed: int = 0) -> torch.Tensor:
+def synthetic_membrane(
+    dist: str = "gaussian", *, loc: float = 0.0, scale: float = 0.5, n: int = 20000, seed: int = 0
+) -> torch.Tensor:
     """Samples of a membrane-potential distribution with mean ``loc`` and std ``scale``.
 
     Args:
@@ -44,8 +46,16 @@ def synthetic_membrane(dist: str = "gaussian", *, loc: float = 0.0, scale: float
     return u.float()
 
 
-def input_current(shape: str = "sine", *, num_steps: int = 40, amplitude: float = 0.6,
-                  offset: float = 0.0, period: int = 16, noise: float = 0.0, seed: int = 0) -> torch.Tensor:
+def input_current(
+    shape: str = "sine",
+    *,
+    num_steps: int = 40,
+    amplitude: float = 0.6,
+    offset: float = 0.0,
+    period: int = 16,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """An input current ``x_t`` to drive one neuron, shaped for the neuron demos.
 
     Args:
@@ -67,8 +77,8 @@ def input_current(shape: str = "sine", *, num_steps: int = 40, amplitude: float 
     g = torch.Generator().manual_seed(seed)
     if shape == "step":
         x = torch.zeros(num_steps, dtype=torch.float64)
-        x[num_steps // 4:] = amplitude
-        x[(5 * num_steps) // 8:] = -amplitude
+        x[num_steps // 4 :] = amplitude
+        x[(5 * num_steps) // 8 :] = -amplitude
     elif shape == "sine":
         x = amplitude * torch.sin(2 * math.pi * t / period)
     elif shape == "ramp":
