@@ -17,6 +17,7 @@ No printing and no argument parsing here: :mod:`tspike_lab.cli` is the command l
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -511,6 +512,9 @@ def train(config: TrainConfig) -> History:
     finally:
         run.close(failed=not done)
         if d.owns_group and dist.is_initialized():
+            # DDP's reducer holds the gloo group: collect it (and its worker threads' pending work)
+            # now, not at interpreter exit, where gloo's threads can abort the process
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -158,6 +158,7 @@ def _train_torchrun(config: TrainConfig, nproc: int) -> tuple[list[dict[str, Any
         for k, v in os.environ.items()
         if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
     }
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # a worker that dies on a signal prints where it was
     if resolve_device(config.device).type == "cpu":
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     with tempfile.TemporaryDirectory(prefix="tspike-torchrun-") as tmp:
