@@ -282,3 +282,28 @@ def test_a_subclass_that_overrides_the_spike_function_keeps_its_general_path():
     assert Renamed._fusable and tl.TernaryLeaky._fusable
     if cpu.available():
         assert _steps_fused(Renamed(), x)
+
+
+@needs_c
+@pytest.mark.parametrize("cls", [tl.TernaryLeaky, tl.BinaryLeaky])
+def test_second_order_gradients_are_refused_by_the_fused_step_and_given_by_the_general_path(cls):
+    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+
+    def gradient(lif, create_graph):
+        mem, out = lif.init_leaky(), 0
+        for _ in range(3):
+            spk, mem = lif(2 * x, mem)
+            out = out + (spk * mem).sum() + (mem**2).sum()
+        return torch.autograd.grad(out, x, create_graph=create_graph)[0]
+
+    fused = cls(beta=0.5)
+    assert _steps_fused(fused, x)
+    with pytest.raises(RuntimeError, match=r"create_graph=True.*fused_step = False"):
+        gradient(fused, create_graph=True)
+    general = cls(beta=0.5)
+    general.fused_step = False
+    assert not _steps_fused(general, x)
+    g = gradient(general, create_graph=True)
+    torch.testing.assert_close(g.detach(), gradient(cls(beta=0.5), create_graph=False))  # first order: the same
+    (gg,) = torch.autograd.grad(g.pow(2).sum(), x)  # through the membrane terms, not zero
+    assert torch.isfinite(gg).all() and gg.abs().sum() > 0

@@ -35,7 +35,9 @@ class _PaperLeaky(snntorch.Leaky):
     and threshold, our surrogates, no inhibition / state_quant / reset_delay=False, not under
     torch.compile; not in a subclass that overrides the spike function's methods) a step is one
     fused C call forward and one backward, with the general path's results; elsewhere it runs
-    the general path below, op by op.
+    the general path below, op by op. The fused step's backward is not itself differentiable: for
+    second-order gradients (``create_graph=True``, e.g. a gradient penalty) set ``fused_step = False``
+    on the neuron; a fused step asked for them raises and says so.
 
     ``reset_delay=False`` is snnTorch's: the spike also resets ``u_t`` within step t and the
     membrane returned is the reset one, ``u_t * (1 - |b_t| + |r_t|)`` ("zero") or
@@ -60,6 +62,7 @@ class _PaperLeaky(snntorch.Leaky):
     # overrides one of these keeps its general path, where its override runs.
     _FUSED_REPLACES = ("_fire_unscaled", "_threshold_grad", "_spike", "_charge", "_reset_masks", "mem_reset", "fire")
     _fusable = False
+    fused_step = True  # False: always the general path (differentiable twice, slower)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -191,7 +194,7 @@ class _PaperLeaky(snntorch.Leaky):
 
     def _fused_step(self, input_):
         """``(b_t, u_t)`` by :func:`tspike_lab.kernels.step.lif_step`, or None where the general path runs."""
-        if not self._fusable or self.inhibition or self.state_quant or not self.reset_delay:
+        if not (self._fusable and self.fused_step) or self.inhibition or self.state_quant or not self.reset_delay:
             return None
         beta, th, mem = self.beta, self.threshold, self.mem
         if fused_step.step_reason(input_, mem, beta, th, self.spike_grad) is not None:

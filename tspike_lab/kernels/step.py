@@ -26,7 +26,6 @@ from __future__ import annotations
 import ctypes
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import surrogate
 from . import cpu
@@ -116,8 +115,12 @@ class LIFStepCPU(torch.autograd.Function):
         return b, u
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_b, grad_u):
+        if torch.is_grad_enabled():  # create_graph=True: the C backward builds no graph to differentiate
+            raise RuntimeError(
+                "second-order gradients (create_graph=True) do not pass through the fused step of "
+                "TernaryLeaky / BinaryLeaky; set neuron.fused_step = False for the general path, which has them"
+            )
         code, mem, u = ctx.saved_tensors
         want_m = ctx.needs_input_grad[1]
         gx = torch.empty(code.shape, dtype=_DTYPES[ctx.sfx])
