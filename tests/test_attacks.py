@@ -730,6 +730,31 @@ def test_a_bad_tspike_environment_variable_ends_the_cli_in_one_line_naming_it(
     assert repr(value) in err and not (tmp_path / "run").exists()
 
 
+def test_empty_torchrun_variables_mean_unset_and_the_run_trains_in_one_process(tmp_path, capsys, monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.setenv(name, " ")
+    code, err = _cli(capsys, *TINY_RUN, "--out-dir", str(tmp_path / "run"))
+    assert code == 0, err
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_the_console_script_leaves_by_exit_status_and_a_torchrun_worker_without_finalization(monkeypatch):
+    from tspike_lab import cli, frontend
+
+    monkeypatch.setattr(cli, "main", lambda: 7)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit) as done:
+        cli.run()
+    assert done.value.code == 7
+    left = []
+    monkeypatch.setattr(frontend.os, "_exit", left.append)  # recorded, so the test goes on to sys.exit
+    monkeypatch.setattr(frontend.logging, "shutdown", lambda: left.append("logging flushed"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit):
+        cli.run()
+    assert left == ["logging flushed", 7]
+
+
 def test_a_bad_stream_bytes_variable_does_not_break_importing_the_library_and_the_kernel_refuses_it(monkeypatch):
     done = subprocess.run(
         [sys.executable, "-m", "tspike_lab", "train", "--epochs", "1", "--no-progress"],

@@ -30,12 +30,12 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .checkpoint import CHECKPOINT
 from .config import CHOICES, TrainConfig
 from .errors import ConfigError, TspikeError
-from .frontend import make_parser, one_line, rank0, run_guarded
+from .frontend import exit_process, make_parser, one_line, rank0, run_guarded, world_size
 from .results import SpecialFileError, environment, json_safe, new_run_dir, read_regular
 from .train import train
 
@@ -178,7 +178,7 @@ def _train_command(ns: argparse.Namespace) -> int:
         if ns.new_run_in is not None:
             if config.out_dir is not None:
                 raise ConfigError("give --out-dir or --new-run-in, not both")
-            if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+            if world_size() > 1:
                 raise ConfigError(
                     "--new-run-in cannot be used under torchrun (each process would make a folder); use --out-dir"
                 )
@@ -215,5 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _train_command(ns)
 
 
+def run() -> NoReturn:
+    """The ``tspike`` console script: :func:`main`, then :func:`tspike_lab.frontend.exit_process`."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -4,19 +4,23 @@
 ``python -m tspike_lab.demo`` build their parsers with :func:`make_parser` and run their work
 through :func:`run_guarded`: an error a user can cause (:class:`tspike_lab.errors.TspikeError`)
 ends in one line on stderr and its exit status (2; 3 for a diverged run), Ctrl-C in one line and
-exit status 130 (:data:`tspike_lab.errors.EXIT_INTERRUPTED`). Under torchrun only rank 0 prints.
+exit status 130 (:data:`tspike_lab.errors.EXIT_INTERRUPTED`). Under torchrun only rank 0 prints;
+:func:`exit_process` ends a command's process.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from .errors import EXIT_INTERRUPTED, TspikeError, exit_code
+from .kernels.recycle import env_int
 
-__all__ = ["make_parser", "run_guarded", "one_line", "rank0"]
+__all__ = ["make_parser", "run_guarded", "one_line", "rank0", "world_size", "exit_process"]
 
 
 def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -37,6 +41,27 @@ def one_line(text: str) -> str:
 def rank0() -> bool:
     """True in every process but torchrun's ranks 1, 2, ...: the one process that prints."""
     return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
+def world_size() -> int:
+    """torchrun's ``WORLD_SIZE`` (1 when unset, empty or not a whole number: :func:`tspike_lab.train.train`
+    refuses a bad value in one line before a run starts)."""
+    return env_int("WORLD_SIZE", 1, strict=False)
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with exit status ``code``.
+
+    A torchrun worker (``WORLD_SIZE`` > 1) leaves without interpreter finalization: what it writes is
+    already written atomically and closed, and gloo's C++ threads, torn down during finalization,
+    can abort a finished worker (SIGABRT, "terminate called without an active exception").
+    """
+    if world_size() > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def run_guarded(

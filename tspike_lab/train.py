@@ -191,8 +191,8 @@ class _Dist:
 
 def _setup_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
     """Join the process group torchrun describes (WORLD_SIZE > 1): nccl on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world = env_int("WORLD_SIZE", 1)  # checked by check_environment() already; empty: unset
+    local_rank = env_int("LOCAL_RANK", 0)
     device = resolve_device(config.device, local_rank)
     if world <= 1 and not (dist.is_available() and dist.is_initialized()):
         return _Dist(), device
