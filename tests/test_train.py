@@ -199,7 +199,7 @@ def test_per_epoch_cosine_schedule_is_the_released_cosine_annealing_lr_stepped_a
 
 
 def test_best_and_final_test_accuracy_are_both_recorded_every_epoch():
-    from tspike_lab.train import _best
+    from tspike_lab.train import best_epoch
 
     epochs = [
         {"epoch": 1, "test_acc": 0.5},
@@ -208,9 +208,9 @@ def test_best_and_final_test_accuracy_are_both_recorded_every_epoch():
         {"epoch": 4, "test_acc": 0.7},
         {"epoch": 5, "test_acc": 0.6},
     ]
-    assert _best(epochs) == {"best_test_acc": 0.7, "best_epoch": 3}  # the first epoch to reach it
-    assert _best(epochs[:2]) == {"best_test_acc": 0.5, "best_epoch": 1}
-    assert _best([{"epoch": 1, "test_acc": None}]) == {"best_test_acc": None, "best_epoch": None}
+    assert best_epoch(epochs) == {"best_test_acc": 0.7, "best_epoch": 3}  # the first epoch to reach it
+    assert best_epoch(epochs[:2]) == {"best_test_acc": 0.5, "best_epoch": 1}
+    assert best_epoch([{"epoch": 1, "test_acc": None}]) == {"best_test_acc": None, "best_epoch": None}
 
 
 def test_firing_rate_counts_negative_spikes():

@@ -59,6 +59,7 @@ from .results import read_jsonl
 __all__ = [
     "History",
     "train",
+    "best_epoch",
     "evaluate",
     "param_groups",
     "lr_at",
@@ -780,7 +781,7 @@ def _epoch_row(s: _Session, epoch: int, t0: float) -> dict[str, Any]:
     return row
 
 
-def _best(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+def best_epoch(epochs: list[dict[str, Any]]) -> dict[str, Any]:
     """``best_test_acc`` and ``best_epoch`` so far: the released scripts' ``best_acc`` (the first epoch to reach it)."""
     tested = [(e["test_acc"], e["epoch"]) for e in epochs if e.get("test_acc") is not None]
     if not tested:
@@ -862,7 +863,7 @@ def _train(config: TrainConfig, d: _Dist, device: torch.device, run: RunDir, pla
         _reseed(_epoch_seed(config.seed, epoch))  # anything random beyond the loader's (seed, epoch)
         t0 = time.perf_counter()
         row = _epoch_row(s, epoch, t0)
-        row.update(_best(history.epochs + [row]))
+        row.update(best_epoch(history.epochs + [row]))
         history.epochs.append(row)
         run.save(_state(s, epoch, history), row)
     return history

@@ -17,8 +17,6 @@ Figures are drawn by :func:`tspike_lab.viz.plot_table`.
 
 import json
 
-import torch
-
 from .. import data
 from ..frontend import make_parser, run_guarded
 from .paper import BASELINES, CITATION, ENERGY, ENERGY_CONSTANTS, FIGURE2, TABLES, paper_cell, paper_numbers
@@ -56,7 +54,7 @@ from .records import (
     validate_metrics,
 )
 from .released import step_bn_effect
-from .run import check_cost, estimate, estimate_from_flops, probe_data, run_table, test_batch
+from .run import balanced_test, check_cost, estimate, estimate_from_flops, probe_data, run_table, test_batch
 
 __all__ = [
     "TABLES",
@@ -135,9 +133,7 @@ def _aggregate(ns) -> int:
 
 def _step_bn(ns) -> int:
     source = data.probe(data.describe(ns.dataset, ns.data_dir))
-    idx = torch.cat([torch.nonzero(source.test_y == k).flatten()[: ns.per_class] for k in range(source.num_classes)])
-    x = source.test_x[idx].float() / 255
-    x = (x - torch.tensor(source.mean).view(1, -1, 1, 1)) / torch.tensor(source.std).view(1, -1, 1, 1)
+    x, _ = balanced_test(source, ns.per_class * source.num_classes)
     print("| arch | T | images | max abs logit diff | logit std | spikes differing |\n|---|---|---|---|---|---|")
     for case in ns.cases.split(","):
         arch, t = case.split(":")

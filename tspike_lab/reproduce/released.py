@@ -46,8 +46,11 @@ def step_bn_effect(x: torch.Tensor, arch: str, num_steps: int, *, seed: int = 0)
             ).train()
         )
     nets[1].load_state_dict(nets[0].state_dict())
-    recs = [probes.record(net, x) for net in nets]
-    logits = [net(x) for net in nets]
+    recs, logits = [], []
+    for net in nets:  # one forward each: train-mode BatchNorm updates its running statistics per pass
+        with torch.no_grad(), probes.Recorder(net) as rec:
+            logits.append(net(x))
+        recs.append(rec.recording)
     spikes = sum(r["spikes"].numel() for r in recs[0].values())
     differ = sum(int((recs[0][k]["spikes"] != recs[1][k]["spikes"]).sum()) for k in recs[0])
     return {

@@ -33,7 +33,7 @@ from ..energy import conv_macs, count_ops, linear_macs
 from ..errors import ConfigError, RunFolderError, TrainingDiverged
 from ..hardware import resolve_device
 from ..results import environment, json_safe, lock_folder, new_run_dir, write_json_atomic
-from ..train import param_groups, read_metrics, train
+from ..train import best_epoch, param_groups, read_metrics, train
 from .paper import TABLES
 from .plan import (
     CPU_MAX_HOURS,
@@ -73,8 +73,7 @@ def _identity(run: PlannedRun) -> dict[str, Any]:
 
 def _run_record(run: PlannedRun, epochs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     final = epochs[-1] if epochs else {}
-    tests = [(e["test_acc"], e["epoch"]) for e in epochs if e.get("test_acc") is not None]
-    best = max(tests, key=lambda p: p[0]) if tests else (None, None)  # the first epoch to reach it, as best_acc
+    best = best_epoch(epochs)
     speeds = [
         e["images_per_s"] for e in epochs if e.get("images_per_s") is not None and math.isfinite(e["images_per_s"])
     ]
@@ -85,8 +84,8 @@ def _run_record(run: PlannedRun, epochs: list[dict[str, Any]], wall: float) -> d
             "status": "complete",
             "epochs": len(epochs),
             "top1": _pct(final.get("test_acc")),
-            "best_top1": _pct(best[0]),
-            "best_epoch": best[1],
+            "best_top1": _pct(best["best_test_acc"]),
+            "best_epoch": best["best_epoch"],
             "train_top1": _pct(final.get("train_acc")),
             "test_loss": final.get("test_loss"),
             "firing_rate": final.get("firing_rate"),
@@ -99,21 +98,7 @@ def _run_record(run: PlannedRun, epochs: list[dict[str, Any]], wall: float) -> d
 
 
 def _failed_record(run: PlannedRun, status: str, error: str) -> dict[str, Any]:
-    return {
-        **_identity(run),
-        "run_dir": f"runs/{run.key}",
-        "status": status,
-        "epochs": 0,
-        "top1": None,
-        "best_top1": None,
-        "best_epoch": None,
-        "train_top1": None,
-        "firing_rate": None,
-        "amplitudes": None,
-        "images_per_s": None,
-        "wall_time_s": 0.0,
-        "error": error,
-    }
+    return {**_run_record(run, [], 0.0), "status": status, "error": error}
 
 
 def _train_in_process(config: TrainConfig) -> tuple[list[dict[str, Any]], float]:
@@ -652,10 +637,17 @@ def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_i
     if data_dir is None and root is not None and not Path(root).exists():
         root = None
     dp = data.describe(dataset, root)
-    source = data.probe(dp)
+    x, y = balanced_test(data.probe(dp), num_images)
+    return x, y, dp.label
+
+
+def balanced_test(source: data.DataSource, num_images: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)``: the class-balanced sample :func:`test_batch` describes, of a data set held in memory."""
     if source.test_y is None:
         raise ConfigError(
-            f"test_batch needs a data set held in memory; {dp.label} is read from files", field="dataset", value=dataset
+            f"a class-balanced test sample needs a data set held in memory; {source.name} is read from files",
+            field="dataset",
+            value=source.name,
         )
     y_all = source.test_y
     if num_images is None:
@@ -669,10 +661,9 @@ def test_batch(run_dir: str | os.PathLike, *, data_dir: str | None = None, num_i
         ]
         idx = torch.tensor([i for _, _, i in sorted(picks)][:num_images])
     sample = dataclasses.replace(source, test_x=source.test_x[idx], test_y=y_all[idx], fingerprint=source.fingerprint)
-    x, y = next(
+    return next(
         iter(data.make_loader(sample, "test", batch_size=len(idx), device="cpu", shuffle=False, drop_last=False))
     )
-    return x, y, dp.label
 
 
 def estimate_from_flops(table: str, profile: str | None = None, *, tflops: float = 100.0) -> dict[str, Any]:
