@@ -1119,3 +1119,20 @@ def test_distributed_test_shards_mark_the_wrapped_copies_so_each_sample_counts_o
     assert counted.numel() == n  # 360 = 7 x 52 - 4 wrapped copies, not counted
     assert torch.equal(counted.sort().values, source.test_y.sort().values)
     assert make_loader(source, "test", batch_size=16).keep is None  # one process: nothing wrapped
+
+
+def test_the_imagenet_walk_lists_files_in_os_walk_order_without_following_folder_links(tmp_path):
+    from tspike_lab.data.imagenet import _walk_files
+
+    for rel in ["b/2.png", "a/z/1.png", "a/0.png", "a/y.png", "c.png", "B/x.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    (tmp_path / "broken.png").symlink_to(tmp_path / "nowhere")
+    expected = []
+    for folder, folders, files in os.walk(tmp_path):
+        folders.sort()
+        expected += [os.path.join(folder, f) for f in sorted(files)]
+    walked = list(_walk_files(str(tmp_path)))
+    assert [e.path for e in walked] == expected and len(expected) == 7
+    assert [e.name for e in walked if not e.is_file()] == ["broken.png"]
