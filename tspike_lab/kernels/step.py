@@ -110,7 +110,7 @@ class LIFStepCPU(torch.autograd.Function):
         )
         smooth = args.sg != _STE
         ctx.args, ctx.sfx = args, sfx
-        ctx.save_for_backward(code, mem if (smooth or not args.detach) else None, u if smooth else None)
+        ctx.save_for_backward(code, None if args.detach else mem, u if smooth else None)  # what the backward reads
         ctx.set_materialize_grads(False)
         return b, u
 
