@@ -114,7 +114,7 @@ def _binary_leaky(T, device):
 
 def general_path(cls):
     """``cls`` (TernaryLeaky or BinaryLeaky) with the fused step turned off: every step runs op by op."""
-    return type(f"{cls.__name__}GeneralPath", (cls,), {"_fused_step": lambda self, input_: None})
+    return type(f"{cls.__name__}GeneralPath", (cls,), {"fused_step": False})
 
 
 def _ternary_leaky_general(T, device):
