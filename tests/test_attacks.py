@@ -34,7 +34,7 @@ from test_data import make_cifar_archive
 from tspike_lab import cli, frontend, reproduce
 from tspike_lab.data import DataIntegrityError, cifar, imagefolder, load, safe_extract
 from tspike_lab.data.archive import iter_files
-from tspike_lab.errors import CheckpointError, ConfigError, DataError, RecordError, RunFolderError
+from tspike_lab.errors import CheckpointError, ConfigError, DataError, RecordError, ResourceError, RunFolderError
 
 
 @pytest.fixture(autouse=True)
@@ -553,6 +553,16 @@ def test_a_2gib_readme_beside_the_images_is_never_read_folder_or_zip(tmp_path, m
     src = load("imagefolder", root=archive, workers=1, cache=False)
     assert src.train_x.shape == (4, 3, 8, 8)
     assert len(opened) == 8 and "README" not in opened
+
+
+def test_an_image_folder_needing_twice_its_decoded_size_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
+    root = _image_folder(tmp_path / "images")
+    decoded = 8 * 8 * 8 * 3  # 8 images of 8x8 RGB
+    monkeypatch.setattr(imagefolder, "_decoded_budget", lambda: (2 * decoded - 1, "a test's limit"))
+    with pytest.raises(ResourceError, match=r"held twice while the splits are made.*\(a test's limit\)"):
+        load("imagefolder", root=root, workers=1, cache=False)
+    monkeypatch.setattr(imagefolder, "_decoded_budget", lambda: (2 * decoded, "a test's limit"))
+    assert load("imagefolder", root=root, workers=1, cache=False).train_x.shape == (4, 3, 8, 8)
 
 
 def test_an_image_member_above_the_byte_cap_is_refused_by_its_declared_size_before_it_is_read(tmp_path, monkeypatch):

@@ -213,15 +213,19 @@ def _decode_image_folder(src: Path, channels: int, workers: int) -> dict:
             logger.info("decoding in this process: no worker pool (%s)", exc)
     budget = _decoded_budget()
     arrays: list[np.ndarray] = []
+    decoded = [0, 0]  # bytes, images
 
     def keep(a: np.ndarray) -> None:
+        # the decoded images are held twice at the peak: the chunks while they are joined, then the
+        # joined tensor while each split is gathered from it
         arrays.append(a)
-        total = sum(x.nbytes for x in arrays)
-        if budget is not None and total > budget[0]:
+        decoded[0] += a.nbytes
+        decoded[1] += a.shape[0]
+        if budget is not None and 2 * decoded[0] > budget[0]:
             raise ResourceError(
-                f"image folder {str(src)!r} decodes to more than {total / 2**30:.1f} GiB after "
-                f"{sum(x.shape[0] for x in arrays)} images of {a.shape[2]}x{a.shape[1]}, more than "
-                f"the {budget[0] / 2**30:.1f} GiB available ({budget[1]}); use smaller images"
+                f"image folder {str(src)!r} decodes to more than {decoded[0] / 2**30:.1f} GiB after "
+                f"{decoded[1]} images of {a.shape[2]}x{a.shape[1]}, held twice while the splits are made: more "
+                f"than the {budget[0] / 2**30:.1f} GiB available ({budget[1]}); use smaller images"
             )
 
     if pool is None:
@@ -249,6 +253,7 @@ def _decode_image_folder(src: Path, channels: int, workers: int) -> dict:
             )
         start += a.shape[0]
     images = torch.from_numpy(np.concatenate(arrays)).permute(0, 3, 1, 2)
+    arrays.clear()  # the chunks go before the splits are gathered
     splits = {s: [i for i, m in enumerate(meta) if m[0] == s] for s in ("train", "test")}
     for s, idx in splits.items():
         if not idx:
