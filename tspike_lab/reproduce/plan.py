@@ -138,7 +138,7 @@ PARAM_HELP: Mapping[str, str] = MappingProxyType(
         },
         "out_dir": "each table run makes a new folder under it (None: runs/<table> of this checkout)",
         "train_options": "other TrainConfig fields, over the profile's (a dict)",
-        "workers": "training runs side by side on a CPU, one thread each (None: the profile's)",
+        "workers": "training runs side by side on a CPU, each with cpu_count // workers threads (None: the profile's)",
         "max_hours": f"refuse to train when the estimate exceeds it (None: {CPU_MAX_HOURS:g} h on a CPU, no limit on "
         f"a GPU)",
     }
